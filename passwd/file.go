@@ -1,0 +1,184 @@
+package passwd
+
+import (
+	"strconv"
+	"strings"
+)
+
+// Kind names one of the four account databases.
+type Kind int
+
+const (
+	Passwd Kind = iota
+	Group
+	Shadow
+	GShadow
+)
+
+// Kinds lists every database, in the order they are written into a layer.
+var Kinds = []Kind{Passwd, Group, Shadow, GShadow}
+
+// Path is where the database lives inside an image, without the leading "/".
+func (k Kind) Path() string {
+	return [...]string{"etc/passwd", "etc/group", "etc/shadow", "etc/gshadow"}[k]
+}
+
+func (k Kind) String() string { return "/" + k.Path() }
+
+// fields is how many colon-separated fields a well-formed entry has.
+func (k Kind) fields() int { return [...]int{7, 4, 9, 4}[k] }
+
+// File is one account database kept line by line. Lines are never
+// reinterpreted: comments, blank lines, NIS "+"/"-" lines and entries with an
+// unexpected number of fields are kept as they are, so that rendering a File
+// nobody changed returns the base's bytes exactly, and a change touches only
+// the lines it must.
+type File struct {
+	Kind Kind
+	// lines is the content split on "\n"; the last element is "" when the
+	// content ends in a newline, which makes Bytes an exact inverse of Parse.
+	lines []string
+}
+
+// Parse reads a database. It never fails: odd lines are kept, not rejected,
+// because a base image's files are not ours to judge.
+func Parse(kind Kind, data []byte) *File {
+	return &File{Kind: kind, lines: strings.Split(string(data), "\n")}
+}
+
+// Bytes renders the database.
+func (f *File) Bytes() []byte { return []byte(strings.Join(f.lines, "\n")) }
+
+// Entry is one account line split into its fields.
+type Entry struct {
+	Line   int // index of the line in the file
+	Fields []string
+}
+
+// Name is the entry's first field: the user or group name.
+func (e Entry) Name() string { return e.Fields[0] }
+
+// ID is the numeric UID (passwd) or GID (group) of the entry; ok is false
+// when the field is missing or not a number.
+func (e Entry) ID() (id uint64, ok bool) {
+	if len(e.Fields) < 3 {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(e.Fields[2], 10, 32)
+	return id, err == nil
+}
+
+// Field returns field i, or "" when the entry is shorter.
+func (e Entry) Field(i int) string {
+	if i < len(e.Fields) {
+		return e.Fields[i]
+	}
+	return ""
+}
+
+func (e Entry) String() string { return strings.Join(e.Fields, ":") }
+
+// isEntry reports whether a line describes an account, as opposed to a blank
+// line, a comment, or a NIS compat line ("+", "+name", "-name") that refers
+// to accounts held elsewhere.
+func isEntry(line string) bool {
+	if line == "" {
+		return false
+	}
+	switch line[0] {
+	case '#', '+', '-':
+		return false
+	}
+	return true
+}
+
+// Entries returns every account line, in file order.
+func (f *File) Entries() []Entry {
+	var out []Entry
+	for i, l := range f.lines {
+		if isEntry(l) {
+			out = append(out, Entry{Line: i, Fields: strings.Split(l, ":")})
+		}
+	}
+	return out
+}
+
+// Lookup returns the first entry with the given name.
+func (f *File) Lookup(name string) (Entry, bool) {
+	for _, e := range f.Entries() {
+		if e.Name() == name {
+			return e, true
+		}
+	}
+	return Entry{}, false
+}
+
+// Append adds an entry after the last line, keeping the file's final newline
+// (and adding one where the base had none, so the new line stands alone).
+func (f *File) Append(fields ...string) {
+	line := strings.Join(fields, ":")
+	if n := len(f.lines); n > 0 && f.lines[n-1] == "" {
+		f.lines[n-1] = line
+	} else {
+		f.lines = append(f.lines, line)
+	}
+	f.lines = append(f.lines, "")
+}
+
+// set rewrites one field of the entry on line i, padding a short entry with
+// empty fields rather than losing what it had.
+func (f *File) set(i, field int, value string) {
+	fs := strings.Split(f.lines[i], ":")
+	for len(fs) <= field {
+		fs = append(fs, "")
+	}
+	fs[field] = value
+	f.lines[i] = strings.Join(fs, ":")
+}
+
+// remove deletes the lines at the given indexes.
+func (f *File) remove(idx map[int]bool) {
+	if len(idx) == 0 {
+		return
+	}
+	kept := f.lines[:0:0]
+	for i, l := range f.lines {
+		if !idx[i] {
+			kept = append(kept, l)
+		}
+	}
+	f.lines = kept
+}
+
+// removeNames deletes every entry with one of the names.
+func (f *File) removeNames(names map[string]bool) {
+	idx := map[int]bool{}
+	for _, e := range f.Entries() {
+		if names[e.Name()] {
+			idx[e.Line] = true
+		}
+	}
+	f.remove(idx)
+}
+
+// members are the comma-separated user lists of group (field 3) and gshadow
+// (fields 2, admins, and 3, members).
+func splitList(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
+}
+
+// editList rewrites a comma-separated list field of line i with fn.
+func (f *File) editList(i, field int, fn func([]string) []string) {
+	fs := strings.Split(f.lines[i], ":")
+	old := ""
+	if field < len(fs) {
+		old = fs[field]
+	}
+	updated := strings.Join(fn(splitList(old)), ",")
+	if updated != old {
+		f.set(i, field, updated)
+	}
+}
