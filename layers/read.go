@@ -1,0 +1,306 @@
+package layers
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+)
+
+// Layer is what the reader needs of a layer: its uncompressed tar stream.
+// go-containerregistry's v1.Layer has this method.
+type Layer interface {
+	Uncompressed() (io.ReadCloser, error)
+}
+
+// File is a file as the merged stack shows it.
+type File struct {
+	Header *tar.Header // Name is the clean path, without "./" or "/"
+	Data   []byte      // for regular files that were asked for with data
+}
+
+// IsDir reports whether the file is a directory.
+func (f *File) IsDir() bool { return f.Header.Typeflag == tar.TypeDir }
+
+// Want names what to find. Paths are relative to the image root.
+type Want struct {
+	// Files are read with their content.
+	Files []string
+	// Headers are read without content, for files that may be huge (a
+	// sparse lastlog) or directories whose attributes must be kept.
+	Headers []string
+	// Trees are directories read with everything below them.
+	Trees []string
+}
+
+// MaxFileSize bounds the content read into memory for one file: account
+// databases and skeleton files are small; anything bigger is not what the
+// caller thinks it is.
+const MaxFileSize = 16 << 20
+
+// ErrOutsideRoot is returned for a symlink that leads out of the image.
+var ErrOutsideRoot = errors.New("symlink leads outside the image root")
+
+// Files is the result of Find: the files found, by clean path, with the
+// headers of every parent directory on the way.
+type Files struct {
+	byPath map[string]*File
+}
+
+// Get returns the entry stored under exactly this path, without resolving
+// symlinks.
+func (fs *Files) Get(p string) (*File, bool) {
+	f, ok := fs.byPath[clean(p)]
+	return f, ok
+}
+
+// Below returns the entries under a directory asked for as a Tree, in no
+// particular order.
+func (fs *Files) Below(dir string) []*File {
+	dir = clean(dir) + "/"
+	var out []*File
+	for p, f := range fs.byPath {
+		if strings.HasPrefix(p, dir) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// Resolve follows symlinks in p and its parents the way the kernel would
+// inside a container whose root is the image, and returns the file. A
+// missing file gives ok false. A link that climbs above the root gives
+// ErrOutsideRoot: inside a container the kernel would clamp it, but such a
+// base is broken or hostile, and its user should hear about it.
+func (fs *Files) Resolve(p string) (f *File, resolved string, ok bool, err error) {
+	resolved, err = fs.resolvePath(p)
+	if err != nil {
+		return nil, "", false, err
+	}
+	f, ok = fs.byPath[resolved]
+	return f, resolved, ok, nil
+}
+
+func (fs *Files) resolvePath(p string) (string, error) {
+	parts := strings.Split(clean(p), "/")
+	var cur []string
+	for hops := 0; len(parts) > 0; {
+		name := parts[0]
+		parts = parts[1:]
+		if name == "" || name == "." {
+			continue
+		}
+		if name == ".." {
+			if len(cur) == 0 {
+				return "", fmt.Errorf("%s: %w", p, ErrOutsideRoot)
+			}
+			cur = cur[:len(cur)-1]
+			continue
+		}
+		cur = append(cur, name)
+		f, ok := fs.byPath[strings.Join(cur, "/")]
+		if !ok || f.Header.Typeflag != tar.TypeSymlink {
+			continue
+		}
+		if hops++; hops > 40 {
+			return "", fmt.Errorf("%s: too many levels of symbolic links", p)
+		}
+		target := f.Header.Linkname
+		cur = cur[:len(cur)-1]
+		if strings.HasPrefix(target, "/") {
+			cur = nil
+		}
+		parts = append(strings.Split(target, "/"), parts...)
+	}
+	return strings.Join(cur, "/"), nil
+}
+
+func clean(p string) string {
+	p = path.Clean("/" + p)
+	return strings.TrimPrefix(p, "/")
+}
+
+// Find reads the stack, bottom layer first, and returns what the merged
+// filesystem shows for the wanted paths: upper layers win, whiteouts
+// (".wh.name") and opaque directories (".wh..wh..opq") hide what lies below
+// them, a non-directory hides everything under its path. Symlinks among the
+// wanted paths are followed inside the root (another pass reads their
+// targets), and hard links get the content of the file they link to.
+func Find(stack []Layer, want Want) (*Files, error) {
+	fs := &Files{byPath: map[string]*File{}}
+	files, headers, trees := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	for _, p := range want.Files {
+		files[clean(p)] = true
+	}
+	for _, p := range want.Headers {
+		headers[clean(p)] = true
+	}
+	for _, p := range want.Trees {
+		trees[clean(p)] = true
+	}
+	for pass := 0; ; pass++ {
+		if err := fs.read(stack, files, headers, trees); err != nil {
+			return nil, err
+		}
+		more := false
+		// Symlinks among the wanted paths, or on the way to them: ask for
+		// their targets too.
+		for _, set := range []map[string]bool{files, headers} {
+			for p := range set {
+				r, err := fs.resolvePath(p)
+				if err != nil {
+					continue // reported by Resolve, where the caller looks
+				}
+				if _, ok := fs.byPath[r]; !ok && !set[r] {
+					set[r] = true
+					more = true
+				}
+			}
+		}
+		// Hard links whose target content is not read yet.
+		for p, f := range fs.byPath {
+			if f.Header.Typeflag == tar.TypeLink && f.Data == nil && (files[p] || underTree(p, trees)) {
+				t := clean(f.Header.Linkname)
+				if !files[t] {
+					files[t] = true
+					more = true
+				}
+			}
+		}
+		if !more {
+			break
+		}
+		if pass == 8 {
+			return nil, errors.New("following symbolic and hard links: too many passes")
+		}
+		fs.byPath = map[string]*File{}
+	}
+	// Hard links take the content of their target as it was in their own
+	// layer; the target is read from the stack by name, which is the same
+	// file unless an upper layer replaced it, a case no base we know has.
+	for _, f := range fs.byPath {
+		if f.Header.Typeflag == tar.TypeLink {
+			if t, ok := fs.byPath[clean(f.Header.Linkname)]; ok {
+				f.Data = t.Data
+				h := *t.Header
+				h.Name = f.Header.Name
+				f.Header = &h
+			}
+		}
+	}
+	return fs, nil
+}
+
+// underTree reports whether p lies below one of the trees.
+func underTree(p string, trees map[string]bool) bool {
+	for t := range trees {
+		if strings.HasPrefix(p, t+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// ancestorWanted reports whether p is a parent directory of something wanted.
+func ancestorWanted(p string, sets ...map[string]bool) bool {
+	for _, set := range sets {
+		for w := range set {
+			if strings.HasPrefix(w, p+"/") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// read walks the layers from the top down, so the first entry seen for a
+// path is the one the merged filesystem shows.
+func (fs *Files) read(stack []Layer, files, headers, trees map[string]bool) error {
+	deleted := map[string]bool{} // paths removed for the layers below
+	opaque := map[string]bool{}  // directories whose lower content is hidden
+	for i := len(stack) - 1; i >= 0; i-- {
+		rc, err := stack[i].Uncompressed()
+		if err != nil {
+			return fmt.Errorf("opening layer %d: %w", i, err)
+		}
+		layerDeleted, layerOpaque := map[string]bool{}, map[string]bool{}
+		err = fs.readLayer(rc, files, headers, trees, deleted, opaque, layerDeleted, layerOpaque)
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("reading layer %d: %w", i, err)
+		}
+		for p := range layerDeleted {
+			deleted[p] = true
+		}
+		for p := range layerOpaque {
+			opaque[p] = true
+		}
+	}
+	return nil
+}
+
+func (fs *Files) readLayer(r io.Reader, files, headers, trees, deleted, opaque, layerDeleted, layerOpaque map[string]bool) error {
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		p := clean(h.Name)
+		if p == "" {
+			continue
+		}
+		dir, base := path.Dir(p), path.Base(p)
+		if base == ".wh..wh..opq" {
+			layerOpaque[dir] = true
+			continue
+		}
+		if strings.HasPrefix(base, ".wh.") {
+			layerDeleted[path.Join(dir, strings.TrimPrefix(base, ".wh."))] = true
+			continue
+		}
+		inTree := underTree(p, trees)
+		wantData := files[p] || inTree
+		if !wantData && !headers[p] && !trees[p] && !ancestorWanted(p, files, headers, trees) {
+			continue
+		}
+		if _, seen := fs.byPath[p]; seen || fs.hidden(p, deleted, opaque) {
+			continue
+		}
+		f := &File{Header: h}
+		f.Header.Name = p
+		if wantData && h.Typeflag == tar.TypeReg {
+			if h.Size > MaxFileSize {
+				return fmt.Errorf("/%s is %d bytes, more than the %d a ds01 input file may have", p, h.Size, MaxFileSize)
+			}
+			f.Data = make([]byte, h.Size)
+			if _, err := io.ReadFull(tr, f.Data); err != nil {
+				return fmt.Errorf("reading /%s: %w", p, err)
+			}
+		}
+		fs.byPath[p] = f
+	}
+}
+
+// hidden reports whether a lower layer's entry at p is masked by what the
+// layers above did: deleted it or a parent, made a parent opaque, or put a
+// non-directory at a parent's path.
+func (fs *Files) hidden(p string, deleted, opaque map[string]bool) bool {
+	if deleted[p] {
+		return true
+	}
+	for d := path.Dir(p); d != "."; d = path.Dir(d) {
+		if deleted[d] || opaque[d] {
+			return true
+		}
+		if f, ok := fs.byPath[d]; ok && !f.IsDir() {
+			return true
+		}
+	}
+	return false
+}
