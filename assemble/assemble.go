@@ -1,0 +1,151 @@
+// Package assemble makes a ds01 image: a base, one small layer with the
+// user's account, and a config that says so. Values in, values out: the
+// base stays lazy (only its config and the few files the user layer needs
+// are read), and nothing here talks to Docker.
+package assemble
+
+import (
+	"bytes"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
+	"github.com/ds01/ds01/layers"
+	"github.com/ds01/ds01/passwd"
+)
+
+// Labels that say an image carries its user (read by DS01's mlc-patched.py
+// and by ds01 container deploy to skip any setup at container creation).
+const (
+	LabelHasUserSetup = "aime.mlc.DS01_HAS_USER_SETUP"
+	LabelUserID       = "aime.mlc.DS01_USER_ID"
+	LabelGroupID      = "aime.mlc.DS01_GROUP_ID"
+	LabelUsername     = "aime.mlc.DS01_USERNAME"
+)
+
+// Options are the inputs of one build besides the base.
+type Options struct {
+	Account passwd.Account
+	// Created is the time of the new layer's files, history entry and
+	// config. Zero means the base's creation time, so that the same inputs
+	// give the same image ID on any machine and any day.
+	Created time.Time
+	// Labels are merged over the base's labels and ds01's own.
+	Labels map[string]string
+}
+
+// Result is the assembled image and what went into it.
+type Result struct {
+	Image     v1.Image
+	UserLayer v1.Layer
+	passwd.Result
+}
+
+// Files reads from the base what the user layer needs.
+func Files(base v1.Image) (*layers.Files, error) {
+	ls, err := base.Layers()
+	if err != nil {
+		return nil, fmt.Errorf("listing base layers: %w", err)
+	}
+	stack := make([]layers.Layer, len(ls))
+	for i, l := range ls {
+		stack[i] = l
+	}
+	fs, err := layers.Find(stack, layers.UserWant)
+	if err != nil {
+		return nil, fmt.Errorf("reading the base's account files: %w", err)
+	}
+	return fs, nil
+}
+
+// Image assembles the user's image from a base whose files were read with
+// Files (or from any other source of the same files, such as a container
+// of the base in the Docker daemon).
+func Image(base v1.Image, files *layers.Files, opts Options) (Result, error) {
+	cfg, err := base.ConfigFile()
+	if err != nil {
+		return Result{}, fmt.Errorf("reading base config: %w", err)
+	}
+	created := opts.Created
+	if created.IsZero() {
+		created = cfg.Created.Time
+	}
+	created = created.UTC().Truncate(time.Second)
+
+	ul, err := layers.UserLayer(files, opts.Account, created)
+	if err != nil {
+		return Result{}, err
+	}
+	var buf bytes.Buffer
+	if err := layers.Write(&buf, ul.Entries); err != nil {
+		return Result{}, fmt.Errorf("writing user layer: %w", err)
+	}
+	layer := layers.FromBytes(buf.Bytes())
+
+	a := opts.Account
+	img, err := mutate.Append(base, mutate.Addendum{
+		Layer: layer,
+		History: v1.History{
+			Created:   v1.Time{Time: created},
+			CreatedBy: fmt.Sprintf("ds01: user %s (%d:%d), sudo, home, empty lastlog/faillog", a.Name, a.UID, a.GID),
+			Comment:   "assembled by ds01, no build",
+		},
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("appending user layer: %w", err)
+	}
+	newCfg, err := img.ConfigFile()
+	if err != nil {
+		return Result{}, fmt.Errorf("reading assembled config: %w", err)
+	}
+	newCfg = newCfg.DeepCopy()
+	newCfg.Created = v1.Time{Time: created}
+	c := &newCfg.Config
+	// Merged, never replaced: the base's labels (CUDA versions, licences)
+	// stay visible to whoever inspects the image.
+	labels := maps.Clone(c.Labels)
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	maps.Copy(labels, map[string]string{
+		LabelHasUserSetup: "true",
+		LabelUserID:       strconv.FormatUint(uint64(a.UID), 10),
+		LabelGroupID:      strconv.FormatUint(uint64(a.GID), 10),
+		LabelUsername:     a.Name,
+	})
+	maps.Copy(labels, opts.Labels)
+	c.Labels = labels
+	// Numeric, so that runAsNonRoot-style checks can read it. The UID
+	// alone, not UID:GID: given a group, runc skips /etc/group and the
+	// user would lose sudo and video (GPU device nodes); given the UID, it
+	// takes the primary GID from the passwd entry ds01 wrote.
+	c.User = strconv.FormatUint(uint64(a.UID), 10)
+	c.WorkingDir = "/workspace"
+	c.Env = withUserPath(c.Env, a.HomeDir()+"/.local/bin")
+	img, err = mutate.ConfigFile(img, newCfg)
+	if err != nil {
+		return Result{}, fmt.Errorf("setting config: %w", err)
+	}
+	return Result{Image: img, UserLayer: layer, Result: ul.Result}, nil
+}
+
+// defaultPath is Docker's PATH for an image that sets none.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+func withUserPath(env []string, dir string) []string {
+	env = slices.Clone(env)
+	for i, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			parts := slices.DeleteFunc(strings.Split(v, ":"), func(p string) bool { return p == dir })
+			env[i] = "PATH=" + strings.Join(append([]string{dir}, parts...), ":")
+			return env
+		}
+	}
+	return append(env, "PATH="+dir+":"+defaultPath)
+}

@@ -1,0 +1,60 @@
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+)
+
+// RunResult is what a finished one-off container printed and returned.
+type RunResult struct {
+	Stdout, Stderr string
+	ExitCode       int64
+}
+
+// Run runs cmd in a new container of image as user ("" for the image's
+// own), waits for it, and removes it whatever happens, Ctrl-C included.
+func (d *Daemon) Run(ctx context.Context, image, user string, cmd ...string) (RunResult, error) {
+	created, err := d.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Config: &container.Config{Image: image, User: user, Cmd: cmd},
+	})
+	if err != nil {
+		return RunResult{}, fmt.Errorf("creating a container of %s: %w", image, err)
+	}
+	defer d.remove(created.ID)
+	if _, err := d.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
+		return RunResult{}, fmt.Errorf("starting a container of %s: %w", image, err)
+	}
+	wait := d.ContainerWait(ctx, created.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
+	var res RunResult
+	select {
+	case w := <-wait.Result:
+		res.ExitCode = w.StatusCode
+	case err := <-wait.Error:
+		return RunResult{}, fmt.Errorf("waiting for the container of %s: %w", image, err)
+	}
+	logs, err := d.ContainerLogs(ctx, created.ID, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
+	if err != nil {
+		return res, fmt.Errorf("reading output: %w", err)
+	}
+	defer logs.Close()
+	var out, errOut bytes.Buffer
+	if _, err := stdcopy.StdCopy(&out, &errOut, logs); err != nil {
+		return res, fmt.Errorf("reading output: %w", err)
+	}
+	res.Stdout, res.Stderr = out.String(), errOut.String()
+	return res, nil
+}
+
+// remove force-removes a container with a context of its own, so that a
+// cancelled caller still cleans up.
+func (d *Daemon) remove(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+}

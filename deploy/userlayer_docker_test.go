@@ -1,0 +1,123 @@
+package deploy_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ds01/ds01/assemble"
+	"github.com/ds01/ds01/internal/testbed"
+	"github.com/ds01/ds01/passwd"
+)
+
+// The user layer on a real Debian base, loaded into the real daemon and
+// checked from inside a container running as the user.
+func TestUserLayerInContainer(t *testing.T) {
+	for _, base := range []testbed.Base{testbed.Bullseye, testbed.Bookworm} {
+		t.Run(base.Suite, func(t *testing.T) {
+			d := testbed.Docker(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			img, err := base.Image(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			files, err := assemble.Files(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			name, err := passwd.Sanitize("h.baker@hertie-school.lan")
+			if err != nil {
+				t.Fatal(err)
+			}
+			acct := passwd.Account{Name: name, UID: 1722830498, GID: 1722830498, Groups: []string{"sudo", "video"}}
+			res, err := assemble.Image(img, files, assemble.Options{Account: acct})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tag := testbed.Prefix(t) + "/" + base.Suite + ":latest"
+			testbed.RemoveImage(t, d, tag)
+			if _, err := d.Load(ctx, res.Image, tag, nil); err != nil {
+				t.Fatal(err)
+			}
+
+			// One line per check, "key=value", from a login shell as the
+			// image's own user (the config's numeric UID:GID).
+			script := `
+echo "user=$(id -un)"
+echo "ids=$(id -u):$(id -g)"
+echo "groups=$(id -Gn)"
+echo "home=$HOME"
+echo "path1=${PATH%%:*}"
+sudo -n true && echo "sudo=ok"
+echo "sudo_root=$(sudo -n id -u)"
+echo "logs=$(stat -c %s /var/log/lastlog /var/log/faillog | tr '\n' ' ')"
+echo "modes=$(stat -c %a /home /var/log /etc | tr '\n' ' ')"
+echo "users=$(getent passwd | cut -d: -f1 | tr '\n' ' ')"
+echo "pwd=$(pwd)"
+touch /workspace/probe && echo "workspace=writable"
+touch ~/.local/bin/probe && echo "local=writable"
+`
+			out, err := d.Run(ctx, tag, "", "bash", "-lc", script)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out.ExitCode != 0 {
+				t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", out.ExitCode, out.Stdout, out.Stderr)
+			}
+			got := map[string]string{}
+			for _, l := range strings.Split(out.Stdout, "\n") {
+				if k, v, ok := strings.Cut(l, "="); ok {
+					got[k] = strings.TrimSpace(v)
+				}
+			}
+			mode := func(p string) string {
+				f, ok := files.Get(p)
+				if !ok {
+					t.Fatalf("base has no /%s", p)
+				}
+				return fmt.Sprintf("%o", f.Header.Mode&0o7777)
+			}
+			want := map[string]string{
+				"user":      "h-baker",
+				"ids":       "1722830498:1722830498",
+				"home":      "/home/h-baker",
+				"path1":     "/home/h-baker/.local/bin",
+				"sudo":      "ok",
+				"sudo_root": "0",
+				"logs":      "0 0",
+				"modes":     mode("home") + " " + mode("var/log") + " " + mode("etc"),
+				"pwd":       "/workspace",
+				"workspace": "writable",
+				"local":     "writable",
+			}
+			for k, v := range want {
+				if got[k] != v {
+					t.Errorf("%s = %q; want %q\nstdout:\n%s\nstderr:\n%s", k, got[k], v, out.Stdout, out.Stderr)
+				}
+			}
+			for _, g := range []string{"sudo", "video"} {
+				if !strings.Contains(" "+got["groups"]+" ", " "+g+" ") {
+					t.Errorf("groups = %q; want %s among them", got["groups"], g)
+				}
+			}
+			// The base's accounts are all still there, and the user once.
+			db, ok := files.Get("etc/passwd")
+			if !ok {
+				t.Fatal("base has no /etc/passwd")
+			}
+			users := strings.Fields(got["users"])
+			for _, l := range strings.Split(strings.TrimSpace(string(db.Data)), "\n") {
+				u, _, _ := strings.Cut(l, ":")
+				if !strings.Contains(" "+got["users"]+" ", " "+u+" ") {
+					t.Errorf("base user %q is gone; users: %v", u, users)
+				}
+			}
+			if n := strings.Count(" "+got["users"]+" ", " h-baker "); n != 1 {
+				t.Errorf("h-baker appears %d times in passwd", n)
+			}
+		})
+	}
+}
