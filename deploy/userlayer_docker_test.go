@@ -10,20 +10,18 @@ import (
 	"github.com/ds01/ds01/assemble"
 	"github.com/ds01/ds01/internal/testbed"
 	"github.com/ds01/ds01/passwd"
+	"github.com/ds01/ds01/registry"
 )
 
 // The user layer on a real Debian base, loaded into the real daemon and
 // checked from inside a container running as the user.
 func TestUserLayerInContainer(t *testing.T) {
-	for _, base := range []testbed.Base{testbed.Bullseye, testbed.Bookworm} {
+	for _, base := range []registry.Debian{testbed.Bullseye, testbed.Bookworm} {
 		t.Run(base.Suite, func(t *testing.T) {
 			d := testbed.Docker(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
-			img, err := base.Image(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			img := testbed.Base(t, base)
 			files, err := assemble.Files(img)
 			if err != nil {
 				t.Fatal(err)
