@@ -39,7 +39,7 @@ var ErrNoDaemon = errors.New("cannot reach the Docker daemon")
 // (DOCKER_HOST and friends), negotiates the API version with the daemon
 // (Engine 20.10 speaks 1.41, current engines 1.5x) and detects its store.
 func Connect(ctx context.Context) (*Daemon, error) {
-	c, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	c, err := client.New(client.FromEnv) // negotiates the API version on first use
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNoDaemon, err)
 	}

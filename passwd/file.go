@@ -25,9 +25,6 @@ func (k Kind) Path() string {
 
 func (k Kind) String() string { return "/" + k.Path() }
 
-// fields is how many colon-separated fields a well-formed entry has.
-func (k Kind) fields() int { return [...]int{7, 4, 9, 4}[k] }
-
 // File is one account database kept line by line. Lines are never
 // reinterpreted: comments, blank lines, NIS "+"/"-" lines and entries with an
 // unexpected number of fields are kept as they are, so that rendering a File

@@ -201,3 +201,16 @@ func Mirror() (string, error) {
 	}
 	return "", errors.New("no Debian archive in /etc/apt/sources.list{,.d}: mmdebstrap needs one to build test bases")
 }
+
+// CacheDir is ds01's cache: $DS01_CACHE, else $XDG_CACHE_HOME/ds01
+// (~/.cache/ds01). A group-writable path may be shared by a server's users.
+func CacheDir() (string, error) {
+	if d := os.Getenv("DS01_CACHE"); d != "" {
+		return d, nil
+	}
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("finding the cache directory (set DS01_CACHE): %w", err)
+	}
+	return filepath.Join(d, "ds01"), nil
+}

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v3"
+
+	"github.com/ds01/ds01/assemble"
+	"github.com/ds01/ds01/deploy"
+	"github.com/ds01/ds01/identity"
+	"github.com/ds01/ds01/registry"
+)
+
+// demoLogin is whom the demo acts for when root runs it without --user:
+// an LDAP login with a UID of the size that breaks useradd-based setups.
+const (
+	demoLogin = "h.baker@hertie-school.lan"
+	demoID    = 1722830498
+)
+
+func demoCmd() *cli.Command {
+	return &cli.Command{
+		Name:  "demo",
+		Usage: "make a Debian base locally, assemble your image on it, and show it working inside a container",
+		Description: "Needs only a Docker daemon and Debian's packages (mmdebstrap): no image registry.\n" +
+			"Run as root without --user, it acts for h.baker@hertie-school.lan, UID/GID 1722830498.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "suite", Value: "bookworm", Usage: "Debian release of the base: bookworm (with Python) or bullseye"},
+			&cli.StringFlag{Name: "project", Value: "demo", Usage: "the image is ds01-{UID}/`PROJECT`:latest"},
+		},
+		Action: runDemo,
+	}
+}
+
+func runDemo(ctx context.Context, cmd *cli.Command) error {
+	out := cmd.Root().Writer
+	id, err := caller(cmd)
+	if err != nil {
+		return err
+	}
+	if id.UID == 0 && !cmd.IsSet("user") {
+		id, err = identity.Resolve(identity.Process{Login: "root"}, identity.Overrides{Login: demoLogin, UID: ptr(uint32(demoID)), GID: ptr(uint32(demoID))}, lookupHost)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "running as root: acting for %s (UID/GID %d); --user LOGIN picks another\n", demoLogin, demoID)
+	}
+	if err := id.CheckUser(); err != nil {
+		return usageError{err}
+	}
+	var base registry.Debian
+	switch cmd.String("suite") {
+	case "bookworm":
+		base = registry.Bookworm
+	case "bullseye":
+		base = registry.Bullseye
+	default:
+		return usagef("--suite %q: choose bookworm or bullseye", cmd.String("suite"))
+	}
+	tag := fmt.Sprintf("ds01-%d/%s:latest", id.UID, cmd.String("project"))
+
+	d, err := deploy.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	fmt.Fprintf(out, "docker: API %s, %s store (%s)\n", d.APIVersion, d.Store, d.Driver)
+
+	cache, err := registry.CacheDir()
+	if err != nil {
+		return err
+	}
+	t := time.Now()
+	img, err := base.Image(ctx, filepath.Join(cache, "debian"))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "base: Debian %s minbase (+%s), from mmdebstrap via %s: %s\n", base.Suite, strings.Join(base.Packages, ","), filepath.Join(cache, "debian"), since(t))
+
+	t = time.Now()
+	files, err := assemble.Files(img)
+	if err != nil {
+		return err
+	}
+	res, err := assemble.Image(img, files, assemble.Options{Account: id.Account()})
+	if err != nil {
+		return err
+	}
+	imgID, err := res.Image.ConfigName()
+	if err != nil {
+		return err
+	}
+	size, _ := res.UserLayer.Size()
+	fmt.Fprintf(out, "assembled %s for %s (%s, %d:%d): user layer %d bytes, image %s: %s\n", tag, id.Name, id.Login, id.UID, id.GID, size, imgID, since(t))
+	for _, w := range res.Warnings {
+		fmt.Fprintln(out, "warning:", w)
+	}
+
+	t = time.Now()
+	st, err := d.Load(ctx, res.Image, tag, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "loaded into Docker: %d MB sent: %s\n", st.Sent>>20, since(t))
+
+	script := `id; echo "HOME=$HOME"; echo "PATH=$PATH"; sudo -n true && echo "sudo: ok"; stat -c '%n %s bytes' /var/log/lastlog /var/log/faillog; pwd`
+	if base.Suite == "bookworm" {
+		script += "; python3 -c 'import getpass, os; print(\"python sees\", getpass.getuser(), os.getuid())'"
+	}
+	fmt.Fprintf(out, "inside a container of %s, in a login shell:\n", tag)
+	r, err := d.Run(ctx, tag, "", "bash", "-lc", script)
+	if err != nil {
+		return err
+	}
+	indent(out, r.Stdout)
+	indent(out, r.Stderr)
+	if r.ExitCode != 0 {
+		return fmt.Errorf("the demo commands exited %d inside the container", r.ExitCode)
+	}
+	fmt.Fprintf(out, "done: docker run --rm -it %s   (remove it with: docker rmi %s)\n", tag, tag)
+	return nil
+}
+
+func indent(w io.Writer, s string) {
+	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		if l != "" {
+			fmt.Fprintln(w, "    "+l)
+		}
+	}
+}
+
+func since(t time.Time) string { return time.Since(t).Round(time.Millisecond).String() }
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,33 @@
+# ds01 recipes: each wraps plain go commands (the README's commands need no just).
+
+staticcheck := "honnef.co/go/tools/cmd/staticcheck@v0.8.2"
+
+# build the ds01 binary into ./bin
+build:
+    go build -o bin/ds01 ./cmd/ds01
+
+# install test dependencies (apt) and run every test against the real Docker daemon
+test:
+    scripts/setup && go test -count=1 ./...
+
+# fast tests only: no Docker daemon, no mmdebstrap
+test-short:
+    go test -short ./...
+
+# every fuzz target for a bounded time each
+fuzz time="30s":
+    scripts/fuzz {{time}}
+
+# benchmarks, with ratios against the alternatives measured in the same run
+bench:
+    scripts/setup && go test -run '^$' -bench . -benchtime 5x ./...
+
+# the main job: a local Debian base, your image on it, shown working in a container
+demo *args:
+    scripts/setup && go run ./cmd/ds01 demo {{args}}
+
+# gofmt, go vet and staticcheck
+lint:
+    test -z "$(gofmt -l .)" || { gofmt -l .; exit 1; }
+    go vet ./...
+    go run {{staticcheck}} ./...
