@@ -71,18 +71,18 @@ func group(name string) []*cli.Command {
 func newApp() *cli.Command {
 	groups := []*cli.Command{
 		{
-			Name:  "image",
-			Usage: "make and manage your images (ds01-{UID}/{project}:latest)",
+			Name:     "image",
+			Usage:    "make and manage your images (ds01-{UID}/{project}:latest)",
 			Commands: group("image"),
 		},
 		{
-			Name:  "container",
-			Usage: "make and manage your containers",
+			Name:     "container",
+			Usage:    "make and manage your containers",
 			Commands: group("container"),
 		},
 		{
-			Name:  "base",
-			Usage: "base images in ds01's cache",
+			Name:     "base",
+			Usage:    "base images in ds01's cache",
 			Commands: group("base"),
 		},
 	}
