@@ -149,3 +149,18 @@ func withUserPath(env []string, dir string) []string {
 	}
 	return append(env, "PATH="+dir+":"+defaultPath)
 }
+
+// SourceDateEpoch reads SOURCE_DATE_EPOCH strictly: unset or empty is the
+// zero time (use the base's), anything but a whole number of seconds is an
+// error rather than a silent fallback to a time nobody asked for.
+func SourceDateEpoch(getenv func(string) string) (time.Time, error) {
+	v := getenv("SOURCE_DATE_EPOCH")
+	if v == "" {
+		return time.Time{}, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return time.Time{}, fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a whole number of seconds since 1970; unset it to use the base image's creation time", v)
+	}
+	return time.Unix(n, 0).UTC(), nil
+}

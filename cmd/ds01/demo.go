@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -87,7 +88,11 @@ func runDemo(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	res, err := assemble.Image(img, files, assemble.Options{Account: id.Account()})
+	created, err := assemble.SourceDateEpoch(os.Getenv)
+	if err != nil {
+		return usageError{err}
+	}
+	res, err := assemble.Image(img, files, assemble.Options{Account: id.Account(), Created: created})
 	if err != nil {
 		return err
 	}
