@@ -156,3 +156,56 @@ func FuzzFind(f *testing.F) {
 		}
 	})
 }
+
+func TestFilesTarRoundTrip(t *testing.T) {
+	fs, err := Find(bullseyeLike(t), UserWant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := fs.WriteTar(&b); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadFilesTar(&b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(back.byPath) != len(fs.byPath) {
+		t.Fatalf("%d files back, %d written", len(back.byPath), len(fs.byPath))
+	}
+	for p, f := range fs.byPath {
+		g, ok := back.Get(p)
+		if !ok || !bytes.Equal(g.Data, f.Data) || g.Header.Size != f.Header.Size || g.Header.Mode != f.Header.Mode ||
+			g.Header.Uid != f.Header.Uid || g.Header.Gid != f.Header.Gid || !g.Header.ModTime.Equal(f.Header.ModTime) || g.Header.Typeflag != f.Header.Typeflag {
+			t.Errorf("%s: got %+v, want %+v", p, g, f)
+		}
+	}
+	// The user layer made from the index is the one made from the layers.
+	a, err := UserLayer(fs, hbaker, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := UserLayer(back, hbaker, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ab, cb bytes.Buffer
+	Write(&ab, a.Entries)
+	Write(&cb, c.Entries)
+	if !bytes.Equal(ab.Bytes(), cb.Bytes()) {
+		t.Error("user layer from the files index differs")
+	}
+}
+
+func FuzzReadFilesTar(f *testing.F) {
+	fs, _ := Find(bullseyeLike(f), UserWant)
+	var b bytes.Buffer
+	fs.WriteTar(&b)
+	f.Add(b.Bytes())
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if fs, err := ReadFilesTar(bytes.NewReader(data)); err == nil {
+			Databases(fs)
+			UserLayer(fs, hbaker, t0)
+		}
+	})
+}

@@ -1,0 +1,293 @@
+package deploy
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/image"
+	"github.com/moby/moby/client"
+
+	"github.com/ds01/ds01/layers"
+)
+
+// ErrNotInDaemon is returned by Base for a ref the daemon does not hold.
+var ErrNotInDaemon = errors.New("image is not in the Docker daemon")
+
+// Base is an image held by the daemon, seen without `docker save`: its
+// config rebuilt from inspect and history, its layers known by diff ID
+// only. go-containerregistry's daemon.Image would save the whole image to
+// learn its manifest (ggcr #1835: minutes and gigabytes for a CUDA base).
+type Base struct {
+	Ref         string
+	ID          string   // the image ID as the daemon reports it
+	RepoDigests []string // registry digests, when the image was pulled
+	Image       v1.Image
+}
+
+// Base inspects ref in the daemon.
+func (d *Daemon) Base(ctx context.Context, ref string) (*Base, error) {
+	ins, err := d.ImageInspect(ctx, ref)
+	if err != nil {
+		if cerrdefs.IsNotFound(err) {
+			return nil, fmt.Errorf("%s: %w", ref, ErrNotInDaemon)
+		}
+		return nil, fmt.Errorf("inspecting %s: %w", ref, err)
+	}
+	hist, err := d.ImageHistory(ctx, ins.ID)
+	if err != nil {
+		return nil, fmt.Errorf("reading history of %s: %w", ref, err)
+	}
+	cfg := &v1.ConfigFile{
+		Architecture: ins.Architecture,
+		OS:           ins.Os,
+		OSVersion:    ins.OsVersion,
+		Variant:      ins.Variant,
+		Author:       ins.Author,
+		RootFS:       v1.RootFS{Type: "layers"},
+	}
+	if t, err := time.Parse(time.RFC3339Nano, ins.Created); err == nil {
+		cfg.Created = v1.Time{Time: t}
+	}
+	if ins.Config != nil {
+		// The daemon's config JSON and go-containerregistry's share field
+		// names: a round trip keeps Env, Cmd, Entrypoint, WorkingDir, User,
+		// Labels, ExposedPorts, Volumes, Healthcheck, Shell, StopSignal.
+		b, err := json.Marshal(ins.Config)
+		if err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal(b, &cfg.Config); err != nil {
+			return nil, fmt.Errorf("reading config of %s: %w", ref, err)
+		}
+	}
+	var diffIDs []v1.Hash
+	for _, l := range ins.RootFS.Layers {
+		h, err := v1.NewHash(l)
+		if err != nil {
+			return nil, fmt.Errorf("layer %q of %s: %w", l, ref, err)
+		}
+		diffIDs = append(diffIDs, h)
+	}
+	cfg.RootFS.DiffIDs = diffIDs
+	cfg.History = history(hist.Items, len(diffIDs))
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Base{Ref: ref, ID: ins.ID, RepoDigests: ins.RepoDigests, Image: &daemonImage{raw: raw, cfg: cfg}}, nil
+}
+
+// history turns the daemon's history (newest first, no empty_layer flag)
+// into config history. A step of size 0 is taken for an empty layer; when
+// that does not add up to the layer count the history is dropped, which
+// Docker accepts, rather than kept wrong.
+func history(items []image.HistoryResponseItem, layers int) []v1.History {
+	var out []v1.History
+	nonEmpty := 0
+	for _, it := range slices.Backward(items) {
+		h := v1.History{Created: v1.Time{Time: time.Unix(it.Created, 0).UTC()}, CreatedBy: it.CreatedBy, Comment: it.Comment, EmptyLayer: it.Size == 0}
+		if !h.EmptyLayer {
+			nonEmpty++
+		}
+		out = append(out, h)
+	}
+	if nonEmpty != layers {
+		return nil
+	}
+	return out
+}
+
+// daemonImage is a v1.Image whose layers live in the daemon only.
+type daemonImage struct {
+	raw []byte
+	cfg *v1.ConfigFile
+}
+
+var _ v1.Image = (*daemonImage)(nil)
+
+func (i *daemonImage) Layers() ([]v1.Layer, error) {
+	var out []v1.Layer
+	for _, h := range i.cfg.RootFS.DiffIDs {
+		out = append(out, daemonLayer{h})
+	}
+	return out, nil
+}
+func (i *daemonImage) MediaType() (types.MediaType, error) { return types.DockerManifestSchema2, nil }
+func (i *daemonImage) Size() (int64, error) {
+	b, err := i.RawManifest()
+	return int64(len(b)), err
+}
+func (i *daemonImage) ConfigName() (v1.Hash, error) {
+	return v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", sha256.Sum256(i.raw))}, nil
+}
+func (i *daemonImage) ConfigFile() (*v1.ConfigFile, error) { return i.cfg.DeepCopy(), nil }
+func (i *daemonImage) RawConfigFile() ([]byte, error)      { return i.raw, nil }
+func (i *daemonImage) Digest() (v1.Hash, error) {
+	b, err := i.RawManifest()
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	return v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", sha256.Sum256(b))}, nil
+}
+
+// Manifest describes the layers as the graphdriver store holds them:
+// uncompressed, digest = diff ID. Their sizes are unknown without reading
+// them, and nothing ds01 does with a daemon base needs them.
+func (i *daemonImage) Manifest() (*v1.Manifest, error) {
+	cn, _ := i.ConfigName()
+	m := &v1.Manifest{
+		SchemaVersion: 2,
+		MediaType:     types.DockerManifestSchema2,
+		Config:        v1.Descriptor{MediaType: types.DockerConfigJSON, Size: int64(len(i.raw)), Digest: cn},
+	}
+	for _, h := range i.cfg.RootFS.DiffIDs {
+		m.Layers = append(m.Layers, v1.Descriptor{MediaType: types.DockerUncompressedLayer, Digest: h})
+	}
+	return m, nil
+}
+func (i *daemonImage) RawManifest() ([]byte, error) {
+	m, _ := i.Manifest()
+	return json.Marshal(m)
+}
+func (i *daemonImage) LayerByDigest(h v1.Hash) (v1.Layer, error) { return i.LayerByDiffID(h) }
+func (i *daemonImage) LayerByDiffID(h v1.Hash) (v1.Layer, error) {
+	if slices.Contains(i.cfg.RootFS.DiffIDs, h) {
+		return daemonLayer{h}, nil
+	}
+	return nil, fmt.Errorf("layer %s is not in this image", h)
+}
+
+// ErrLayerInDaemon is returned when something tries to read a layer that
+// only the daemon holds: ds01 never exports a base from the daemon.
+var ErrLayerInDaemon = errors.New("layer is held by the Docker daemon only and is never exported by ds01")
+
+type daemonLayer struct{ h v1.Hash }
+
+func (l daemonLayer) Digest() (v1.Hash, error) { return l.h, nil }
+func (l daemonLayer) DiffID() (v1.Hash, error) { return l.h, nil }
+func (l daemonLayer) Compressed() (io.ReadCloser, error) {
+	return nil, fmt.Errorf("%s: %w", l.h, ErrLayerInDaemon)
+}
+func (l daemonLayer) Uncompressed() (io.ReadCloser, error) {
+	return nil, fmt.Errorf("%s: %w", l.h, ErrLayerInDaemon)
+}
+func (l daemonLayer) Size() (int64, error) {
+	return 0, fmt.Errorf("%s: %w", l.h, ErrLayerInDaemon)
+}
+func (l daemonLayer) MediaType() (types.MediaType, error) { return types.DockerUncompressedLayer, nil }
+
+// BaseFiles copies the files of want out of a container of the image that
+// is created, never started, and always removed, Ctrl-C included. Files are
+// read with their content; Headers only as far as their tar header (the
+// stream is closed after it, so a sparse 400 GB lastlog costs nothing).
+func (d *Daemon) BaseFiles(ctx context.Context, imageID string, want layers.Want) (*layers.Files, error) {
+	created, err := d.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Config: &container.Config{
+			Image: imageID,
+			// Never started; an entrypoint is only set so that images
+			// without one can still be created.
+			Entrypoint: []string{"/ds01-never-started"},
+			Labels:     map[string]string{"ds01.purpose": "read-base-files"},
+		},
+		HostConfig: &container.HostConfig{NetworkMode: "none"},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating a container of %s to read its files: %w", imageID, err)
+	}
+	defer d.remove(created.ID)
+
+	fs := layers.NewFiles()
+	fetch := func(p string, data, tree bool) error {
+		res, err := d.CopyFromContainer(ctx, created.ID, client.CopyFromContainerOptions{SourcePath: "/" + p})
+		if err != nil {
+			if cerrdefs.IsNotFound(err) {
+				return nil
+			}
+			return fmt.Errorf("copying /%s out of the base: %w", p, err)
+		}
+		defer res.Content.Close()
+		// The archive names entries after the last path element.
+		parent := path.Dir(p)
+		tr := tar.NewReader(res.Content)
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("reading /%s from the base: %w", p, err)
+			}
+			name := path.Join(parent, strings.TrimPrefix(h.Name, "./"))
+			if parent == "." {
+				name = strings.TrimPrefix(h.Name, "./")
+			}
+			var body []byte
+			if data && h.Typeflag == tar.TypeReg {
+				if h.Size > layers.MaxFileSize {
+					return fmt.Errorf("/%s is %d bytes, more than the %d a ds01 input file may have", name, h.Size, layers.MaxFileSize)
+				}
+				var b bytes.Buffer
+				if _, err := io.CopyN(&b, tr, h.Size); err != nil {
+					return fmt.Errorf("reading /%s from the base: %w", name, err)
+				}
+				body = b.Bytes()
+			}
+			fs.Add(name, h, body)
+			if !tree {
+				return nil
+			}
+		}
+	}
+	for _, p := range want.Files {
+		if err := fetch(p, true, false); err != nil {
+			return nil, err
+		}
+	}
+	for _, p := range want.Headers {
+		if err := fetch(p, false, false); err != nil {
+			return nil, err
+		}
+	}
+	for _, p := range want.Trees {
+		if err := fetch(p, true, true); err != nil {
+			return nil, err
+		}
+	}
+	// Follow symlinks among the wanted files: the copy gives the link, and
+	// its target is fetched in turn, resolved inside the image root.
+	for range 8 {
+		more := false
+		for _, p := range slices.Concat(want.Files, want.Headers) {
+			_, resolved, ok, err := fs.Resolve(p)
+			if err != nil || ok {
+				continue
+			}
+			if _, tried := fs.Get(resolved); !tried && resolved != "" {
+				if err := fetch(resolved, slices.Contains(want.Files, p), false); err != nil {
+					return nil, err
+				}
+				if _, got := fs.Get(resolved); got {
+					more = true
+				}
+			}
+		}
+		if !more {
+			break
+		}
+	}
+	return fs, nil
+}
