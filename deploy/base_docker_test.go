@@ -126,7 +126,7 @@ func TestDaemonBaseDeltaLoad(t *testing.T) {
 	if id, _ := res.Image.ConfigName(); ins.ID != id.String() {
 		t.Errorf("daemon image ID %s; assembled config digest %s", ins.ID, id)
 	}
-	assertUserInside(t, d, tag, files)
+	testbed.AssertUserInside(t, d, tag, files, hbaker)
 }
 
 // The fact the delta load rests on, checked on this engine: the loader

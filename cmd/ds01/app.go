@@ -116,6 +116,10 @@ func newApp() *cli.Command {
 	}
 }
 
+func verboseFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say each step: where the base and its files came from, the load path chosen and why"}
+}
+
 // notBuilt is the action of a command whose issue has not landed: it says
 // so and exits 2, rather than pretend.
 func notBuilt(issue int) cli.ActionFunc {
@@ -204,9 +208,10 @@ func imageCreate() *cli.Command {
 			&cli.BoolFlag{Name: "force", Usage: "replace an existing image of that project"},
 			&cli.BoolFlag{Name: "offline", Usage: "never touch the network; the base must be in the daemon or the cache"},
 			&cli.BoolFlag{Name: "pull", Usage: "ask the registry for a newer base digest"},
-			&cli.BoolFlag{Name: "dry-run", Usage: "say what would be built and how it would be loaded, change nothing"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "say what would be built and how it would be loaded, load nothing"},
+			verboseFlag(),
 		},
-		Action: notBuilt(4),
+		Action: runImageCreate,
 	}
 }
 
@@ -218,8 +223,9 @@ func imageUpdate() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "pull", Usage: "refresh the base from its registry first"},
 			&cli.BoolFlag{Name: "offline", Usage: "rebuild from the cache, never touching the network"},
+			verboseFlag(),
 		},
-		Action: notBuilt(4),
+		Action: runImageUpdate,
 	}
 }
 
@@ -231,7 +237,7 @@ func imageList() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 			&cli.BoolFlag{Name: "legacy", Usage: "list the orphaned committed images of the old flow (tags with ._.)"},
 		},
-		Action: notBuilt(4),
+		Action: runImageList,
 	}
 }
 
@@ -245,7 +251,7 @@ func imageRetire() *cli.Command {
 			&cli.BoolFlag{Name: "legacy", Usage: "remove the orphaned committed images of the old flow"},
 			&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"},
 		},
-		Action: notBuilt(4),
+		Action: runImageRetire,
 	}
 }
 

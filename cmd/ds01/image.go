@@ -1,0 +1,340 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v3"
+
+	"github.com/ds01/ds01/assemble"
+	"github.com/ds01/ds01/deploy"
+	"github.com/ds01/ds01/identity"
+	"github.com/ds01/ds01/registry"
+)
+
+// recordsDir is where a user's image records live: $DS01_CONFIG/images, or
+// ~/.ds01-config/images in the home of the user acted for. owner is set
+// when root writes there for someone else.
+func recordsDir(id identity.Identity) (dir string, owner *[2]int, err error) {
+	if int(id.UID) != os.Getuid() {
+		owner = &[2]int{int(id.UID), int(id.GID)}
+	}
+	if d := os.Getenv("DS01_CONFIG"); d != "" {
+		return filepath.Join(d, "images"), owner, nil
+	}
+	var home string
+	if owner == nil {
+		home, err = os.UserHomeDir()
+	} else {
+		var u *user.User
+		if u, err = user.LookupId(strconv.FormatUint(uint64(id.UID), 10)); err == nil {
+			home = u.HomeDir
+		}
+	}
+	if err != nil || home == "" {
+		return "", nil, fmt.Errorf("no home directory for UID %d on this host to keep image records in; set DS01_CONFIG to a directory for them", id.UID)
+	}
+	return filepath.Join(home, ".ds01-config", "images"), owner, nil
+}
+
+// imageSetup is what every image command starts from.
+func imageSetup(ctx context.Context, cmd *cli.Command) (identity.Identity, *deploy.Daemon, error) {
+	id, err := caller(cmd)
+	if err != nil {
+		return id, nil, err
+	}
+	if err := id.CheckUser(); err != nil {
+		return id, nil, usageError{err}
+	}
+	d, err := deploy.Connect(ctx)
+	return id, d, err
+}
+
+func projectArg(cmd *cli.Command) (string, error) {
+	if cmd.NArg() != 1 {
+		return "", usagef("%s takes one PROJECT, got %d arguments", cmd.FullName(), cmd.NArg())
+	}
+	return cmd.Args().First(), nil
+}
+
+func runImageCreate(ctx context.Context, cmd *cli.Command) error {
+	project, err := projectArg(cmd)
+	if err != nil {
+		return err
+	}
+	if _, _, err := deploy.ImageName(0, project); err != nil {
+		return usageError{err}
+	}
+	if cmd.IsSet("framework") || cmd.IsSet("catalog") {
+		return cli.Exit("--framework and --catalog are not built yet (issue 4, the AIME catalog); give the base with --base REF", exitUsage)
+	}
+	if cmd.Bool("pull") {
+		return cli.Exit("--pull needs ds01's registry support, which is not built yet (issue 3)", exitUsage)
+	}
+	if cmd.String("base") == "" {
+		return usagef("say which base to build on with --base REF (an image in the Docker daemon: docker images lists them)")
+	}
+	created, err := assemble.SourceDateEpoch(os.Getenv)
+	if err != nil {
+		return usageError{err}
+	}
+	id, d, err := imageSetup(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return create(ctx, cmd, d, id, deploy.CreateRequest{
+		Project: project, BaseRef: cmd.String("base"), Created: created,
+		Replace: cmd.Bool("force"), DryRun: cmd.Bool("dry-run"),
+	})
+}
+
+// create runs one build for id and reports it; image create and image
+// update differ only in where the request comes from.
+func create(ctx context.Context, cmd *cli.Command, d *deploy.Daemon, id identity.Identity, req deploy.CreateRequest) error {
+	out := cmd.Root().Writer
+	dir, owner, err := recordsDir(id)
+	if err != nil {
+		return err
+	}
+	cacheDir, err := registry.CacheDir()
+	if err != nil {
+		return err
+	}
+	cache, err := registry.OpenCache(cacheDir)
+	if err != nil {
+		return err
+	}
+	req.Login, req.Account, req.Version, req.Cache = id.Login, id.Account(), versionString(), cache
+	if cmd.Bool("verbose") {
+		req.Log = out
+	}
+	t := time.Now()
+	res, err := d.Create(ctx, req)
+	if err != nil {
+		return err
+	}
+	for _, w := range res.Warnings {
+		fmt.Fprintln(cmd.Root().ErrWriter, "warning:", w)
+	}
+	if req.DryRun {
+		fmt.Fprintf(out, "%s  %s  (dry run: nothing loaded)\n  user %s (%s) %d:%d on %s (%s)\n  %s\n",
+			res.Tag, res.ImageID, id.Name, id.Login, id.UID, id.GID, req.BaseRef, res.Base.ID, res.LoadPath)
+		return nil
+	}
+	rec := deploy.RecordFromResult(req, res, time.Now())
+	if err := deploy.WriteRecord(dir, rec, owner); err != nil {
+		// The record is what image update rebuilds from: without it the
+		// image is half made. Take it back.
+		d.RemoveTag(context.WithoutCancel(ctx), res.Tag, true)
+		return fmt.Errorf("%w; the image was removed again", err)
+	}
+	fmt.Fprintf(out, "%s  %s\n  user %s (%s) %d:%d, base %s\n  user layer %d bytes; sent %d bytes to the daemon (%s); %s\n",
+		res.Tag, res.ImageID, id.Name, id.Login, id.UID, id.GID, req.BaseRef, res.LayerSize, res.Sent, res.LoadPath, since(t))
+	if res.Replaced != "" && res.Replaced != res.ImageID {
+		fmt.Fprintf(out, "  replaced %s\n", res.Replaced)
+	}
+	return nil
+}
+
+func runImageUpdate(ctx context.Context, cmd *cli.Command) error {
+	project, err := projectArg(cmd)
+	if err != nil {
+		return err
+	}
+	if cmd.Bool("pull") {
+		return cli.Exit("--pull needs ds01's registry support, which is not built yet (issue 3)", exitUsage)
+	}
+	id, d, err := imageSetup(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	_, project, err = deploy.ImageName(id.UID, project)
+	if err != nil {
+		return usageError{err}
+	}
+	dir, _, err := recordsDir(id)
+	if err != nil {
+		return err
+	}
+	rec, err := deploy.ReadRecord(dir, project)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("no record of how %s was made in %s; make it with `ds01 image create %s --base REF`", project, dir, project)
+	} else if err != nil {
+		return err
+	}
+	if rec.UID != id.UID || rec.GID != id.GID {
+		return fmt.Errorf("image %s was made for UID/GID %d:%d, and you are %d:%d; rebuild it for you with `ds01 image create %s --base %s --force`",
+			rec.Image, rec.UID, rec.GID, id.UID, id.GID, project, rec.Base.Ref)
+	}
+	req := deploy.CreateRequest{Project: project, BaseRef: rec.Base.Ref, Replace: true}
+	if rec.SourceDateEpoch != nil {
+		req.Created = time.Unix(*rec.SourceDateEpoch, 0).UTC()
+	}
+	return create(ctx, cmd, d, id, req)
+}
+
+func runImageList(ctx context.Context, cmd *cli.Command) error {
+	id, d, err := imageSetup(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	out := cmd.Root().Writer
+	if cmd.Bool("legacy") {
+		var uid *uint32
+		if !id.Privileged || cmd.IsSet("uid") || cmd.IsSet("user") {
+			uid = &id.UID
+		}
+		imgs, err := d.LegacyImages(ctx, uid)
+		if err != nil {
+			return err
+		}
+		if cmd.Bool("json") {
+			return writeJSON(out, imgs)
+		}
+		var total int64
+		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "IMAGE\tID\tSIZE")
+		for _, im := range imgs {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", im.Tag, shortID(im.ID), humanSize(im.Size))
+			total += im.Size
+		}
+		tw.Flush()
+		fmt.Fprintf(out, "%d committed images of the old flow, %s (layers they share with other images are counted in each)\n", len(imgs), humanSize(total))
+		return nil
+	}
+	imgs, err := d.ListImages(ctx, id.UID, id.GID)
+	if err != nil {
+		return err
+	}
+	if cmd.Bool("json") {
+		return writeJSON(out, imgs)
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROJECT\tIMAGE\tBASE\tSIZE\tCREATED\tUSER SETUP")
+	for _, im := range imgs {
+		setup := "matches you"
+		if !im.Matches {
+			setup = fmt.Sprintf("for %s:%s", im.UserID, im.GroupID)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", im.Project, im.Tag, im.Base, humanSize(im.Size), im.Created.Format("2006-01-02 15:04"), setup)
+	}
+	return tw.Flush()
+}
+
+func runImageRetire(ctx context.Context, cmd *cli.Command) error {
+	if cmd.Bool("legacy") {
+		return retireLegacy(ctx, cmd)
+	}
+	project, err := projectArg(cmd)
+	if err != nil {
+		return err
+	}
+	id, d, err := imageSetup(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	tag, project, err := deploy.ImageName(id.UID, project)
+	if err != nil {
+		return usageError{err}
+	}
+	users, err := d.ContainersOf(ctx, tag)
+	if err != nil {
+		return fmt.Errorf("%s: no such image of yours (ds01 image list shows them): %w", tag, err)
+	}
+	if len(users) > 0 && !cmd.Bool("force") {
+		return fmt.Errorf("%s is used by container(s) %s; retire them first (ds01 container retire NAME), or remove the tag anyway with --force", tag, strings.Join(users, ", "))
+	}
+	if err := d.RemoveTag(ctx, tag, cmd.Bool("force")); err != nil {
+		return err
+	}
+	if dir, _, err := recordsDir(id); err == nil {
+		deploy.RemoveRecord(dir, project)
+	}
+	fmt.Fprintf(cmd.Root().Writer, "retired %s\n", tag)
+	return nil
+}
+
+func retireLegacy(ctx context.Context, cmd *cli.Command) error {
+	id, d, err := imageSetup(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	var uid *uint32
+	if !id.Privileged || cmd.IsSet("uid") || cmd.IsSet("user") {
+		uid = &id.UID
+	}
+	imgs, err := d.LegacyImages(ctx, uid)
+	if err != nil {
+		return err
+	}
+	out := cmd.Root().Writer
+	if len(imgs) == 0 {
+		fmt.Fprintln(out, "no committed images of the old flow")
+		return nil
+	}
+	for _, im := range imgs {
+		fmt.Fprintf(out, "  %s  %s\n", im.Tag, humanSize(im.Size))
+	}
+	if !cmd.Bool("yes") {
+		fmt.Fprintf(out, "remove these %d images? [y/N] ", len(imgs))
+		line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+		if a := strings.TrimSpace(strings.ToLower(line)); a != "y" && a != "yes" {
+			return cli.Exit("nothing removed", exitFailure)
+		}
+	}
+	var failed []string
+	for _, im := range imgs {
+		if err := d.RemoveTag(ctx, im.Tag, false); err != nil {
+			failed = append(failed, err.Error())
+			continue
+		}
+		fmt.Fprintf(out, "removed %s\n", im.Tag)
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("some images were kept (a container still uses them?):\n  %s", strings.Join(failed, "\n  "))
+	}
+	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func shortID(id string) string {
+	id = strings.TrimPrefix(id, "sha256:")
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+func humanSize(n int64) string {
+	const unit = 1000
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %cB", float64(n)/float64(div), "kMGTPE"[exp])
+}

@@ -1,0 +1,298 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/moby/moby/client"
+
+	"github.com/ds01/ds01/assemble"
+	"github.com/ds01/ds01/layers"
+	"github.com/ds01/ds01/passwd"
+)
+
+// Labels ds01 records besides the AIME/DS01 ones (see package assemble).
+const (
+	LabelHasUserSetup = "ds01.has_user_setup"
+	LabelUserID       = "ds01.user_id"
+	LabelGroupID      = "ds01.group_id"
+	LabelUsername     = "ds01.username"
+	LabelLogin        = "ds01.login"
+	LabelProject      = "ds01.project"
+	LabelBase         = "ds01.base"
+	LabelBaseID       = "ds01.base.id"
+	LabelVersion      = "ds01.version"
+	LabelCreated      = "ds01.source_date_epoch"
+	LabelOCIBaseName  = "org.opencontainers.image.base.name"
+	LabelOCIBaseDig   = "org.opencontainers.image.base.digest"
+)
+
+// projectRE is Docker's rule for one path component of a repository name.
+var projectRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$`)
+
+// ImageName is the image of a user's project: ds01-{UID}/{project}:latest.
+// A ":latest" the user typed is not doubled; any other tag is refused,
+// since a project has one image.
+func ImageName(uid uint32, project string) (name, cleanProject string, err error) {
+	p, tag, hasTag := strings.Cut(project, ":")
+	if hasTag && tag != "latest" {
+		return "", "", fmt.Errorf("project %q: a project has one image, ds01-%d/%s:latest; drop the :%s", project, uid, p, tag)
+	}
+	if len(p) > 128 || !projectRE.MatchString(p) {
+		return "", "", fmt.Errorf("project %q is not a valid image name: use lowercase letters, digits, and '.', '_' or '-' between them (e.g. my-project)", p)
+	}
+	return fmt.Sprintf("ds01-%d/%s:latest", uid, p), p, nil
+}
+
+// FilesCache keeps the files the user layer reads from a base, per base
+// image ID, so that later builds on the base need no container.
+type FilesCache interface {
+	Files(key string) (*layers.Files, bool)
+	PutFiles(key string, fs *layers.Files) error
+}
+
+// CreateRequest is every input of one image build.
+type CreateRequest struct {
+	Login   string // the host login, recorded in a label
+	Account passwd.Account
+	Project string
+	BaseRef string
+	// Created fixes the image's time (SOURCE_DATE_EPOCH); zero: the base's.
+	Created time.Time
+	// Replace allows replacing an existing image of the project.
+	Replace bool
+	// DryRun computes the image but loads nothing.
+	DryRun  bool
+	Version string // ds01's, recorded in a label
+	Cache   FilesCache
+	// Log gets one line per step when not nil (--verbose).
+	Log io.Writer
+}
+
+// CreateResult says what was made and how.
+type CreateResult struct {
+	Tag       string
+	Project   string
+	ImageID   string // as the daemon reports it
+	Base      *Base
+	LayerSize int64
+	LoadPath  string // "delta" or a reason for not loading
+	Sent      int64
+	Replaced  string // the image ID the tag pointed at before, if any
+	Labels    map[string]string
+	Warnings  []string
+	Timings   map[string]time.Duration
+}
+
+// ErrExists is returned when the project's image exists and Replace is off.
+var ErrExists = errors.New("image exists")
+
+// Create assembles the user's image on a base held by the daemon and loads
+// it, sending only the new layer and the config. On any failure nothing is
+// left behind: no image, no container.
+func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, error) {
+	tag, project, err := ImageName(req.Account.UID, req.Project)
+	if err != nil {
+		return nil, err
+	}
+	res := &CreateResult{Tag: tag, Project: project, Timings: map[string]time.Duration{}}
+	logf := func(format string, a ...any) {
+		if req.Log != nil {
+			fmt.Fprintf(req.Log, format+"\n", a...)
+		}
+	}
+	step := func(name string, t time.Time) { res.Timings[name] = time.Since(t) }
+
+	if old, err := d.ImageInspect(ctx, tag); err == nil {
+		if !req.Replace {
+			return nil, fmt.Errorf("%s: %w (made %s from %s); rebuild it from its recorded inputs with `ds01 image update %s`, or replace it with `ds01 image create %s --force`",
+				tag, ErrExists, old.Created, old.Config.Labels[LabelBase], project, project)
+		}
+		res.Replaced = old.ID
+	} else if !cerrdefs.IsNotFound(err) {
+		return nil, fmt.Errorf("inspecting %s: %w", tag, err)
+	}
+
+	t := time.Now()
+	base, err := d.Base(ctx, req.BaseRef)
+	if err != nil {
+		if errors.Is(err, ErrNotInDaemon) {
+			return nil, fmt.Errorf("base %q is not in the Docker daemon (docker images lists what is); pulling bases from a registry comes with `ds01 base pull` (issue 3): %w", req.BaseRef, err)
+		}
+		return nil, err
+	}
+	res.Base = base
+	step("resolve base", t)
+	logf("base %s: image %s, %d layers", req.BaseRef, base.ID, len(base.layerIDs()))
+
+	t = time.Now()
+	files, cached := (*layers.Files)(nil), false
+	if req.Cache != nil {
+		files, cached = req.Cache.Files(base.ID)
+	}
+	if !cached {
+		if files, err = d.BaseFiles(ctx, base.ID, layers.UserWant); err != nil {
+			return nil, err
+		}
+		if req.Cache != nil {
+			if err := req.Cache.PutFiles(base.ID, files); err != nil {
+				res.Warnings = append(res.Warnings, fmt.Sprintf("could not cache the base's files: %v", err))
+			}
+		}
+	}
+	step("read base files", t)
+	logf("base files: %s", map[bool]string{true: "from the cache index", false: "copied from a never-started container"}[cached])
+
+	t = time.Now()
+	labels := map[string]string{
+		LabelHasUserSetup: "true",
+		LabelUserID:       strconv.FormatUint(uint64(req.Account.UID), 10),
+		LabelGroupID:      strconv.FormatUint(uint64(req.Account.GID), 10),
+		LabelUsername:     req.Account.Name,
+		LabelLogin:        req.Login,
+		LabelProject:      project,
+		LabelBase:         req.BaseRef,
+		LabelBaseID:       base.ID,
+		LabelVersion:      req.Version,
+		LabelOCIBaseName:  req.BaseRef,
+		LabelOCIBaseDig:   base.Digest(),
+	}
+	if !req.Created.IsZero() {
+		labels[LabelCreated] = strconv.FormatInt(req.Created.Unix(), 10)
+	}
+	built, err := assemble.Image(base.Image, files, assemble.Options{Account: req.Account, Created: req.Created, Labels: labels})
+	if err != nil {
+		return nil, err
+	}
+	res.Warnings = append(res.Warnings, built.Warnings...)
+	res.LayerSize, _ = built.UserLayer.Size()
+	cfgName, err := built.Image.ConfigName()
+	if err != nil {
+		return nil, err
+	}
+	cfg, _ := built.Image.ConfigFile()
+	res.Labels = maps.Clone(cfg.Config.Labels)
+	step("assemble", t)
+	logf("assembled %s: config %s, user layer %d bytes", tag, cfgName, res.LayerSize)
+
+	if d.Store == Containerd {
+		// On the containerd store a docker-archive without the base's
+		// layers is refused or, worse, makes a broken image; and a base
+		// ds01 only knows from the daemon cannot be re-sent in full.
+		return nil, fmt.Errorf("this Docker daemon keeps images in the containerd image store, where loading without re-sending the base is not built yet (issue 8); nothing was changed")
+	}
+	res.LoadPath = "delta: graphdriver store, base layers left out of the archive"
+	if req.DryRun {
+		res.ImageID = cfgName.String()
+		res.LoadPath = "dry run, nothing loaded; would load " + res.LoadPath
+		return res, nil
+	}
+	logf("load path: %s", res.LoadPath)
+
+	t = time.Now()
+	inBase := map[v1.Hash]bool{}
+	for _, h := range base.layerIDs() {
+		inBase[h] = true
+	}
+	st, err := d.Load(ctx, built.Image, tag, func(h v1.Hash) bool { return inBase[h] })
+	res.Sent = st.Sent
+	if err != nil {
+		return nil, err
+	}
+	step("load", t)
+	if err := d.verifyLoaded(ctx, tag, built.Image); err != nil {
+		d.removeImage(tag, res.Replaced)
+		return nil, err
+	}
+	res.ImageID = cfgName.String()
+	if res.Replaced != "" && res.Replaced != res.ImageID {
+		d.removeIfOrphan(ctx, res.Replaced)
+	}
+	return res, nil
+}
+
+// layerIDs are the base's diff IDs.
+func (b *Base) layerIDs() []v1.Hash {
+	cfg, err := b.Image.ConfigFile()
+	if err != nil {
+		return nil
+	}
+	return cfg.RootFS.DiffIDs
+}
+
+// Digest is the base's registry digest when the daemon pulled it from one,
+// else its image ID.
+func (b *Base) Digest() string {
+	for _, rd := range b.RepoDigests {
+		if _, dig, ok := strings.Cut(rd, "@"); ok {
+			return dig
+		}
+	}
+	return b.ID
+}
+
+// verifyLoaded checks that the daemon holds what was assembled: the same
+// layers in the same order, under the config digest as ID.
+func (d *Daemon) verifyLoaded(ctx context.Context, tag string, img v1.Image) error {
+	ins, err := d.ImageInspect(ctx, tag)
+	if err != nil {
+		return fmt.Errorf("checking the loaded image %s: %w", tag, err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return err
+	}
+	want := cfg.RootFS.DiffIDs
+	if len(ins.RootFS.Layers) != len(want) {
+		return fmt.Errorf("loaded %s has %d layers, want %d; it was removed", tag, len(ins.RootFS.Layers), len(want))
+	}
+	for i, l := range ins.RootFS.Layers {
+		if l != want[i].String() {
+			return fmt.Errorf("loaded %s: layer %d is %s, want %s; it was removed", tag, i, l, want[i])
+		}
+	}
+	if id, _ := img.ConfigName(); ins.ID != id.String() {
+		return fmt.Errorf("loaded %s has ID %s, want %s; it was removed", tag, ins.ID, id)
+	}
+	return nil
+}
+
+// removeImage undoes a load that failed its check: the tag goes, and the
+// image it replaced, if any, gets it back.
+func (d *Daemon) removeImage(tag, previous string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true})
+	if previous != "" {
+		d.ImageTag(ctx, client.ImageTagOptions{Source: previous, Target: tag})
+	}
+}
+
+// removeIfOrphan removes an image a rebuild replaced, when no tag and no
+// container refer to it any more: the old flow's orphaned images are what
+// ds01 exists to end.
+func (d *Daemon) removeIfOrphan(ctx context.Context, id string) {
+	ins, err := d.ImageInspect(ctx, id)
+	if err != nil || len(ins.RepoTags) > 0 {
+		return
+	}
+	cs, err := d.ContainerList(ctx, client.ContainerListOptions{All: true})
+	if err != nil {
+		return
+	}
+	for _, c := range cs.Items {
+		if c.ImageID == id {
+			return
+		}
+	}
+	d.ImageRemove(ctx, id, client.ImageRemoveOptions{})
+}
