@@ -19,8 +19,8 @@ fuzz time="30s":
     scripts/fuzz {{time}}
 
 # benchmarks, with ratios against the alternatives measured in the same run
-bench:
-    scripts/setup && go test -run '^$' -bench . -benchtime 5x ./...
+bench *args:
+    scripts/setup && go run ./internal/bench {{args}}
 
 # the main job: a local Debian base, your image on it, shown working in a container
 demo *args:

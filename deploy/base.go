@@ -2,8 +2,7 @@ package deploy
 
 import (
 	"archive/tar"
-	"bytes"
-	"context"
+		"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -210,62 +209,47 @@ func (d *Daemon) BaseFiles(ctx context.Context, imageID string, want layers.Want
 	}
 	defer d.remove(created.ID)
 
-	fs := layers.NewFiles()
-	fetch := func(p string, data, tree bool) error {
-		res, err := d.CopyFromContainer(ctx, created.ID, client.CopyFromContainerOptions{SourcePath: "/" + p})
-		if err != nil {
-			if cerrdefs.IsNotFound(err) {
-				return nil
-			}
-			return fmt.Errorf("copying /%s out of the base: %w", p, err)
+	cp := &copier{d: d, ctx: ctx, id: created.ID, fs: layers.NewFiles()}
+	fs := cp.fs
+	files, headers, trees := set(want.Files), set(want.Headers), set(want.Trees)
+	wanted := func(name string) (keep, data bool) {
+		if files[name] || underAny(name, trees) || trees[name] {
+			return true, true
 		}
-		defer res.Content.Close()
-		// The archive names entries after the last path element.
-		parent := path.Dir(p)
-		tr := tar.NewReader(res.Content)
-		for {
-			h, err := tr.Next()
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				return fmt.Errorf("reading /%s from the base: %w", p, err)
-			}
-			name := path.Join(parent, strings.TrimPrefix(h.Name, "./"))
-			if parent == "." {
-				name = strings.TrimPrefix(h.Name, "./")
-			}
-			var body []byte
-			if data && h.Typeflag == tar.TypeReg {
-				if h.Size > layers.MaxFileSize {
-					return fmt.Errorf("/%s is %d bytes, more than the %d a ds01 input file may have", name, h.Size, layers.MaxFileSize)
-				}
-				var b bytes.Buffer
-				if _, err := io.CopyN(&b, tr, h.Size); err != nil {
-					return fmt.Errorf("reading /%s from the base: %w", name, err)
-				}
-				body = b.Bytes()
-			}
-			fs.Add(name, h, body)
-			if !tree {
-				return nil
+		return headers[name] || ancestorOf(name, files, headers, trees), false
+	}
+	// Each copy mounts the container's root (about 45 ms on
+	// fuse-overlayfs), so the small files of /etc come in one archive,
+	// unless /etc turns out to be unreasonably large.
+	done := map[string]bool{}
+	if ok, err := cp.copy("etc", true, wanted, 64<<20); err != nil {
+		return nil, err
+	} else if ok {
+		for _, p := range slices.Concat(want.Files, want.Headers, want.Trees) {
+			if p == "etc" || strings.HasPrefix(p, "etc/") {
+				done[p] = true
 			}
 		}
 	}
-	for _, p := range want.Files {
-		if err := fetch(p, true, false); err != nil {
+	one := func(p string) func(string) (bool, bool) {
+		return func(name string) (bool, bool) {
+			k, data := wanted(name)
+			return k && (name == p || strings.HasPrefix(name, p+"/")), data
+		}
+	}
+	for _, p := range slices.Concat(want.Files, want.Headers, want.Trees) {
+		if done[p] {
+			continue
+		}
+		// Only a tree is read past its first entry: for a header, the
+		// stream is closed before the body (a sparse lastlog can be huge).
+		if _, err := cp.copy(p, trees[p], one(p), -1); err != nil {
 			return nil, err
 		}
 	}
-	for _, p := range want.Headers {
-		if err := fetch(p, false, false); err != nil {
-			return nil, err
-		}
-	}
-	for _, p := range want.Trees {
-		if err := fetch(p, true, true); err != nil {
-			return nil, err
-		}
+	fetch := func(p string, data bool) error {
+		_, err := cp.copy(p, false, func(name string) (bool, bool) { return name == p, data }, -1)
+		return err
 	}
 	// Follow symlinks among the wanted files: the copy gives the link, and
 	// its target is fetched in turn, resolved inside the image root.
@@ -277,7 +261,7 @@ func (d *Daemon) BaseFiles(ctx context.Context, imageID string, want layers.Want
 				continue
 			}
 			if _, tried := fs.Get(resolved); !tried && resolved != "" {
-				if err := fetch(resolved, slices.Contains(want.Files, p), false); err != nil {
+				if err := fetch(resolved, slices.Contains(want.Files, p)); err != nil {
 					return nil, err
 				}
 				if _, got := fs.Get(resolved); got {
@@ -290,4 +274,98 @@ func (d *Daemon) BaseFiles(ctx context.Context, imageID string, want layers.Want
 		}
 	}
 	return fs, nil
+}
+
+// copier copies paths out of a container into a set of files.
+type copier struct {
+	d   *Daemon
+	ctx context.Context
+	id  string
+	fs  *layers.Files
+}
+
+// copy reads the archive of p and keeps the entries keep says to, with
+// their content where it says so. Unless tree is set, the stream is closed
+// after the first entry, before any body is read. With limit >= 0, an archive larger than limit
+// bytes is abandoned, and ok is false. A missing p is not an error.
+func (c *copier) copy(p string, tree bool, keep func(name string) (keep, data bool), limit int64) (ok bool, err error) {
+	res, err := c.d.CopyFromContainer(c.ctx, c.id, client.CopyFromContainerOptions{SourcePath: "/" + p})
+	if err != nil {
+		if cerrdefs.IsNotFound(err) {
+			return true, nil
+		}
+		return false, fmt.Errorf("copying /%s out of the base: %w", p, err)
+	}
+	defer res.Content.Close()
+	var r io.Reader = res.Content
+	if limit >= 0 {
+		r = io.LimitReader(r, limit)
+	}
+	// The archive names entries after the last element of p.
+	parent := path.Dir(p)
+	tr := tar.NewReader(r)
+	var added []string
+	for first := true; ; first = false {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return true, nil
+		}
+		if err != nil {
+			if limit >= 0 {
+				// Too large, or cut short: forget what it gave.
+				for _, n := range added {
+					c.fs.Remove(n)
+				}
+				return false, nil
+			}
+			return false, fmt.Errorf("reading /%s from the base: %w", p, err)
+		}
+		name := strings.TrimPrefix(path.Join(parent, h.Name), "./")
+		k, data := keep(name)
+		if k {
+			var body []byte
+			if data && h.Typeflag == tar.TypeReg {
+				if h.Size > layers.MaxFileSize {
+					return false, fmt.Errorf("/%s is %d bytes, more than the %d a ds01 input file may have", name, h.Size, layers.MaxFileSize)
+				}
+				body = make([]byte, h.Size)
+				if _, err := io.ReadFull(tr, body); err != nil {
+					return false, fmt.Errorf("reading /%s from the base: %w", name, err)
+				}
+			}
+			c.fs.Add(name, h, body)
+			added = append(added, name)
+		}
+		if first && !tree {
+			return true, nil
+		}
+	}
+}
+
+func set(ss []string) map[string]bool {
+	m := map[string]bool{}
+	for _, s := range ss {
+		m[s] = true
+	}
+	return m
+}
+
+func underAny(p string, trees map[string]bool) bool {
+	for t := range trees {
+		if strings.HasPrefix(p, t+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+func ancestorOf(p string, sets ...map[string]bool) bool {
+	for _, s := range sets {
+		for w := range s {
+			if strings.HasPrefix(w, p+"/") {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -80,3 +80,6 @@ func ReadFilesTar(r io.Reader) (*Files, error) {
 		fs.Add(h.Name, h, data)
 	}
 }
+
+// Remove forgets the file at p.
+func (fs *Files) Remove(p string) { delete(fs.byPath, clean(p)) }

@@ -19,20 +19,30 @@ type Registry struct {
 	cmd  *exec.Cmd
 }
 
-// StartRegistry starts a registry that lives until the test ends, or Stop.
+// StartRegistry starts a registry that lives until the test ends.
 func StartRegistry(t testing.TB) *Registry {
 	t.Helper()
-	bin, err := exec.LookPath("docker-registry")
-	if err != nil {
-		t.Fatalf("docker-registry is not installed (apt-get install docker-registry; .ci/run does): %v", err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	r, err := StartRegistryIn(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// StartRegistryIn starts a registry keeping its storage and config in dir;
+// the caller stops it.
+func StartRegistryIn(dir string) (*Registry, error) {
+	bin, err := exec.LookPath("docker-registry")
+	if err != nil {
+		return nil, fmt.Errorf("docker-registry is not installed (apt-get install docker-registry; scripts/setup does): %w", err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
 	host := l.Addr().String()
 	l.Close()
-	dir := t.TempDir()
 	cfg := fmt.Sprintf(`version: 0.1
 log:
   level: error
@@ -46,28 +56,31 @@ http:
 `, filepath.Join(dir, "data"), host)
 	cfgPath := filepath.Join(dir, "config.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	cmd := exec.Command(bin, "serve", cfgPath)
-	logf, _ := os.Create(filepath.Join(dir, "registry.log"))
+	logf, err := os.Create(filepath.Join(dir, "registry.log"))
+	if err != nil {
+		return nil, err
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting docker-registry: %v", err)
+		return nil, fmt.Errorf("starting docker-registry: %w", err)
 	}
 	r := &Registry{Host: host, Dir: filepath.Join(dir, "data"), cmd: cmd}
-	t.Cleanup(r.Stop)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		resp, err := http.Get("http://" + host + "/v2/")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return r
+				return r, nil
 			}
 		}
 		if time.Now().After(deadline) {
+			r.Stop()
 			log, _ := os.ReadFile(filepath.Join(dir, "registry.log"))
-			t.Fatalf("docker-registry did not answer on %s: %v\n%s", host, err, log)
+			return nil, fmt.Errorf("docker-registry did not answer on %s: %v\n%s", host, err, log)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

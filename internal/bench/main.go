@@ -1,0 +1,613 @@
+// Command bench measures `ds01 image create` against the alternatives, all
+// in one run on one machine, and prints medians and ratios:
+//
+//	go run ./internal/bench [-sizes 0.5G,4G] [-runs 5] [-old-runs 3]
+//
+// It builds synthetic bases (the bullseye test base plus incompressible
+// random layers) once, keeps their tars in the test bed cache and the
+// images in the daemon under ds01bench/ (removed with -clean), and removes
+// everything else it makes.
+package main
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/daemon"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/moby/moby/client"
+
+	"github.com/ds01/ds01/assemble"
+	"github.com/ds01/ds01/deploy"
+	"github.com/ds01/ds01/internal/testbed"
+	"github.com/ds01/ds01/layers"
+	"github.com/ds01/ds01/passwd"
+	"github.com/ds01/ds01/registry"
+)
+
+var (
+	sizes   = flag.String("sizes", "0.5G,4G", "synthetic base sizes, comma-separated (G or M suffix)")
+	runs    = flag.Int("runs", 5, "repetitions of each fast measurement (the median is printed)")
+	oldRuns = flag.Int("old-runs", 3, "repetitions of the slow alternatives (docker build, run+commit, ggcr round trip, full load)")
+	clean   = flag.Bool("clean", false, "remove the cached bench bases from the daemon and exit")
+	skip    = flag.String("skip", "", "comma-separated measurements to skip: build,old,ggcr,full,crane")
+)
+
+const prefix = "ds01bench"
+
+var acct = passwd.Account{Name: "h-baker", UID: 1722830498, GID: 1722830498, Groups: []string{"sudo", "video"}}
+
+func main() {
+	flag.Parse()
+	if len(os.Args) > 2 && os.Args[1] == "ggcr-roundtrip" {
+		// A child process, so that its peak memory is its own.
+		if err := ggcrRoundTrip(os.Args[2], os.Args[3]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type result struct {
+	name   string
+	median time.Duration
+	n      int
+	rss    int64 // peak RSS in bytes, when measured
+	note   string
+}
+
+func run() error {
+	ctx := context.Background()
+	d, err := deploy.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if *clean {
+		res, _ := d.ImageList(ctx, client.ImageListOptions{Filters: client.Filters{}.Add("reference", prefix+"/*")})
+		for _, im := range res.Items {
+			for _, tag := range im.RepoTags {
+				d.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true})
+				fmt.Println("removed", tag)
+			}
+		}
+		return nil
+	}
+	bin, err := buildDS01()
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(filepath.Dir(bin))
+	fmt.Printf("Docker %s API, %s store (%s); %d CPUs\n", d.APIVersion, d.Store, d.Driver, nproc())
+
+	rssBySize := map[string]int64{}
+	for _, s := range strings.Split(*sizes, ",") {
+		size, err := parseSize(s)
+		if err != nil {
+			return err
+		}
+		rs, rss, err := benchSize(ctx, d, bin, s, size)
+		if err != nil {
+			return err
+		}
+		rssBySize[s] = rss
+		printTable(s, size, rs)
+	}
+	if len(rssBySize) > 1 {
+		fmt.Println("ds01 image create peak RSS by base size:")
+		for _, s := range strings.Split(*sizes, ",") {
+			fmt.Printf("  %-6s %6.1f MB\n", s, float64(rssBySize[s])/1e6)
+		}
+	}
+	return nil
+}
+
+func printTable(label string, size int64, rs []result) {
+	fmt.Printf("\nbase %s (%.2f GB): median of runs, ratio to `ds01 image create`\n", label, float64(size)/1e9)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "what\tmedian\truns\tratio\tpeak RSS\tnote")
+	ref := rs[0].median
+	for _, r := range rs {
+		rss := ""
+		if r.rss > 0 {
+			rss = fmt.Sprintf("%.1f MB", float64(r.rss)/1e6)
+		}
+		ratio := fmt.Sprintf("%.1f×", float64(r.median)/float64(ref))
+		if r.n == 0 {
+			ratio = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", r.name, r.median.Round(time.Millisecond), r.n, ratio, rss, r.note)
+	}
+	tw.Flush()
+}
+
+func skipped(name string) bool { return slices.Contains(strings.Split(*skip, ","), name) }
+
+func benchSize(ctx context.Context, d *deploy.Daemon, bin, label string, size int64) ([]result, int64, error) {
+	img, err := syntheticBase(ctx, size)
+	if err != nil {
+		return nil, 0, err
+	}
+	baseTag := fmt.Sprintf("%s/base-%s:latest", prefix, strings.ToLower(label))
+	if err := ensureLoaded(ctx, d, img, baseTag); err != nil {
+		return nil, 0, err
+	}
+	var rs []result
+	tmp, err := os.MkdirTemp("", "ds01bench-")
+	if err != nil {
+		return nil, 0, err
+	}
+	defer os.RemoveAll(tmp)
+	env := append(os.Environ(), "DS01_CONFIG="+filepath.Join(tmp, "config"), "DS01_CACHE="+filepath.Join(tmp, "cache"))
+	project := "bench-" + strings.ToLower(strings.ReplaceAll(label, ".", "-"))
+	tag := fmt.Sprintf("ds01-%d/%s:latest", acct.UID, project)
+	defer d.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true})
+	create := exec.Command(bin, "--user", "h.baker@hertie-school.lan", "--uid", "1722830498", "--gid", "1722830498", "image", "create", project, "--base", baseTag, "--force")
+	create.Env = env
+
+	// The first build on a base copies its files out of a container.
+	first, rss0, err := timeCmd(create)
+	if err != nil {
+		return nil, 0, err
+	}
+	var ts []time.Duration
+	var rss int64
+	for range *runs {
+		t, r, err := timeCmd(create)
+		if err != nil {
+			return nil, 0, err
+		}
+		ts = append(ts, t)
+		rss = max(rss, r)
+	}
+	rs = append(rs, result{name: "ds01 image create (cached base)", median: median(ts), n: len(ts), rss: rss, note: "files index cached, base layers not sent"})
+	rs = append(rs, result{name: "ds01 image create (first on this base)", median: first, n: 1, rss: rss0, note: "files copied from a never-started container"})
+
+	userLayer, err := userLayerFor(ctx, d, baseTag)
+	if err != nil {
+		return nil, 0, err
+	}
+
+	if !skipped("crane") {
+		r, err := cranePipeline(ctx, d, img, userLayer)
+		if err != nil {
+			return nil, 0, fmt.Errorf("crane append + docker pull: %w", err)
+		}
+		rs = append(rs, r)
+	}
+	if !skipped("build") {
+		r, err := dockerBuild(ctx, d, baseTag)
+		if err != nil {
+			return nil, 0, fmt.Errorf("docker build: %w", err)
+		}
+		rs = append(rs, r)
+	}
+	if !skipped("old") {
+		r, err := oldFlow(ctx, d)
+		if err != nil {
+			return nil, 0, fmt.Errorf("old flow: %w", err)
+		}
+		rs = append(rs, r)
+	}
+	if !skipped("ggcr") {
+		r, err := measureGGCR(ctx, d, baseTag, userLayer)
+		if err != nil {
+			return nil, 0, fmt.Errorf("ggcr round trip: %w", err)
+		}
+		rs = append(rs, r)
+	}
+	if !skipped("full") {
+		r, err := fullLoad(ctx, d, img, userLayer)
+		if err != nil {
+			return nil, 0, fmt.Errorf("full docker load: %w", err)
+		}
+		rs = append(rs, r)
+	}
+	return rs, rss, nil
+}
+
+// syntheticBase is the bullseye test base plus random layers of up to
+// 1 GiB each, to size bytes in all.
+func syntheticBase(ctx context.Context, size int64) (v1.Image, error) {
+	dir, err := benchCache()
+	if err != nil {
+		return nil, err
+	}
+	bullseye, err := registry.Bullseye.Tar(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := os.Stat(bullseye)
+	if err != nil {
+		return nil, err
+	}
+	ls := []v1.Layer{}
+	l, err := layers.FromFile(bullseye)
+	if err != nil {
+		return nil, err
+	}
+	ls = append(ls, l)
+	left := size - fi.Size()
+	for i := 0; left > 0; i++ {
+		n := min(left, 1<<30)
+		p := filepath.Join(dir, fmt.Sprintf("random-%d-%d.tar", i, n))
+		if _, err := os.Stat(p); err != nil {
+			if err := writeRandomTar(p, int64(i), n); err != nil {
+				return nil, err
+			}
+		}
+		l, err := layers.FromFile(p)
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		left -= n
+	}
+	return registry.ImageFromLayers("bench", ls...)
+}
+
+func benchCache() (string, error) {
+	if d := os.Getenv("DS01_TESTBED_CACHE"); d != "" {
+		return d, nil
+	}
+	c, err := os.UserCacheDir()
+	return filepath.Join(c, "ds01-testbed"), err
+}
+
+// writeRandomTar writes a tar holding one file of n incompressible bytes
+// (ChaCha8, seeded, so the same file comes back every time).
+func writeRandomTar(path string, seed, n int64) error {
+	tmp := path + ".partial"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	tw := tar.NewWriter(f)
+	body := n - 3*512 // header and end blocks
+	if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("opt/weights-%d.bin", seed), Mode: 0o644, Size: body, Typeflag: tar.TypeReg, ModTime: registry.DebianCreated}); err != nil {
+		return err
+	}
+	var s [32]byte
+	s[0] = byte(seed)
+	if _, err := io.CopyN(tw, rand.NewChaCha8(s), body); err != nil {
+		return err
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func ensureLoaded(ctx context.Context, d *deploy.Daemon, img v1.Image, tag string) error {
+	want, err := img.ConfigName()
+	if err != nil {
+		return err
+	}
+	if ins, err := d.ImageInspect(ctx, tag); err == nil && ins.ID == want.String() {
+		return nil
+	}
+	t := time.Now()
+	st, err := d.Load(ctx, img, tag, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("loaded %s once: %.2f GB in %s\n", tag, float64(st.Sent)/1e9, time.Since(t).Round(time.Millisecond))
+	return nil
+}
+
+func userLayerFor(ctx context.Context, d *deploy.Daemon, baseTag string) (v1.Layer, error) {
+	b, err := d.Base(ctx, baseTag)
+	if err != nil {
+		return nil, err
+	}
+	files, err := d.BaseFiles(ctx, b.ID, layers.UserWant)
+	if err != nil {
+		return nil, err
+	}
+	res, err := assemble.Image(b.Image, files, assemble.Options{Account: acct})
+	if err != nil {
+		return nil, err
+	}
+	return res.UserLayer, nil
+}
+
+// cranePipeline is what one would do with a registry: append the user
+// layer in the registry (crane append: only the new layer is uploaded) and
+// let a daemon that already pulled the base pull the result.
+func cranePipeline(ctx context.Context, d *deploy.Daemon, base v1.Image, userLayer v1.Layer) (result, error) {
+	dir, err := os.MkdirTemp("", "ds01bench-registry-")
+	if err != nil {
+		return result{}, err
+	}
+	defer os.RemoveAll(dir)
+	r, err := testbed.StartRegistryIn(dir)
+	if err != nil {
+		return result{}, err
+	}
+	defer r.Stop()
+	baseRef, err := name.ParseReference(r.Host+"/"+prefix+"/base:latest", name.Insecure)
+	if err != nil {
+		return result{}, err
+	}
+	if err := remote.Write(baseRef, base); err != nil {
+		return result{}, err
+	}
+	if err := pull(ctx, d, baseRef.String()); err != nil {
+		return result{}, err
+	}
+	defer d.ImageRemove(ctx, baseRef.String(), client.ImageRemoveOptions{Force: true})
+	var ts []time.Duration
+	for i := range *runs {
+		t := time.Now()
+		ref, _ := name.ParseReference(fmt.Sprintf("%s/%s/app:%d", r.Host, prefix, i), name.Insecure)
+		remoteBase, err := remote.Image(baseRef)
+		if err != nil {
+			return result{}, err
+		}
+		img, err := mutate.Append(remoteBase, mutate.Addendum{Layer: userLayer})
+		if err != nil {
+			return result{}, err
+		}
+		if err := remote.Write(ref, img); err != nil {
+			return result{}, err
+		}
+		if err := pull(ctx, d, ref.String()); err != nil {
+			return result{}, err
+		}
+		ts = append(ts, time.Since(t))
+		d.ImageRemove(ctx, ref.String(), client.ImageRemoveOptions{Force: true})
+	}
+	return result{name: "crane append + docker pull (loopback registry)", median: median(ts), n: len(ts), note: "needs a registry; the daemon pulled the base from it first"}, nil
+}
+
+func pull(ctx context.Context, d *deploy.Daemon, ref string) error {
+	rc, err := d.ImagePull(ctx, ref, client.ImagePullOptions{})
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	_, err = io.Copy(io.Discard, rc)
+	return err
+}
+
+func dockerBuild(ctx context.Context, d *deploy.Daemon, baseTag string) (result, error) {
+	dir, err := os.MkdirTemp("", "ds01bench-build-")
+	if err != nil {
+		return result{}, err
+	}
+	defer os.RemoveAll(dir)
+	df := fmt.Sprintf(`FROM %s
+RUN groupadd -g %[2]d %[3]s && useradd -l -u %[2]d -g %[2]d -m -s /bin/bash -G sudo,video %[3]s \
+ && echo '%[3]s ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/ds01-%[3]s && chmod 0440 /etc/sudoers.d/ds01-%[3]s \
+ && mkdir -p /home/%[3]s/.local/bin /workspace && chown -R %[2]d:%[2]d /home/%[3]s /workspace \
+ && : > /var/log/lastlog && : > /var/log/faillog
+LABEL aime.mlc.DS01_HAS_USER_SETUP=true aime.mlc.DS01_USER_ID=%[2]d aime.mlc.DS01_GROUP_ID=%[2]d aime.mlc.DS01_USERNAME=%[3]s
+USER %[2]d
+WORKDIR /workspace
+`, baseTag, acct.UID, acct.Name)
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
+		return result{}, err
+	}
+	tag := prefix + "/built:latest"
+	defer d.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true})
+	var ts []time.Duration
+	for range *oldRuns {
+		cmd := exec.CommandContext(ctx, "docker", "build", "--no-cache", "-q", "-t", tag, dir)
+		cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
+		t, _, err := timeCmd(cmd)
+		if err != nil {
+			return result{}, err
+		}
+		ts = append(ts, t)
+	}
+	return result{name: "docker build (useradd -l, sudoers, labels)", median: median(ts), n: len(ts), note: "legacy builder, --no-cache"}, nil
+}
+
+// oldFlow is what the DS01 scripts did at container creation: docker run
+// with useradd (no -l, so lastlog grows with the UID) and docker commit.
+func oldFlow(ctx context.Context, d *deploy.Daemon) (result, error) {
+	tag := prefix + "/old-bullseye:latest"
+	img, err := registry.Bullseye.Image(ctx, must(benchCache()))
+	if err != nil {
+		return result{}, err
+	}
+	if err := ensureLoaded(ctx, d, img, tag); err != nil {
+		return result{}, err
+	}
+	const uid = 20000000
+	script := fmt.Sprintf("groupadd -g %[1]d u && useradd -u %[1]d -g %[1]d -m -s /bin/bash u && echo 'u ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/u", uid)
+	committed := prefix + "/old-committed:latest"
+	var ts []time.Duration
+	var size int64
+	for i := range *oldRuns {
+		name := fmt.Sprintf("%s-old-%d", prefix, i)
+		t := time.Now()
+		for _, args := range [][]string{
+			{"run", "--name", name, tag, "bash", "-c", script},
+			{"commit", name, committed},
+			{"rm", name},
+		} {
+			if out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput(); err != nil {
+				exec.Command("docker", "rm", "-f", name).Run()
+				return result{}, fmt.Errorf("docker %s: %w\n%s", args[0], err, out)
+			}
+		}
+		ts = append(ts, time.Since(t))
+		if ins, err := d.ImageInspect(ctx, committed); err == nil {
+			size = ins.Size
+		}
+		d.ImageRemove(ctx, committed, client.ImageRemoveOptions{Force: true})
+	}
+	return result{name: "old flow: docker run useradd + docker commit", median: median(ts), n: len(ts), note: fmt.Sprintf("bullseye base, UID %d: committed image %.1f GB", uid, float64(size)/1e9)}, nil
+}
+
+func measureGGCR(ctx context.Context, d *deploy.Daemon, baseTag string, userLayer v1.Layer) (result, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return result{}, err
+	}
+	lf, err := os.CreateTemp("", "ds01bench-layer-")
+	if err != nil {
+		return result{}, err
+	}
+	defer os.Remove(lf.Name())
+	rc, _ := userLayer.Uncompressed()
+	io.Copy(lf, rc)
+	rc.Close()
+	lf.Close()
+	tag := prefix + "/ggcr:latest"
+	defer d.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true})
+	var ts []time.Duration
+	var rss int64
+	for range *oldRuns {
+		cmd := exec.CommandContext(ctx, self, "ggcr-roundtrip", baseTag, lf.Name())
+		cmd.Args = append(cmd.Args, tag)
+		t, r, err := timeCmd(cmd)
+		if err != nil {
+			return result{}, err
+		}
+		ts = append(ts, t)
+		rss = max(rss, r)
+	}
+	return result{name: "ggcr daemon.Image → mutate.Append → daemon.Write", median: median(ts), n: len(ts), rss: rss, note: "saves and reloads the whole base"}, nil
+}
+
+func ggcrRoundTrip(baseTag, layerPath string) error {
+	tag := os.Args[4]
+	ref, err := name.ParseReference(baseTag)
+	if err != nil {
+		return err
+	}
+	base, err := daemon.Image(ref)
+	if err != nil {
+		return err
+	}
+	l, err := layers.FromFile(layerPath)
+	if err != nil {
+		return err
+	}
+	img, err := mutate.Append(base, mutate.Addendum{Layer: l})
+	if err != nil {
+		return err
+	}
+	out, err := name.NewTag(tag)
+	if err != nil {
+		return err
+	}
+	_, err = daemon.Write(out, img)
+	return err
+}
+
+func fullLoad(ctx context.Context, d *deploy.Daemon, base v1.Image, userLayer v1.Layer) (result, error) {
+	img, err := mutate.Append(base, mutate.Addendum{Layer: userLayer})
+	if err != nil {
+		return result{}, err
+	}
+	tag := prefix + "/full:latest"
+	defer d.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true})
+	var ts []time.Duration
+	var sent int64
+	for range *oldRuns {
+		t := time.Now()
+		st, err := d.Load(ctx, img, tag, nil)
+		if err != nil {
+			return result{}, err
+		}
+		ts = append(ts, time.Since(t))
+		sent = st.Sent
+	}
+	return result{name: "full docker load of the result", median: median(ts), n: len(ts), note: fmt.Sprintf("%.2f GB streamed", float64(sent)/1e9)}, nil
+}
+
+// timeCmd runs cmd (a fresh copy each time) and returns its wall time and
+// peak RSS.
+func timeCmd(c *exec.Cmd) (time.Duration, int64, error) {
+	cmd := exec.Command(c.Path, c.Args[1:]...)
+	cmd.Env, cmd.Dir = c.Env, c.Dir
+	t := time.Now()
+	out, err := cmd.CombinedOutput()
+	el := time.Since(t)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s: %w\n%s", strings.Join(c.Args, " "), err, out)
+	}
+	var rss int64
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		rss = ru.Maxrss * 1024
+	}
+	return el, rss, nil
+}
+
+func buildDS01() (string, error) {
+	dir, err := os.MkdirTemp("", "ds01bench-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "ds01")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/ds01").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building ds01 (run from the repository root): %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+func median(ts []time.Duration) time.Duration {
+	s := slices.Clone(ts)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(s, "G"):
+		mult, s = 1<<30, strings.TrimSuffix(s, "G")
+	case strings.HasSuffix(s, "M"):
+		mult, s = 1<<20, strings.TrimSuffix(s, "M")
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f <= 0 {
+		return 0, errors.New("-sizes takes sizes like 0.5G or 512M")
+	}
+	return int64(f * float64(mult)), nil
+}
+
+func nproc() int {
+	out, err := exec.Command("nproc").Output()
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	return n
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
