@@ -2,7 +2,7 @@ package deploy
 
 import (
 	"archive/tar"
-		"context"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
