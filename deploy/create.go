@@ -66,6 +66,9 @@ type CreateRequest struct {
 	Account passwd.Account
 	Project string
 	BaseRef string
+	// Catalog records the catalog choice the base came from, if any
+	// (framework, version, arch, image).
+	Catalog map[string]string
 	// Created fixes the image's time (SOURCE_DATE_EPOCH); zero: the base's.
 	Created time.Time
 	// Replace allows replacing an existing image of the project.
@@ -165,6 +168,9 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		LabelVersion:      req.Version,
 		LabelOCIBaseName:  req.BaseRef,
 		LabelOCIBaseDig:   base.Digest(),
+	}
+	for k, v := range req.Catalog {
+		labels["ds01.catalog."+k] = v
 	}
 	if !req.Created.IsZero() {
 		labels[LabelCreated] = strconv.FormatInt(req.Created.Unix(), 10)

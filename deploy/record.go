@@ -21,10 +21,11 @@ type Record struct {
 		ID     string `json:"id"`
 		Digest string `json:"digest"`
 	} `json:"base"`
-	Login string `json:"login"`
-	Name  string `json:"name"`
-	UID   uint32 `json:"uid"`
-	GID   uint32 `json:"gid"`
+	Catalog map[string]string `json:"catalog,omitempty"`
+	Login   string            `json:"login"`
+	Name    string            `json:"name"`
+	UID     uint32            `json:"uid"`
+	GID     uint32            `json:"gid"`
 	// SourceDateEpoch is the fixed time the image was made with, if any.
 	SourceDateEpoch *int64 `json:"source_date_epoch,omitempty"`
 	Version         string `json:"ds01_version"`
@@ -40,6 +41,7 @@ func RecordFromResult(req CreateRequest, res *CreateResult, now time.Time) Recor
 		Version: req.Version, BuiltAt: now.UTC(),
 	}
 	r.Base.Ref, r.Base.ID, r.Base.Digest = req.BaseRef, res.Base.ID, res.Base.Digest()
+	r.Catalog = req.Catalog
 	if !req.Created.IsZero() {
 		s := req.Created.Unix()
 		r.SourceDateEpoch = &s

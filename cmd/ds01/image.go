@@ -76,14 +76,12 @@ func runImageCreate(ctx context.Context, cmd *cli.Command) error {
 	if _, _, err := deploy.ImageName(0, project); err != nil {
 		return usageError{err}
 	}
-	if cmd.IsSet("framework") || cmd.IsSet("catalog") {
-		return cli.Exit("--framework and --catalog are not built yet (issue 4, the AIME catalog); give the base with --base REF", exitUsage)
-	}
 	if cmd.Bool("pull") {
 		return cli.Exit("--pull needs ds01's registry support, which is not built yet (issue 3)", exitUsage)
 	}
-	if cmd.String("base") == "" {
-		return usagef("say which base to build on with --base REF (an image in the Docker daemon: docker images lists them)")
+	baseRef, catalog, err := chooseBase(cmd)
+	if err != nil {
+		return err
 	}
 	created, err := assemble.SourceDateEpoch(os.Getenv)
 	if err != nil {
@@ -95,9 +93,37 @@ func runImageCreate(ctx context.Context, cmd *cli.Command) error {
 	}
 	defer d.Close()
 	return create(ctx, cmd, d, id, deploy.CreateRequest{
-		Project: project, BaseRef: cmd.String("base"), Created: created,
+		Project: project, BaseRef: baseRef, Catalog: catalog, Created: created,
 		Replace: cmd.Bool("force"), DryRun: cmd.Bool("dry-run"),
 	})
+}
+
+// chooseBase is --base, or the catalog's image for --framework/--version.
+func chooseBase(cmd *cli.Command) (string, map[string]string, error) {
+	base, fw := cmd.String("base"), cmd.String("framework")
+	switch {
+	case base != "" && fw != "":
+		return "", nil, usagef("give either --base REF or --framework NAME --version V, not both")
+	case base != "":
+		return base, nil, nil
+	case fw == "":
+		return "", nil, usagef("say which base to build on: --base REF (an image in the Docker daemon), or --framework pytorch --version 2.5.1 from the AIME catalog")
+	}
+	c := registry.BuiltinCatalog()
+	if p := cmd.String("catalog"); p != "" {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return "", nil, usagef("--catalog: %v", err)
+		}
+		if c, err = registry.ParseCatalog(string(data)); err != nil {
+			return "", nil, usagef("--catalog %s: %v", p, err)
+		}
+	}
+	e, err := registry.Pick(c, fw, cmd.String("version"), cmd.String("arch"))
+	if err != nil {
+		return "", nil, usageError{err}
+	}
+	return e.Image, map[string]string{"framework": e.Framework, "version": e.Version, "arch": e.Arch, "image": e.Image}, nil
 }
 
 // create runs one build for id and reports it; image create and image
@@ -179,7 +205,7 @@ func runImageUpdate(ctx context.Context, cmd *cli.Command) error {
 		return fmt.Errorf("image %s was made for UID/GID %d:%d, and you are %d:%d; rebuild it for you with `ds01 image create %s --base %s --force`",
 			rec.Image, rec.UID, rec.GID, id.UID, id.GID, project, rec.Base.Ref)
 	}
-	req := deploy.CreateRequest{Project: project, BaseRef: rec.Base.Ref, Replace: true}
+	req := deploy.CreateRequest{Project: project, BaseRef: rec.Base.Ref, Catalog: rec.Catalog, Replace: true}
 	if rec.SourceDateEpoch != nil {
 		req.Created = time.Unix(*rec.SourceDateEpoch, 0).UTC()
 	}

@@ -369,3 +369,37 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(code)
 }
+
+// --framework/--version pick the base from a catalog; the choice is in the
+// labels and the record, and image update uses it again.
+func TestImageCreateFromCatalog(t *testing.T) {
+	d := testbed.Docker(t)
+	baseTag := loadBase(t, d, testbed.Base(t, testbed.Bullseye), "pytorch-2-5-1")
+	c := newCLI(t)
+	catalog := filepath.Join(t.TempDir(), "ml_images.repo")
+	if err := os.WriteFile(catalog, []byte("Pytorch, 2.5.1, CUDA_ADA, "+baseTag+"\nPytorch, 2.4.0, CUDA_ADA, none/none\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	project := testbed.Prefix(t)
+	tag := "ds01-1722830498/" + project + ":latest"
+	testbed.RemoveImage(t, d, tag)
+	out, code := c.run(append(asBaker, "image", "create", project, "--framework", "pytorch", "--version", "2.5.1", "--catalog", catalog)...)
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	ins, err := d.ImageInspect(context.Background(), tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]string{"ds01.catalog.framework": "Pytorch", "ds01.catalog.version": "2.5.1", "ds01.base": baseTag, "aime.mlc.DS01_USERNAME": "h-baker"} {
+		if got := ins.Config.Labels[k]; got != want {
+			t.Errorf("label %s = %q; want %q", k, got, want)
+		}
+	}
+	if out, code := c.run(append(asBaker, "image", "update", project)...); code != 0 || !strings.Contains(out, ins.ID) {
+		t.Errorf("update: exit %d, want %s:\n%s", code, ins.ID, out)
+	}
+	if out, code := c.run(append(asBaker, "image", "create", project+"-x", "--framework", "pytorch", "--catalog", catalog)...); code != 2 || !strings.Contains(out, "Pytorch 2.4.0 (CUDA_ADA)") {
+		t.Errorf("ambiguous: exit %d:\n%s", code, out)
+	}
+}
