@@ -403,3 +403,39 @@ func TestImageCreateFromCatalog(t *testing.T) {
 		t.Errorf("ambiguous: exit %d:\n%s", code, out)
 	}
 }
+
+// The old flow's committed images ({image}:{name}._.{UID}) are found and
+// removed only after confirmation; other users' stay.
+func TestImageLegacy(t *testing.T) {
+	d := testbed.Docker(t)
+	ctx := context.Background()
+	base := loadBase(t, d, testbed.Base(t, testbed.Bullseye), "aime")
+	repo := strings.TrimSuffix(base, ":latest")
+	mine, theirs := repo+":work._.1722830498", repo+":work._.1001"
+	for _, tag := range []string{mine, theirs} {
+		if _, err := d.ImageTag(ctx, client.ImageTagOptions{Source: base, Target: tag}); err != nil {
+			t.Fatal(err)
+		}
+		testbed.RemoveImage(t, d, tag)
+	}
+	c := newCLI(t)
+	out, code := c.run(append(asBaker, "image", "list", "--legacy")...)
+	if code != 0 || !strings.Contains(out, mine) || strings.Contains(out, theirs) {
+		t.Fatalf("list --legacy: exit %d:\n%s", code, out)
+	}
+	if out, code := c.run(append(asBaker, "image", "retire", "--legacy")...); code != 1 || !strings.Contains(out, "nothing removed") {
+		t.Errorf("retire --legacy without --yes and no answer: exit %d:\n%s", code, out)
+	}
+	if _, err := d.ImageInspect(ctx, mine); err != nil {
+		t.Fatal("removed without confirmation")
+	}
+	if out, code := c.run(append(asBaker, "image", "retire", "--legacy", "--yes")...); code != 0 || !strings.Contains(out, "removed "+mine) {
+		t.Errorf("retire --legacy --yes: exit %d:\n%s", code, out)
+	}
+	if _, err := d.ImageInspect(ctx, mine); err == nil {
+		t.Error("still there after retire --legacy --yes")
+	}
+	if _, err := d.ImageInspect(ctx, theirs); err != nil {
+		t.Error("another user's committed image was removed")
+	}
+}
