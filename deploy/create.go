@@ -77,6 +77,10 @@ type CreateRequest struct {
 	DryRun  bool
 	Version string // ds01's, recorded in a label
 	Cache   FilesCache
+	// RecordDir is where the record of the build is written (see Record);
+	// RecordOwner, when not nil, the UID and GID it belongs to.
+	RecordDir   string
+	RecordOwner *[2]int
 	// Log gets one line per step when not nil (--verbose).
 	Log io.Writer
 }
@@ -220,6 +224,14 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		return nil, err
 	}
 	res.ImageID = cfgName.String()
+	if req.RecordDir != "" {
+		if err := WriteRecord(req.RecordDir, RecordFromResult(req, res, time.Now()), req.RecordOwner); err != nil {
+			// The record is what image update rebuilds from: without it
+			// the image is half made. Take it back.
+			d.removeImage(tag, res.Replaced)
+			return nil, fmt.Errorf("%w; the image was removed again", err)
+		}
+	}
 	if res.Replaced != "" && res.Replaced != res.ImageID {
 		d.removeIfOrphan(ctx, res.Replaced)
 	}

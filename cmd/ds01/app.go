@@ -266,14 +266,16 @@ func containerDeploy() *cli.Command {
 			&cli.StringFlag{Name: "gpus", Usage: "GPUs: all, a count, or device=0,2"},
 			&cli.StringFlag{Name: "shm-size", Usage: "size of /dev/shm (default: the host's IPC namespace)"},
 			&cli.StringFlag{Name: "cgroup-parent", Usage: "cgroup parent (default: your slice ds01-{name}.slice when it exists)"},
+			&cli.StringFlag{Name: "memlock", Value: "unlimited", Usage: "locked-memory limit: unlimited (for pinned memory and NCCL), or a size like 8m where the daemon may not raise it"},
 			&cli.StringFlag{Name: "workspace", Usage: "host `DIR` mounted at /workspace (default ~/workspace/NAME)"},
 			&cli.StringFlag{Name: "data", Usage: "host `DIR` mounted at /data"},
 			&cli.StringFlag{Name: "models", Usage: "host `DIR` mounted at /models"},
 			&cli.BoolFlag{Name: "start", Usage: "start the container after creating it"},
 			&cli.BoolFlag{Name: "force", Usage: "re-assemble an image labelled for another UID/GID"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the create request as JSON, change nothing"},
+			verboseFlag(),
 		},
-		Action: notBuilt(5),
+		Action: runContainerDeploy,
 	}
 }
 
@@ -285,7 +287,7 @@ func containerList() *cli.Command {
 			&cli.BoolFlag{Name: "all", Usage: "every user's containers (root only)"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 		},
-		Action: notBuilt(5),
+		Action: runContainerList,
 	}
 }
 
@@ -297,7 +299,7 @@ func containerRetire() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "save", Usage: "first put the container's changes back into its image, as one layer"},
 		},
-		Action: notBuilt(5),
+		Action: runContainerRetire,
 	}
 }
 
@@ -306,7 +308,7 @@ func containerOpen() *cli.Command {
 		Name:      "open",
 		Usage:     "start a container if stopped and open a login shell in it",
 		ArgsUsage: "NAME",
-		Action:    notBuilt(5),
+		Action:    runContainerOpen,
 	}
 }
 

@@ -33,19 +33,24 @@ func recordsDir(id identity.Identity) (dir string, owner *[2]int, err error) {
 	if d := os.Getenv("DS01_CONFIG"); d != "" {
 		return filepath.Join(d, "images"), owner, nil
 	}
-	var home string
-	if owner == nil {
-		home, err = os.UserHomeDir()
-	} else {
-		var u *user.User
-		if u, err = user.LookupId(strconv.FormatUint(uint64(id.UID), 10)); err == nil {
-			home = u.HomeDir
-		}
-	}
-	if err != nil || home == "" {
-		return "", nil, fmt.Errorf("no home directory for UID %d on this host to keep image records in; set DS01_CONFIG to a directory for them", id.UID)
+	home, err := homeOf(id)
+	if err != nil {
+		return "", nil, fmt.Errorf("%w; set DS01_CONFIG to a directory for image records", err)
 	}
 	return filepath.Join(home, ".ds01-config", "images"), owner, nil
+}
+
+// homeOf is the home directory of the user acted for.
+func homeOf(id identity.Identity) (string, error) {
+	if int(id.UID) == os.Getuid() {
+		if h, err := os.UserHomeDir(); err == nil {
+			return h, nil
+		}
+	}
+	if u, err := user.LookupId(strconv.FormatUint(uint64(id.UID), 10)); err == nil && u.HomeDir != "" {
+		return u.HomeDir, nil
+	}
+	return "", fmt.Errorf("no home directory for UID %d on this host", id.UID)
 }
 
 // imageSetup is what every image command starts from.
@@ -126,10 +131,9 @@ func chooseBase(cmd *cli.Command) (string, map[string]string, error) {
 	return e.Image, map[string]string{"framework": e.Framework, "version": e.Version, "arch": e.Arch, "image": e.Image}, nil
 }
 
-// create runs one build for id and reports it; image create and image
-// update differ only in where the request comes from.
-func create(ctx context.Context, cmd *cli.Command, d *deploy.Daemon, id identity.Identity, req deploy.CreateRequest) error {
-	out := cmd.Root().Writer
+// fillBuild completes a build request with what every build of id shares:
+// who it is for, the cache, where its record goes.
+func fillBuild(cmd *cli.Command, id identity.Identity, req *deploy.CreateRequest) error {
 	dir, owner, err := recordsDir(id)
 	if err != nil {
 		return err
@@ -143,8 +147,19 @@ func create(ctx context.Context, cmd *cli.Command, d *deploy.Daemon, id identity
 		return err
 	}
 	req.Login, req.Account, req.Version, req.Cache = id.Login, id.Account(), versionString(), cache
+	req.RecordDir, req.RecordOwner = dir, owner
 	if cmd.Bool("verbose") {
-		req.Log = out
+		req.Log = cmd.Root().Writer
+	}
+	return nil
+}
+
+// create runs one build for id and reports it; image create and image
+// update differ only in where the request comes from.
+func create(ctx context.Context, cmd *cli.Command, d *deploy.Daemon, id identity.Identity, req deploy.CreateRequest) error {
+	out := cmd.Root().Writer
+	if err := fillBuild(cmd, id, &req); err != nil {
+		return err
 	}
 	t := time.Now()
 	res, err := d.Create(ctx, req)
@@ -158,13 +173,6 @@ func create(ctx context.Context, cmd *cli.Command, d *deploy.Daemon, id identity
 		fmt.Fprintf(out, "%s  %s  (dry run: nothing loaded)\n  user %s (%s) %d:%d on %s (%s)\n  %s\n",
 			res.Tag, res.ImageID, id.Name, id.Login, id.UID, id.GID, req.BaseRef, res.Base.ID, res.LoadPath)
 		return nil
-	}
-	rec := deploy.RecordFromResult(req, res, time.Now())
-	if err := deploy.WriteRecord(dir, rec, owner); err != nil {
-		// The record is what image update rebuilds from: without it the
-		// image is half made. Take it back.
-		d.RemoveTag(context.WithoutCancel(ctx), res.Tag, true)
-		return fmt.Errorf("%w; the image was removed again", err)
 	}
 	fmt.Fprintf(out, "%s  %s\n  user %s (%s) %d:%d, base %s\n  user layer %d bytes; sent %d bytes to the daemon (%s); %s\n",
 		res.Tag, res.ImageID, id.Name, id.Login, id.UID, id.GID, req.BaseRef, res.LayerSize, res.Sent, res.LoadPath, since(t))

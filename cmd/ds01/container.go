@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	units "github.com/docker/go-units"
+	"github.com/moby/moby/client"
+	"github.com/urfave/cli/v3"
+
+	"github.com/ds01/ds01/deploy"
+)
+
+func nameArg(cmd *cli.Command) (string, error) {
+	if cmd.NArg() != 1 {
+		return "", usagef("%s takes one NAME, got %d arguments", cmd.FullName(), cmd.NArg())
+	}
+	return cmd.Args().First(), nil
+}
+
+func runContainerDeploy(ctx context.Context, cmd *cli.Command) error {
+	name, err := nameArg(cmd)
+	if err != nil {
+		return err
+	}
+	if _, _, err := deploy.ImageName(0, name); err != nil {
+		return usagef("container name %q: use lowercase letters, digits, and '.', '_' or '-' between them", name)
+	}
+	if g := cmd.String("gpus"); g != "" {
+		if _, err := deploy.ParseGPUs(g); err != nil {
+			return usageError{err}
+		}
+	}
+	id, d, err := imageSetup(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	req := deploy.DeployRequest{
+		Login: id.Login, Account: id.Account(), Name: name, Image: cmd.String("image"),
+		GPUs: cmd.String("gpus"), ShmSize: cmd.String("shm-size"), CgroupParent: cmd.String("cgroup-parent"),
+		Workspace: cmd.String("workspace"), Data: cmd.String("data"), Models: cmd.String("models"),
+		Start: cmd.Bool("start"), Force: cmd.Bool("force"), DryRun: cmd.Bool("dry-run"),
+	}
+	if m := cmd.String("memlock"); m != "unlimited" {
+		n, err := units.RAMInBytes(m)
+		if err != nil || n <= 0 {
+			return usagef("--memlock %q: give unlimited or a size like 8m", m)
+		}
+		req.Memlock = n
+	}
+	if !cmd.IsSet("cgroup-parent") {
+		req.CgroupParent = deploy.UserSlice(id.Name)
+	}
+	if req.Workspace == "" {
+		home, err := homeOf(id)
+		if err != nil {
+			return fmt.Errorf("%w; give the workspace with --workspace DIR", err)
+		}
+		req.Workspace = deploy.Workspace(home, name)
+	}
+	if err := fillBuild(cmd, id, &req.Assemble); err != nil {
+		return err
+	}
+	res, err := d.Deploy(ctx, req)
+	if err != nil {
+		if errors.Is(err, deploy.ErrOtherUser) {
+			return cli.Exit("ds01: "+err.Error(), exitFailure)
+		}
+		return err
+	}
+	out := cmd.Root().Writer
+	if req.DryRun {
+		fmt.Fprintf(out, "# flow: %s\n", res.Flow)
+		return writeJSON(out, res.Create)
+	}
+	fmt.Fprintf(out, "flow: %s\n", res.Flow)
+	if res.Assembled != nil {
+		fmt.Fprintf(out, "assembled %s  %s (sent %d bytes)\n", res.Assembled.Tag, res.Assembled.ImageID, res.Assembled.Sent)
+	}
+	state := "created"
+	if res.Started {
+		state = "created and started"
+	}
+	fmt.Fprintf(out, "%s %s from %s; workspace %s\nopen it with: ds01 container open %s\n", res.Container, state, res.Image, req.Workspace, name)
+	return nil
+}
+
+func runContainerList(ctx context.Context, cmd *cli.Command) error {
+	id, d, err := imageSetup(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	uid := &id.UID
+	if cmd.Bool("all") {
+		if !id.Privileged {
+			return usagef("--all lists every user's containers and is for root only")
+		}
+		uid = nil
+	}
+	cs, err := d.ListContainers(ctx, uid)
+	if err != nil {
+		return err
+	}
+	out := cmd.Root().Writer
+	if cmd.Bool("json") {
+		return writeJSON(out, cs)
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tIMAGE\tSTATUS\tGPUS\tCREATED\tWORKSPACE")
+	for _, c := range cs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, c.Image, c.Status, c.GPUs, c.Created.Format("2006-01-02 15:04"), c.Workspace)
+	}
+	return tw.Flush()
+}
+
+func runContainerRetire(ctx context.Context, cmd *cli.Command) error {
+	name, err := nameArg(cmd)
+	if err != nil {
+		return err
+	}
+	if cmd.Bool("save") {
+		return cli.Exit("--save is not built yet (issue 5): nothing was retired", exitUsage)
+	}
+	id, d, err := imageSetup(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	c, err := d.OwnContainer(ctx, name, id.UID)
+	if err != nil {
+		return err
+	}
+	if err := d.Retire(ctx, c.ID); err != nil {
+		return fmt.Errorf("retiring %s: %w", strings.TrimPrefix(c.Name, "/"), err)
+	}
+	fmt.Fprintf(cmd.Root().Writer, "retired %s\n", strings.TrimPrefix(c.Name, "/"))
+	return nil
+}
+
+func runContainerOpen(ctx context.Context, cmd *cli.Command) error {
+	name, err := nameArg(cmd)
+	if err != nil {
+		return err
+	}
+	id, d, err := imageSetup(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	c, err := d.OwnContainer(ctx, name, id.UID)
+	if err != nil {
+		return err
+	}
+	if c.State == nil || !c.State.Running {
+		if _, err := d.ContainerStart(ctx, c.ID, startOptions()); err != nil {
+			return fmt.Errorf("starting %s: %w", c.Name, err)
+		}
+	}
+	// The interactive part is the docker CLI's: it handles the TTY, raw
+	// mode and resizes better than anything ds01 would rewrite.
+	docker, err := exec.LookPath("docker")
+	if err != nil {
+		return fmt.Errorf("container open needs the docker CLI for the interactive shell, and it is not on PATH: %w", err)
+	}
+	args := []string{"docker", "exec", "-it", "-u", fmt.Sprintf("%d:%d", id.UID, id.GID), "-w", "/workspace", strings.TrimPrefix(c.Name, "/"), "bash", "-l"}
+	if !isTerminal() {
+		args[2] = "-i"
+	}
+	return syscall.Exec(docker, args, os.Environ())
+}
+
+func isTerminal() bool {
+	fi, err := os.Stdin.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+func startOptions() client.ContainerStartOptions { return client.ContainerStartOptions{} }

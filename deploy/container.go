@@ -1,0 +1,396 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	units "github.com/docker/go-units"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/client"
+
+	"github.com/ds01/ds01/assemble"
+	"github.com/ds01/ds01/passwd"
+)
+
+// Container labels. AIME's let `mlc list/open/start/stop/remove` manage
+// ds01's containers; DS01's let ds01 find its own.
+const (
+	LabelManaged   = "ds01.managed"
+	LabelUser      = "ds01.user"
+	LabelName      = "ds01.name"
+	LabelGPUs      = "ds01.gpus"
+	LabelCreatedAt = "ds01.created_at"
+	LabelInterface = "ds01.interface"
+	// mlcVersion is the AIME container format these labels follow.
+	mlcVersion = "4"
+)
+
+// Flows of container deploy, named as the seeds name them.
+const (
+	FlowLabelled    = "labelled image for this user: container created directly, no setup"
+	FlowAssembled   = "image without DS01 labels: user layer assembled onto it first (no docker run, no docker commit)"
+	FlowReassembled = "image labelled for another user, --force: user layer assembled again for this user"
+)
+
+// DeployRequest is a container to make.
+type DeployRequest struct {
+	Login   string
+	Account passwd.Account
+	Name    string // the container's short name; the container is {Name}._.{UID}
+	// Image defaults to ds01-{UID}/{Name}:latest.
+	Image string
+	// GPUs: "", "all", a count, or "device=0,2".
+	GPUs string
+	// ShmSize of /dev/shm, e.g. "16g"; empty shares the host's IPC
+	// namespace, as AIME does.
+	ShmSize      string
+	CgroupParent string
+	// Memlock is the locked-memory limit in bytes; 0 means unlimited, what
+	// GPU work (pinned memory, NCCL) wants and AIME sets.
+	Memlock      int64
+	Workspace    string // host directory for /workspace; created if missing
+	Data, Models string // host directories for /data and /models; must exist
+	Start        bool
+	Force        bool
+	DryRun       bool
+	// Assemble is the build request used when the image needs the user
+	// layer (its Project, BaseRef and Account are filled in here).
+	Assemble CreateRequest
+}
+
+// DeployResult says what was made.
+type DeployResult struct {
+	Container string // name
+	ID        string
+	Image     string
+	Flow      string
+	Assembled *CreateResult // when the flow assembled an image
+	Create    client.ContainerCreateOptions
+	Started   bool
+}
+
+// ContainerName is AIME's convention: {name}._.{UID}.
+func ContainerName(name string, uid uint32) string { return fmt.Sprintf("%s._.%d", name, uid) }
+
+// SetupLabels reads an image's DS01 user labels, the AIME-era names or
+// ds01's own.
+func SetupLabels(labels map[string]string) (has bool, uid, gid string) {
+	pick := func(a, b string) string {
+		if v := labels[a]; v != "" {
+			return v
+		}
+		return labels[b]
+	}
+	has = pick(assemble.LabelHasUserSetup, LabelHasUserSetup) == "true"
+	return has, pick(assemble.LabelUserID, LabelUserID), pick(assemble.LabelGroupID, LabelGroupID)
+}
+
+// ErrOtherUser is returned for an image set up for another UID/GID.
+var ErrOtherUser = errors.New("image is set up for another user")
+
+// Deploy makes the container, choosing the flow from the image's labels.
+// A failed create or start leaves no container behind.
+func (d *Daemon) Deploy(ctx context.Context, req DeployRequest) (*DeployResult, error) {
+	a := req.Account
+	if _, _, err := ImageName(a.UID, req.Name); err != nil {
+		return nil, fmt.Errorf("container name: %w", err)
+	}
+	image := req.Image
+	if image == "" {
+		image = fmt.Sprintf("ds01-%d/%s:latest", a.UID, req.Name)
+	}
+	ins, err := d.ImageInspect(ctx, image)
+	if err != nil {
+		if cerrdefs.IsNotFound(err) {
+			if req.Image == "" {
+				return nil, fmt.Errorf("you have no image %s: make one with `ds01 image create %s --base REF`, or give one with --image", image, req.Name)
+			}
+			return nil, fmt.Errorf("image %s is not in the Docker daemon", image)
+		}
+		return nil, fmt.Errorf("inspecting %s: %w", image, err)
+	}
+	res := &DeployResult{Container: ContainerName(req.Name, a.UID), Image: image}
+	if _, err := d.ContainerInspect(ctx, res.Container, client.ContainerInspectOptions{}); err == nil {
+		return nil, fmt.Errorf("container %s exists: open it with `ds01 container open %s`, or retire it first with `ds01 container retire %s`", res.Container, req.Name, req.Name)
+	}
+
+	has, uid, gid := SetupLabels(ins.Config.Labels)
+	me, mine := strconv.FormatUint(uint64(a.UID), 10), strconv.FormatUint(uint64(a.GID), 10)
+	switch {
+	case has && uid == me && gid == mine:
+		res.Flow = FlowLabelled
+	case has && !req.Force:
+		return nil, fmt.Errorf("%s: %w (UID/GID %s:%s; you are %s:%s); rebuild it for you with `ds01 image create %s --force`, or deploy with --force to assemble your user onto it",
+			image, ErrOtherUser, uid, gid, me, mine, req.Name)
+	case has:
+		res.Flow = FlowReassembled
+	default:
+		res.Flow = FlowAssembled
+	}
+	if res.Flow != FlowLabelled {
+		b := req.Assemble
+		b.Project, b.BaseRef, b.Account, b.Replace, b.DryRun = req.Name, image, a, true, req.DryRun
+		built, err := d.Create(ctx, b)
+		if err != nil {
+			return nil, fmt.Errorf("assembling the user layer onto %s: %w", image, err)
+		}
+		res.Assembled, res.Image = built, built.Tag
+	}
+
+	opts, err := req.createOptions(res.Container, res.Image)
+	if err != nil {
+		return nil, err
+	}
+	if ins.Config == nil || len(ins.Config.Cmd) == 0 && len(ins.Config.Entrypoint) == 0 {
+		// An image that says nothing to run (docker import makes such)
+		// gets a shell, which is what the container is for.
+		opts.Config.Cmd = []string{"bash"}
+	}
+	res.Create = opts
+	if req.DryRun {
+		return res, nil
+	}
+	made, err := ensureDir(req.Workspace, a)
+	if err != nil {
+		return nil, fmt.Errorf("workspace %s: %w", req.Workspace, err)
+	}
+	created, err := d.ContainerCreate(ctx, opts)
+	if err != nil {
+		if made {
+			os.Remove(req.Workspace) // only if still empty
+		}
+		return nil, fmt.Errorf("creating %s: %w", res.Container, err)
+	}
+	res.ID = created.ID
+	if req.Start {
+		if _, err := d.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
+			d.remove(created.ID)
+			if strings.Contains(err.Error(), "rlimit type 8") {
+				return nil, fmt.Errorf("starting %s: the Docker daemon may not raise the locked-memory limit to unlimited (it lacks CAP_SYS_RESOURCE); deploy with a limit it allows, e.g. --memlock 8m: %w; the container was removed", res.Container, err)
+			}
+			if req.GPUs != "" && strings.Contains(err.Error(), "device driver") {
+				return nil, fmt.Errorf("starting %s: no GPU runtime for --gpus %s on this host (is the NVIDIA container toolkit installed?): %w; the container was removed", res.Container, req.GPUs, err)
+			}
+			return nil, fmt.Errorf("starting %s: %w; the container was removed", res.Container, err)
+		}
+		res.Started = true
+	}
+	return res, nil
+}
+
+// createOptions is the container as AIME makes it, plus DS01's labels.
+func (req DeployRequest) createOptions(name, image string) (client.ContainerCreateOptions, error) {
+	a := req.Account
+	labels := map[string]string{
+		"aime.mlc":              req.Login,
+		"aime.mlc.NAME":         req.Name,
+		"aime.mlc.USER":         req.Login,
+		"aime.mlc.MLC_VERSION":  mlcVersion,
+		"aime.mlc.WORK_MOUNT":   req.Workspace,
+		"aime.mlc.DATA_MOUNT":   orDash(req.Data),
+		"aime.mlc.MODELS_MOUNT": orDash(req.Models),
+		"aime.mlc.FRAMEWORK":    "custom",
+		"aime.mlc.GPUS":         orDash(req.GPUs),
+		"aime.mlc.ARCH":         orDash(req.Assemble.Catalog["arch"]),
+		LabelUser:               req.Login,
+		LabelUserID:             strconv.FormatUint(uint64(a.UID), 10),
+		LabelGroupID:            strconv.FormatUint(uint64(a.GID), 10),
+		LabelName:               req.Name,
+		LabelManaged:            "true",
+		LabelGPUs:               orDash(req.GPUs),
+		LabelCreatedAt:          time.Now().UTC().Format(time.RFC3339),
+		LabelInterface:          "cli",
+	}
+	if fw := req.Assemble.Catalog["framework"]; fw != "" {
+		labels["aime.mlc.FRAMEWORK"] = fw
+	}
+	mounts := []mount.Mount{{Type: mount.TypeBind, Source: req.Workspace, Target: "/workspace"}}
+	for _, m := range []struct{ src, dst string }{{req.Data, "/data"}, {req.Models, "/models"}} {
+		if m.src == "" {
+			continue
+		}
+		if fi, err := os.Stat(m.src); err != nil || !fi.IsDir() {
+			return client.ContainerCreateOptions{}, fmt.Errorf("%s for %s: not a directory on this host", m.src, m.dst)
+		}
+		mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: m.src, Target: m.dst})
+	}
+	memlock := int64(-1)
+	if req.Memlock > 0 {
+		memlock = req.Memlock
+	}
+	hc := &container.HostConfig{
+		Mounts:   mounts,
+		GroupAdd: []string{"video"},
+		Resources: container.Resources{
+			CgroupParent: req.CgroupParent,
+			Ulimits:      []*container.Ulimit{{Name: "memlock", Soft: memlock, Hard: memlock}, {Name: "stack", Soft: 67108864, Hard: 67108864}},
+		},
+	}
+	if req.ShmSize != "" {
+		n, err := units.RAMInBytes(req.ShmSize)
+		if err != nil || n <= 0 {
+			return client.ContainerCreateOptions{}, fmt.Errorf("--shm-size %q: give a size like 8g or 512m", req.ShmSize)
+		}
+		hc.ShmSize = n
+	} else {
+		hc.IpcMode = container.IPCModeHost
+	}
+	if req.GPUs != "" {
+		dr, err := ParseGPUs(req.GPUs)
+		if err != nil {
+			return client.ContainerCreateOptions{}, err
+		}
+		hc.DeviceRequests = []container.DeviceRequest{dr}
+	}
+	return client.ContainerCreateOptions{
+		Name: name,
+		Config: &container.Config{
+			Image:      image,
+			Hostname:   req.Name,
+			User:       fmt.Sprintf("%d:%d", a.UID, a.GID),
+			WorkingDir: "/workspace",
+			Tty:        true,
+			OpenStdin:  true,
+			Labels:     labels,
+		},
+		HostConfig: hc,
+	}, nil
+}
+
+// ParseGPUs reads --gpus as docker run does: all, a count, or
+// device=0,2; the request is for the nvidia driver.
+func ParseGPUs(s string) (container.DeviceRequest, error) {
+	dr := container.DeviceRequest{Driver: "nvidia", Capabilities: [][]string{{"gpu"}}}
+	switch {
+	case s == "all":
+		dr.Count = -1
+	case strings.HasPrefix(s, "device="):
+		ids := strings.Split(strings.TrimPrefix(s, "device="), ",")
+		if slices.Contains(ids, "") {
+			return dr, fmt.Errorf("--gpus %q: list device IDs or UUIDs, e.g. device=0,2", s)
+		}
+		dr.DeviceIDs = ids
+	default:
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			return dr, fmt.Errorf("--gpus %q: give all, a count, or device=0,2", s)
+		}
+		dr.Count = n
+	}
+	return dr, nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// ensureDir makes a host directory the user owns, if it is missing, and
+// says whether it did.
+func ensureDir(dir string, a passwd.Account) (bool, error) {
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return false, errors.New("not a directory")
+		}
+		return false, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return false, err
+	}
+	if os.Getuid() == 0 {
+		return true, os.Chown(dir, int(a.UID), int(a.GID))
+	}
+	return true, nil
+}
+
+// ContainerInfo is one container as `container list` shows it.
+type ContainerInfo struct {
+	Name      string    `json:"name"`
+	Short     string    `json:"short_name"`
+	Image     string    `json:"image"`
+	Status    string    `json:"status"`
+	GPUs      string    `json:"gpus"`
+	Created   time.Time `json:"created"`
+	Workspace string    `json:"workspace"`
+	User      string    `json:"user"`
+}
+
+// ListContainers lists ds01's containers: uid's, or everyone's when uid
+// is nil.
+func (d *Daemon) ListContainers(ctx context.Context, uid *uint32) ([]ContainerInfo, error) {
+	f := client.Filters{}.Add("label", LabelManaged+"=true")
+	if uid != nil {
+		f.Add("label", fmt.Sprintf("%s=%d", LabelUserID, *uid))
+	}
+	cs, err := d.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
+	if err != nil {
+		return nil, fmt.Errorf("listing containers: %w", err)
+	}
+	var out []ContainerInfo
+	for _, c := range cs.Items {
+		out = append(out, ContainerInfo{
+			Name: strings.TrimPrefix(strings.Join(c.Names, ","), "/"), Short: c.Labels[LabelName],
+			Image: c.Image, Status: c.Status, GPUs: c.Labels[LabelGPUs], Created: time.Unix(c.Created, 0).UTC(),
+			Workspace: c.Labels["aime.mlc.WORK_MOUNT"], User: c.Labels[LabelUser],
+		})
+	}
+	slices.SortFunc(out, func(a, b ContainerInfo) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// OwnContainer finds the user's container by short name, refusing one
+// that is not theirs.
+func (d *Daemon) OwnContainer(ctx context.Context, name string, uid uint32) (container.InspectResponse, error) {
+	full := ContainerName(name, uid)
+	ins, err := d.ContainerInspect(ctx, full, client.ContainerInspectOptions{})
+	if err != nil {
+		if cerrdefs.IsNotFound(err) {
+			return container.InspectResponse{}, fmt.Errorf("you have no container %s (ds01 container list shows yours)", full)
+		}
+		return container.InspectResponse{}, fmt.Errorf("inspecting %s: %w", full, err)
+	}
+	c := ins.Container
+	if c.Config.Labels[LabelUserID] != strconv.FormatUint(uint64(uid), 10) && !strings.HasSuffix(c.Name, fmt.Sprintf("._.%d", uid)) {
+		return container.InspectResponse{}, fmt.Errorf("container %s is not yours", full)
+	}
+	return c, nil
+}
+
+// Retire stops a container with a 10 s grace period and removes it.
+func (d *Daemon) Retire(ctx context.Context, id string) error {
+	timeout := 10
+	if _, err := d.ContainerStop(ctx, id, client.ContainerStopOptions{Timeout: &timeout}); err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("stopping: %w", err)
+	}
+	if _, err := d.ContainerRemove(ctx, id, client.ContainerRemoveOptions{}); err != nil {
+		return fmt.Errorf("removing: %w", err)
+	}
+	return nil
+}
+
+// Workspace is the default host directory of a container's /workspace.
+func Workspace(home, name string) string { return filepath.Join(home, "workspace", name) }
+
+// UserSlice is the user's systemd slice, ds01-{name}.slice, when the host
+// has it (DS01 puts each user's containers there to share out CPU and
+// memory); else "".
+func UserSlice(name string) string {
+	slice := "ds01-" + name + ".slice"
+	for _, pat := range []string{"/sys/fs/cgroup/" + slice, "/sys/fs/cgroup/*/" + slice, "/sys/fs/cgroup/*.slice/" + slice} {
+		if m, _ := filepath.Glob(pat); len(m) > 0 {
+			return slice
+		}
+	}
+	return ""
+}
