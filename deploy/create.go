@@ -219,6 +219,8 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		return nil, err
 	}
 	step("load", t)
+	t = time.Now()
+	defer step("verify and record", t)
 	if err := d.verifyLoaded(ctx, tag, built.Image); err != nil {
 		d.removeImage(tag, res.Replaced)
 		return nil, err

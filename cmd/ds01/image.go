@@ -179,6 +179,11 @@ func create(ctx context.Context, cmd *cli.Command, d *deploy.Daemon, id identity
 	if res.Replaced != "" && res.Replaced != res.ImageID {
 		fmt.Fprintf(out, "  replaced %s\n", res.Replaced)
 	}
+	if req.Log != nil {
+		for _, k := range []string{"resolve base", "read base files", "assemble", "load", "verify and record"} {
+			fmt.Fprintf(out, "  %-17s %s\n", k, res.Timings[k].Round(100*time.Microsecond))
+		}
+	}
 	return nil
 }
 
