@@ -58,3 +58,25 @@ func (d *Daemon) remove(id string) {
 	defer cancel()
 	d.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 }
+
+// Exec runs cmd in a running container as user and waits for it.
+func (d *Daemon) Exec(ctx context.Context, id, user string, cmd ...string) (RunResult, error) {
+	ex, err := d.ExecCreate(ctx, id, client.ExecCreateOptions{User: user, Cmd: cmd, AttachStdout: true, AttachStderr: true})
+	if err != nil {
+		return RunResult{}, fmt.Errorf("exec in %s: %w", id, err)
+	}
+	att, err := d.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{})
+	if err != nil {
+		return RunResult{}, fmt.Errorf("exec in %s: %w", id, err)
+	}
+	defer att.Close()
+	var out, errOut bytes.Buffer
+	if _, err := stdcopy.StdCopy(&out, &errOut, att.Reader); err != nil {
+		return RunResult{}, fmt.Errorf("reading exec output: %w", err)
+	}
+	ins, err := d.ExecInspect(ctx, ex.ID, client.ExecInspectOptions{})
+	if err != nil {
+		return RunResult{}, fmt.Errorf("exec in %s: %w", id, err)
+	}
+	return RunResult{Stdout: out.String(), Stderr: errOut.String(), ExitCode: int64(ins.ExitCode)}, nil
+}

@@ -18,6 +18,16 @@ import (
 // the base's modes on /home, /var/log and /etc (files holds the base's).
 func AssertUserInside(t *testing.T, d *deploy.Daemon, tag string, files *layers.Files, acct passwd.Account) {
 	t.Helper()
+	AssertUser(t, func(ctx context.Context, script string) (deploy.RunResult, error) {
+		return d.Run(ctx, tag, "", "bash", "-lc", script)
+	}, files, acct)
+}
+
+// AssertUser makes the checks of AssertUserInside through run, which runs
+// a bash script as the user somewhere: a new container of an image, or an
+// exec in a running one.
+func AssertUser(t *testing.T, run func(ctx context.Context, script string) (deploy.RunResult, error), files *layers.Files, acct passwd.Account) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	// One line per check, "key=value", from a login shell as the
@@ -37,7 +47,7 @@ echo "pwd=$(pwd)"
 touch /workspace/probe && echo "workspace=writable"
 touch ~/.local/bin/probe && echo "local=writable"
 `
-	out, err := d.Run(ctx, tag, "", "bash", "-lc", script)
+	out, err := run(ctx, script)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +85,7 @@ touch ~/.local/bin/probe && echo "local=writable"
 			t.Errorf("%s = %q; want %q\nstdout:\n%s\nstderr:\n%s", k, got[k], v, out.Stdout, out.Stderr)
 		}
 	}
-	for _, g := range []string{"sudo", "video"} {
+	for _, g := range acct.Groups {
 		if !strings.Contains(" "+got["groups"]+" ", " "+g+" ") {
 			t.Errorf("groups = %q; want %s among them", got["groups"], g)
 		}

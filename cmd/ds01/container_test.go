@@ -1,0 +1,253 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/moby/moby/client"
+
+	"github.com/ds01/ds01/deploy"
+	"github.com/ds01/ds01/internal/testbed"
+	"github.com/ds01/ds01/layers"
+	"github.com/ds01/ds01/passwd"
+)
+
+// In deployed containers the user runs as UID:GID with video added, as
+// AIME does; sudo comes from sudoers.d, not the group.
+var bakerInContainer = passwd.Account{Name: "h-baker", UID: 1722830498, GID: 1722830498, Groups: []string{"video"}}
+
+// removeContainer removes a test's container when it ends.
+func removeContainer(t *testing.T, d *deploy.Daemon, name string) {
+	t.Cleanup(func() {
+		d.ContainerRemove(context.Background(), name, client.ContainerRemoveOptions{Force: true})
+	})
+}
+
+func imageCount(t *testing.T, d *deploy.Daemon) int {
+	t.Helper()
+	res, err := d.ImageList(context.Background(), client.ImageListOptions{All: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(res.Items)
+}
+
+// checkInside runs the user checks in the running container and checks
+// that /workspace is the host directory.
+func checkInside(t *testing.T, d *deploy.Daemon, container, workspace string, files *layers.Files) {
+	t.Helper()
+	testbed.AssertUser(t, func(ctx context.Context, script string) (deploy.RunResult, error) {
+		return d.Exec(ctx, container, "1722830498:1722830498", "bash", "-lc", script)
+	}, files, bakerInContainer)
+	fi, err := os.Stat(filepath.Join(workspace, "probe"))
+	if err != nil {
+		t.Fatalf("/workspace/probe made inside is not in the host directory %s: %v", workspace, err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 1722830498 {
+		t.Errorf("probe owned by %d", st.Uid)
+	}
+}
+
+// The three flows of the second seed, on the real daemon.
+func TestContainerDeployFlows(t *testing.T) {
+	d := testbed.Docker(t)
+	ctx := context.Background()
+	// A catalog-style base: no DS01 labels.
+	base := loadBase(t, d, testbed.Base(t, testbed.Bookworm), "aime-pytorch")
+	baseIns, _ := d.ImageInspect(ctx, base)
+	files, err := d.BaseFiles(ctx, baseIns.ID, layers.UserWant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCLI(t)
+	name := testbed.Prefix(t)
+	tag := "ds01-1722830498/" + name + ":latest"
+	testbed.RemoveImage(t, d, tag)
+	cname := name + "._.1722830498"
+	removeContainer(t, d, cname)
+	ws := filepath.Join(t.TempDir(), "ws")
+
+	// 1. Unlabelled base: the user layer is assembled onto it, then the
+	// container is made; no docker run, no commit.
+	out, code := c.run(append(asBaker, "container", "deploy", name, "--image", base, "--workspace", ws, "--start", "--memlock", "8m")...)
+	if code != 0 || !strings.Contains(out, "user layer assembled onto it first") {
+		t.Fatalf("flow 1: exit %d:\n%s", code, out)
+	}
+	if _, err := d.ImageInspect(ctx, tag); err != nil {
+		t.Fatalf("flow 1 made no %s: %v", tag, err)
+	}
+	checkInside(t, d, cname, ws, files)
+	if out, code := c.run(append(asBaker, "container", "retire", name)...); code != 0 {
+		t.Fatalf("retire: exit %d:\n%s", code, out)
+	}
+
+	// 3. The labelled image now matches: the container comes straight
+	// from it, and no image is made.
+	before := imageCount(t, d)
+	out, code = c.run(append(asBaker, "container", "deploy", name, "--workspace", ws, "--start", "--memlock", "8m")...)
+	if code != 0 || !strings.Contains(out, "labelled image for this user") {
+		t.Fatalf("flow 3: exit %d:\n%s", code, out)
+	}
+	if after := imageCount(t, d); after != before {
+		t.Errorf("flow 3 changed the image count: %d → %d", before, after)
+	}
+	os.Remove(filepath.Join(ws, "probe"))
+	checkInside(t, d, cname, ws, files)
+	if out, code := c.run(append(asBaker, "container", "retire", name)...); code != 0 {
+		t.Fatalf("retire: exit %d:\n%s", code, out)
+	}
+
+	// 2. Labels for another user: refused with the seed's advice; with
+	// --force the user layer is assembled again for this user.
+	other := []string{"--user", "alice", "--uid", "20000000", "--gid", "20000000"}
+	otherWS := filepath.Join(t.TempDir(), "ws-alice")
+	removeContainer(t, d, name+"._.20000000")
+	testbed.RemoveImage(t, d, "ds01-20000000/"+name+":latest")
+	out, code = c.run(append(other, "container", "deploy", name, "--image", tag, "--workspace", otherWS)...)
+	if code != 1 || !strings.Contains(out, "image create "+name+" --force") || !strings.Contains(out, "1722830498:1722830498") {
+		t.Fatalf("flow 2 without --force: exit %d:\n%s", code, out)
+	}
+	if _, err := d.ContainerInspect(ctx, name+"._.20000000", client.ContainerInspectOptions{}); err == nil {
+		t.Fatal("a refused deploy left a container")
+	}
+	out, code = c.run(append(other, "container", "deploy", name, "--image", tag, "--workspace", otherWS, "--force", "--start", "--memlock", "8m")...)
+	if code != 0 || !strings.Contains(out, "assembled again") {
+		t.Fatalf("flow 2 with --force: exit %d:\n%s", code, out)
+	}
+	r, err := d.Exec(ctx, name+"._.20000000", "20000000:20000000", "bash", "-lc", "id -un; echo $HOME; sudo -n true && echo sudo-ok; stat -c %s /var/log/lastlog /var/log/faillog; touch /workspace/probe && echo ws-ok")
+	if err != nil || r.ExitCode != 0 {
+		t.Fatalf("exec: %v %+v", err, r)
+	}
+	if want := "alice\n/home/alice\nsudo-ok\n0\n0\nws-ok\n"; r.Stdout != want {
+		t.Errorf("inside alice's container:\n%s\nwant:\n%s", r.Stdout, want)
+	}
+	if _, err := os.Stat(filepath.Join(otherWS, "probe")); err != nil {
+		t.Errorf("alice's workspace: %v", err)
+	}
+}
+
+// What a container is created with, read back from docker inspect.
+func TestContainerDeployConfig(t *testing.T) {
+	d := testbed.Docker(t)
+	ctx := context.Background()
+	base := loadBase(t, d, testbed.Base(t, testbed.Bullseye), "cfg")
+	c := newCLI(t)
+	name := testbed.Prefix(t)
+	cname := name + "._.1722830498"
+	removeContainer(t, d, cname)
+	testbed.RemoveImage(t, d, "ds01-1722830498/"+name+":latest")
+	dir := t.TempDir()
+	ws, data, models := filepath.Join(dir, "ws"), filepath.Join(dir, "data"), filepath.Join(dir, "models")
+	os.Mkdir(data, 0o755)
+	os.Mkdir(models, 0o755)
+
+	// --dry-run prints the request and makes nothing.
+	out, code := c.run(append(asBaker, "container", "deploy", name, "--image", base, "--workspace", ws, "--gpus", "device=0,2", "--dry-run")...)
+	if code != 0 || !strings.Contains(out, `"DeviceIDs": [`) {
+		t.Fatalf("dry run: exit %d:\n%s", code, out)
+	}
+	var req client.ContainerCreateOptions
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &req); err != nil || req.Name != cname {
+		t.Fatalf("dry run JSON: %v %+v", err, req.Name)
+	}
+	if _, err := d.ContainerInspect(ctx, cname, client.ContainerInspectOptions{}); err == nil {
+		t.Fatal("dry run made a container")
+	}
+	if _, err := os.Stat(ws); err == nil {
+		t.Error("dry run made the workspace")
+	}
+
+	out, code = c.run(append(asBaker, "container", "deploy", name, "--image", base, "--workspace", ws, "--data", data, "--models", models,
+		"--gpus", "device=0,2", "--shm-size", "2g", "--cgroup-parent", "ds01-h-baker.slice")...)
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	ins, err := d.ContainerInspect(ctx, cname, client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci := ins.Container
+	hc := ci.HostConfig
+	if len(hc.DeviceRequests) != 1 || hc.DeviceRequests[0].Driver != "nvidia" || !slices.Equal(hc.DeviceRequests[0].DeviceIDs, []string{"0", "2"}) || !slices.Equal(hc.DeviceRequests[0].Capabilities[0], []string{"gpu"}) {
+		t.Errorf("device requests %+v", hc.DeviceRequests)
+	}
+	if hc.ShmSize != 2<<30 || hc.IpcMode == "host" {
+		t.Errorf("shm %d, ipc %q", hc.ShmSize, hc.IpcMode)
+	}
+	if hc.CgroupParent != "ds01-h-baker.slice" {
+		t.Errorf("cgroup parent %q", hc.CgroupParent)
+	}
+	ul := map[string][2]int64{}
+	for _, u := range hc.Ulimits {
+		ul[u.Name] = [2]int64{u.Soft, u.Hard}
+	}
+	if ul["memlock"] != [2]int64{-1, -1} || ul["stack"] != [2]int64{67108864, 67108864} {
+		t.Errorf("ulimits %v", ul)
+	}
+	if !slices.Contains(hc.GroupAdd, "video") {
+		t.Errorf("group-add %v", hc.GroupAdd)
+	}
+	mounts := map[string]string{}
+	for _, m := range ci.Mounts {
+		mounts[m.Destination] = m.Source
+	}
+	if mounts["/workspace"] != ws || mounts["/data"] != data || mounts["/models"] != models {
+		t.Errorf("mounts %v", mounts)
+	}
+	if ci.Config.User != "1722830498:1722830498" || ci.Config.WorkingDir != "/workspace" || ci.Config.Hostname != name || !ci.Config.Tty || !ci.Config.OpenStdin {
+		t.Errorf("config: user %q workdir %q hostname %q tty %v stdin %v", ci.Config.User, ci.Config.WorkingDir, ci.Config.Hostname, ci.Config.Tty, ci.Config.OpenStdin)
+	}
+	for k, want := range map[string]string{
+		"aime.mlc": "h.baker@hertie-school.lan", "aime.mlc.NAME": name, "aime.mlc.USER": "h.baker@hertie-school.lan",
+		"aime.mlc.WORK_MOUNT": ws, "aime.mlc.DATA_MOUNT": data, "aime.mlc.MODELS_MOUNT": models, "aime.mlc.GPUS": "device=0,2",
+		"ds01.user": "h.baker@hertie-school.lan", "ds01.name": name, "ds01.managed": "true", "ds01.gpus": "device=0,2", "ds01.interface": "cli",
+	} {
+		if got := ci.Config.Labels[k]; got != want {
+			t.Errorf("label %s = %q; want %q", k, got, want)
+		}
+	}
+	for _, k := range []string{"aime.mlc.MLC_VERSION", "aime.mlc.FRAMEWORK", "aime.mlc.ARCH", "ds01.created_at"} {
+		if ci.Config.Labels[k] == "" {
+			t.Errorf("label %s missing", k)
+		}
+	}
+	if fi, err := os.Stat(ws); err != nil || fi.Sys().(*syscall.Stat_t).Uid != 1722830498 {
+		t.Errorf("workspace not made for the user: %v", err)
+	}
+
+	// Without a GPU runtime, --start fails clearly and leaves nothing.
+	out, code = c.run(append(asBaker, "container", "retire", name)...)
+	if code != 0 {
+		t.Fatalf("retire: exit %d:\n%s", code, out)
+	}
+	out, code = c.run(append(asBaker, "container", "deploy", name, "--workspace", ws, "--gpus", "all", "--memlock", "8m", "--start")...)
+	if code != 1 || !strings.Contains(out, "no GPU runtime") {
+		t.Fatalf("start without a GPU runtime: exit %d:\n%s", code, out)
+	}
+	if _, err := d.ContainerInspect(ctx, cname, client.ContainerInspectOptions{}); err == nil {
+		t.Error("a failed start left the container")
+	}
+
+	// list shows the user's containers; another user's are not theirs.
+	out, code = c.run(append(asBaker, "container", "deploy", name, "--workspace", ws)...)
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	out, code = c.run(append(asBaker, "container", "list", "--json")...)
+	var list []deploy.ContainerInfo
+	if err := json.Unmarshal([]byte(out), &list); code != 0 || err != nil || !slices.ContainsFunc(list, func(c deploy.ContainerInfo) bool { return c.Name == cname && c.Workspace == ws }) {
+		t.Errorf("container list: exit %d %v:\n%s", code, err, out)
+	}
+	if out, code := c.run("--user", "alice", "--uid", "20000000", "--gid", "20000000", "container", "retire", name); code != 1 || !strings.Contains(out, "no container "+name+"._.20000000") {
+		t.Errorf("retire by another user: exit %d:\n%s", code, out)
+	}
+	if out, code := c.run(append(asBaker, "container", "deploy", name, "--workspace", ws)...); code != 1 || !strings.Contains(out, "exists") {
+		t.Errorf("deploy over an existing container: exit %d:\n%s", code, out)
+	}
+}
