@@ -99,6 +99,13 @@ func TestContainerDeployFlows(t *testing.T) {
 	}
 	os.Remove(filepath.Join(ws, "probe"))
 	checkInside(t, d, cname, ws, files)
+	// container open gives a login shell as the user (here fed from a
+	// pipe; on a terminal it is interactive).
+	d.ContainerStop(ctx, cname, client.ContainerStopOptions{})
+	out, code = c.runIn("id -un; pwd; echo $HOME\n", append(asBaker, "container", "open", name)...)
+	if code != 0 || !strings.Contains(out, "h-baker\n/workspace\n/home/h-baker\n") {
+		t.Errorf("container open (stopped container): exit %d:\n%s", code, out)
+	}
 	if out, code := c.run(append(asBaker, "container", "retire", name)...); code != 0 {
 		t.Fatalf("retire: exit %d:\n%s", code, out)
 	}

@@ -66,7 +66,14 @@ func newCLI(t *testing.T) *cliEnv {
 
 func (c *cliEnv) run(args ...string) (string, int) {
 	c.t.Helper()
+	return c.runIn("", args...)
+}
+
+// runIn runs the binary with stdin, which is not a terminal.
+func (c *cliEnv) runIn(stdin string, args ...string) (string, int) {
+	c.t.Helper()
 	cmd := exec.Command(binary(c.t), args...)
+	cmd.Stdin = strings.NewReader(stdin)
 	cmd.Env = append(os.Environ(), "DS01_CONFIG="+c.config, "DS01_CACHE="+c.cache)
 	cmd.Env = append(cmd.Env, c.extra...)
 	out, err := cmd.CombinedOutput()
