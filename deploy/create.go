@@ -235,7 +235,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		}
 	}
 	if res.Replaced != "" && res.Replaced != res.ImageID {
-		d.removeIfOrphan(ctx, res.Replaced)
+		d.RemoveIfOrphan(ctx, res.Replaced)
 	}
 	return res, nil
 }
@@ -297,10 +297,10 @@ func (d *Daemon) removeImage(tag, previous string) {
 	}
 }
 
-// removeIfOrphan removes an image a rebuild replaced, when no tag and no
+// RemoveIfOrphan removes an image a rebuild replaced, when no tag and no
 // container refer to it any more: the old flow's orphaned images are what
 // ds01 exists to end.
-func (d *Daemon) removeIfOrphan(ctx context.Context, id string) {
+func (d *Daemon) RemoveIfOrphan(ctx context.Context, id string) {
 	ins, err := d.ImageInspect(ctx, id)
 	if err != nil || len(ins.RepoTags) > 0 {
 		return

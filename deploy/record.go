@@ -31,6 +31,18 @@ type Record struct {
 	Version         string `json:"ds01_version"`
 	// BuiltAt is when it was made: here only, never in the image.
 	BuiltAt time.Time `json:"built_at"`
+	// Saved lists the layers container retire --save added on top; a
+	// rebuild from the inputs above would not have them.
+	Saved []SavedLayer `json:"saved,omitempty"`
+}
+
+// SavedLayer is one container's changes saved into the image.
+type SavedLayer struct {
+	Container string    `json:"container"`
+	DiffID    string    `json:"diff_id"`
+	Paths     int       `json:"paths"`
+	Bytes     int64     `json:"bytes"`
+	At        time.Time `json:"at"`
 }
 
 // RecordFromResult is the record of a build.

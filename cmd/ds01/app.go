@@ -224,6 +224,7 @@ func imageUpdate() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "pull", Usage: "refresh the base from its registry first"},
 			&cli.BoolFlag{Name: "offline", Usage: "rebuild from the cache, never touching the network"},
+			&cli.BoolFlag{Name: "discard-saved", Usage: "rebuild even though container retire --save added layers that the rebuild drops"},
 			verboseFlag(),
 		},
 		Action: runImageUpdate,
@@ -297,7 +298,8 @@ func containerRetire() *cli.Command {
 		Usage:     "stop and remove a container",
 		ArgsUsage: "NAME",
 		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "save", Usage: "first put the container's changes back into its image, as one layer"},
+			&cli.BoolFlag{Name: "save", Usage: "first put the container's changes (outside /workspace, /tmp, ~/.cache, lastlog/faillog) back into its image as one layer, without docker commit"},
+			verboseFlag(),
 		},
 		Action: runContainerRetire,
 	}

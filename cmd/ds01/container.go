@@ -9,12 +9,14 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	units "github.com/docker/go-units"
 	"github.com/moby/moby/client"
 	"github.com/urfave/cli/v3"
 
 	"github.com/ds01/ds01/deploy"
+	"github.com/ds01/ds01/identity"
 )
 
 func nameArg(cmd *cli.Command) (string, error) {
@@ -126,9 +128,6 @@ func runContainerRetire(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	if cmd.Bool("save") {
-		return cli.Exit("--save is not built yet (issue 5): nothing was retired", exitUsage)
-	}
 	id, d, err := imageSetup(ctx, cmd)
 	if err != nil {
 		return err
@@ -138,11 +137,56 @@ func runContainerRetire(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	if err := d.Retire(ctx, c.ID); err != nil {
-		return fmt.Errorf("retiring %s: %w", strings.TrimPrefix(c.Name, "/"), err)
+	out := cmd.Root().Writer
+	cname := strings.TrimPrefix(c.Name, "/")
+	var saved *deploy.SaveResult
+	if cmd.Bool("save") {
+		// Saved into the user's image of the project; a container made
+		// from some other image gets one.
+		tag := c.Config.Image
+		if !strings.HasPrefix(tag, fmt.Sprintf("ds01-%d/", id.UID)) {
+			tag = fmt.Sprintf("ds01-%d/%s:latest", id.UID, name)
+		}
+		saved, err = d.SaveChanges(ctx, c, tag, "/home/"+id.Name)
+		if err != nil {
+			return fmt.Errorf("saving the changes of %s (the container was left as it is): %w", cname, err)
+		}
+		if saved == nil {
+			fmt.Fprintf(out, "%s has no changes worth saving outside /workspace, /tmp and caches\n", cname)
+		} else {
+			fmt.Fprintf(out, "saved %d paths (%s of file contents) of %s into %s  %s\n", len(saved.Paths), humanSize(saved.Bytes), cname, saved.Tag, saved.ImageID)
+			if cmd.Bool("verbose") {
+				for _, p := range saved.Paths {
+					fmt.Fprintf(out, "  /%s\n", p)
+				}
+			}
+			recordSave(id, name, cname, saved)
+		}
 	}
-	fmt.Fprintf(cmd.Root().Writer, "retired %s\n", strings.TrimPrefix(c.Name, "/"))
+	if err := d.Retire(ctx, c.ID); err != nil {
+		return fmt.Errorf("retiring %s: %w", cname, err)
+	}
+	if saved != nil {
+		d.RemoveIfOrphan(ctx, saved.Previous)
+	}
+	fmt.Fprintf(out, "retired %s\n", cname)
 	return nil
+}
+
+// recordSave notes a saved layer in the project's record, so that image
+// update knows a rebuild would drop it.
+func recordSave(id identity.Identity, project, container string, s *deploy.SaveResult) {
+	dir, owner, err := recordsDir(id)
+	if err != nil {
+		return
+	}
+	rec, err := deploy.ReadRecord(dir, project)
+	if err != nil {
+		return
+	}
+	rec.ImageID = s.ImageID
+	rec.Saved = append(rec.Saved, deploy.SavedLayer{Container: container, DiffID: s.Layer.String(), Paths: len(s.Paths), Bytes: s.Bytes, At: time.Now().UTC()})
+	deploy.WriteRecord(dir, rec, owner)
 }
 
 func runContainerOpen(ctx context.Context, cmd *cli.Command) error {

@@ -258,3 +258,80 @@ func TestContainerDeployConfig(t *testing.T) {
 		t.Errorf("deploy over an existing container: exit %d:\n%s", code, out)
 	}
 }
+
+// retire --save puts the container's changes back into its image as one
+// layer, without docker commit, leaving out what must not be kept.
+func TestContainerRetireSave(t *testing.T) {
+	d := testbed.Docker(t)
+	ctx := context.Background()
+	base := loadBase(t, d, testbed.Base(t, testbed.Bookworm), "save")
+	c := newCLI(t)
+	name := testbed.Prefix(t)
+	tag := "ds01-1722830498/" + name + ":latest"
+	cname := name + "._.1722830498"
+	testbed.RemoveImage(t, d, tag)
+	removeContainer(t, d, cname)
+	ws := filepath.Join(t.TempDir(), "ws")
+	if out, code := c.run(append(asBaker, "image", "create", name, "--base", base)...); code != 0 {
+		t.Fatalf("image create: exit %d:\n%s", code, out)
+	}
+	before, _ := d.ImageInspect(ctx, tag)
+	deployArgs := append(asBaker, "container", "deploy", name, "--workspace", ws, "--start", "--memlock", "8m")
+	if out, code := c.run(deployArgs...); code != 0 {
+		t.Fatalf("deploy: exit %d:\n%s", code, out)
+	}
+	r, err := d.Exec(ctx, cname, "1722830498:1722830498", "bash", "-lc", `set -e
+echo mine > ~/note.txt
+sudo sh -c 'echo tool > /opt/tool'
+echo junk > /tmp/junk
+mkdir -p ~/.cache && echo c > ~/.cache/junk
+echo ws > /workspace/wsfile
+sudo sh -c 'head -c 4096 /dev/zero > /var/log/lastlog'
+sudo rm /etc/skel/.bash_logout`)
+	if err != nil || r.ExitCode != 0 {
+		t.Fatalf("changes: %v %+v", err, r)
+	}
+	out, code := c.run(append(asBaker, "container", "retire", name, "--save", "-v")...)
+	if code != 0 {
+		t.Fatalf("retire --save: exit %d:\n%s", code, out)
+	}
+	for _, want := range []string{"/home/h-baker/note.txt\n", "/opt/tool\n", "/etc/skel/.wh..bash_logout\n", "retired " + cname} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, not := range []string{"/tmp", ".cache", "lastlog", "/workspace", "hostname", "resolv.conf"} {
+		if strings.Contains(out, not) {
+			t.Errorf("saved %s:\n%s", not, out)
+		}
+	}
+	after, err := d.ImageInspect(ctx, tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after.RootFS.Layers) != len(before.RootFS.Layers)+1 || after.Config.Labels["aime.mlc.DS01_USER_ID"] != "1722830498" || after.Config.Labels["ds01.project"] != name {
+		t.Errorf("saved image: %d layers (was %d), labels %v", len(after.RootFS.Layers), len(before.RootFS.Layers), after.Config.Labels)
+	}
+	hist, _ := d.ImageHistory(ctx, tag)
+	if top := hist.Items[0]; top.Size > 64<<10 || !strings.Contains(top.CreatedBy, "retire --save") {
+		t.Errorf("saved layer: %d bytes, %q; want only the changes", top.Size, top.CreatedBy)
+	}
+	if _, err := d.ImageInspect(ctx, before.ID); err == nil {
+		t.Error("the image the container came from is left behind, untagged")
+	}
+
+	if out, code := c.run(deployArgs...); code != 0 {
+		t.Fatalf("deploy again: exit %d:\n%s", code, out)
+	}
+	r, err = d.Exec(ctx, cname, "1722830498:1722830498", "bash", "-lc",
+		`cat ~/note.txt /opt/tool; stat -c %s /var/log/lastlog; ls /tmp/junk ~/.cache/junk /etc/skel/.bash_logout 2>&1 | grep -c 'No such file'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "mine\ntool\n0\n3\n"; r.Stdout != want {
+		t.Errorf("in the new container:\n%s%s\nwant:\n%s", r.Stdout, r.Stderr, want)
+	}
+	if out, code := c.run(append(asBaker, "image", "update", name)...); code != 1 || !strings.Contains(out, "--discard-saved") {
+		t.Errorf("update over saved layers: exit %d:\n%s", code, out)
+	}
+}

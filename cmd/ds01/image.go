@@ -218,6 +218,9 @@ func runImageUpdate(ctx context.Context, cmd *cli.Command) error {
 		return fmt.Errorf("image %s was made for UID/GID %d:%d, and you are %d:%d; rebuild it for you with `ds01 image create %s --base %s --force`",
 			rec.Image, rec.UID, rec.GID, id.UID, id.GID, project, rec.Base.Ref)
 	}
+	if len(rec.Saved) > 0 && !cmd.Bool("discard-saved") {
+		return fmt.Errorf("%s holds %d layer(s) saved by container retire --save, which a rebuild from its recorded inputs would drop; rebuild anyway with --discard-saved", rec.Image, len(rec.Saved))
+	}
 	req := deploy.CreateRequest{Project: project, BaseRef: rec.Base.Ref, Catalog: rec.Catalog, Replace: true}
 	if rec.SourceDateEpoch != nil {
 		req.Created = time.Unix(*rec.SourceDateEpoch, 0).UTC()
