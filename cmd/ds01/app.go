@@ -96,7 +96,7 @@ func newApp() *cli.Command {
 		c.Name, c.Hidden = g.group+"-"+g.name, true
 		cmds = append(cmds, c)
 	}
-	return &cli.Command{
+	root := &cli.Command{
 		Name:  "ds01",
 		Usage: "per-user images with the user baked in, assembled in well under a second, and containers from them",
 		Description: "Every command acts for the calling user (through sudo, for SUDO_USER).\n" +
@@ -110,10 +110,17 @@ func newApp() *cli.Command {
 		Commands:        cmds,
 		HideHelpCommand: true,
 		ExitErrHandler:  func(context.Context, *cli.Command, error) {}, // main prints and exits
-		OnUsageError: func(_ context.Context, _ *cli.Command, err error, _ bool) error {
-			return usageError{err}
-		},
 	}
+	// Bad flags exit 2 at every level, not only the root's.
+	var mark func(c *cli.Command)
+	mark = func(c *cli.Command) {
+		c.OnUsageError = func(_ context.Context, _ *cli.Command, err error, _ bool) error { return usageError{err} }
+		for _, sub := range c.Commands {
+			mark(sub)
+		}
+	}
+	mark(root)
+	return root
 }
 
 func verboseFlag() cli.Flag {
