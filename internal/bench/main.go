@@ -47,7 +47,7 @@ var (
 	runs    = flag.Int("runs", 5, "repetitions of each fast measurement (the median is printed)")
 	oldRuns = flag.Int("old-runs", 3, "repetitions of the slow alternatives (docker build, run+commit, ggcr round trip, full load)")
 	clean   = flag.Bool("clean", false, "remove the cached bench bases from the daemon and exit")
-	skip    = flag.String("skip", "", "comma-separated measurements to skip: build,old,ggcr,full,crane")
+	skip    = flag.String("skip", "", "comma-separated measurements to skip: deploy,build,old,ggcr,full,crane")
 )
 
 const prefix = "ds01bench"
@@ -187,6 +187,14 @@ func benchSize(ctx context.Context, d *deploy.Daemon, bin, label string, size in
 	}
 	rs = append(rs, result{name: "ds01 image create (cached base)", median: median(ts), n: len(ts), rss: rss, note: "files index cached, base layers not sent, a new layer each run"})
 	rs = append(rs, result{name: "ds01 image create (first on this base)", median: first, n: 1, rss: rss0, note: "files copied from a never-started container"})
+
+	if !skipped("deploy") {
+		more, err := deployBench(ctx, d, bin, env, project, baseTag, tmp)
+		if err != nil {
+			return nil, 0, fmt.Errorf("deploy: %w", err)
+		}
+		rs = append(rs, more...)
+	}
 
 	userLayer, err := userLayerFor(ctx, d, baseTag, time.Time{})
 	if err != nil {
@@ -622,4 +630,100 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// deployBench measures container deploy of a labelled image against a bare
+// docker create with the same options, and the whole journey (image,
+// container, first command) against docker build + docker run.
+func deployBench(ctx context.Context, d *deploy.Daemon, bin string, env []string, project, baseTag, tmp string) ([]result, error) {
+	ws := filepath.Join(tmp, "ws")
+	if err := os.MkdirAll(ws, 0o755); err != nil {
+		return nil, err
+	}
+	cname := project + "._.1722830498"
+	rm := func() { exec.Command("docker", "rm", "-f", cname).Run() }
+	defer rm()
+	who := []string{"--user", "h.baker@hertie-school.lan", "--uid", "1722830498", "--gid", "1722830498"}
+	// --memlock 8m: this sandbox's daemon may not raise the limit (no
+	// CAP_SYS_RESOURCE); the same limit is given to docker create.
+	deployCmd := exec.Command(bin, append(who, "container", "deploy", project, "--workspace", ws, "--memlock", "8m")...)
+	deployCmd.Env = env
+	image := fmt.Sprintf("ds01-1722830498/%s:latest", project)
+	createArgs := []string{"create", "--name", cname, "-it", "--user", "1722830498:1722830498", "--group-add", "video", "--ipc", "host",
+		"--ulimit", "memlock=8388608", "--ulimit", "stack=67108864", "-w", "/workspace", "-v", ws + ":/workspace", "--hostname", project,
+		"--label", "ds01.managed=true", image}
+	var tDeploy, tCreate []time.Duration
+	for range *runs {
+		t, _, err := timeCmd(deployCmd)
+		if err != nil {
+			return nil, err
+		}
+		tDeploy = append(tDeploy, t)
+		rm()
+		t, _, err = timeCmd(exec.Command("docker", createArgs...))
+		if err != nil {
+			return nil, err
+		}
+		tCreate = append(tCreate, t)
+		rm()
+	}
+	rs := []result{
+		{name: "ds01 container deploy (labelled image)", median: median(tDeploy), n: len(tDeploy),
+			note: fmt.Sprintf("%.2f× bare docker create; no image made", float64(median(tDeploy))/float64(median(tCreate)))},
+		{name: "docker create, same options (CLI)", median: median(tCreate), n: len(tCreate), note: "the floor for deploy"},
+	}
+
+	// The journey: an image for a new user, a running container, one
+	// command in it.
+	var tJourney, tOld []time.Duration
+	for i := range *oldRuns {
+		t := time.Now()
+		c := exec.Command(bin, append(who, "image", "create", project, "--base", baseTag, "--force")...)
+		c.Env = append(env, fmt.Sprintf("SOURCE_DATE_EPOCH=%d", 1750000000+i))
+		if out, err := c.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("%s", out)
+		}
+		c = exec.Command(bin, append(who, "container", "deploy", project, "--workspace", ws, "--memlock", "8m", "--start")...)
+		c.Env = env
+		if out, err := c.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("%s", out)
+		}
+		if out, err := exec.Command("docker", "exec", cname, "id", "-un").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "h-baker" {
+			return nil, fmt.Errorf("first command: %v %s", err, out)
+		}
+		tJourney = append(tJourney, time.Since(t))
+		rm()
+	}
+	dir := filepath.Join(tmp, "build")
+	os.MkdirAll(dir, 0o755)
+	df := fmt.Sprintf("FROM %s\nRUN groupadd -g 1722830498 h-baker && useradd -l -u 1722830498 -g 1722830498 -m -s /bin/bash h-baker && echo 'h-baker ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/ds01-h-baker\n", baseTag)
+	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644)
+	built := prefix + "/journey:latest"
+	defer d.ImageRemove(ctx, built, client.ImageRemoveOptions{Force: true})
+	for range *oldRuns {
+		t := time.Now()
+		b := exec.Command("docker", "build", "--no-cache", "-q", "-t", built, dir)
+		b.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
+		if out, err := b.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("docker build: %s", out)
+		}
+		args := slices.Clone(createArgs)
+		args[len(args)-1] = built
+		args[0] = "run"
+		args = append(args[:1], append([]string{"-d"}, args[1:]...)...)
+		if out, err := exec.Command("docker", args...).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("docker run: %s", out)
+		}
+		if out, err := exec.Command("docker", "exec", cname, "id", "-un").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "h-baker" {
+			return nil, fmt.Errorf("first command: %v %s", err, out)
+		}
+		tOld = append(tOld, time.Since(t))
+		rm()
+		d.ImageRemove(ctx, built, client.ImageRemoveOptions{Force: true})
+	}
+	return append(rs,
+		result{name: "journey: image create + container deploy --start + first command", median: median(tJourney), n: len(tJourney),
+			note: fmt.Sprintf("%.1f× faster than docker build + docker run", float64(median(tOld))/float64(median(tJourney)))},
+		result{name: "journey: docker build + docker run + first command", median: median(tOld), n: len(tOld)},
+	), nil
 }
