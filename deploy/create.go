@@ -77,6 +77,8 @@ type CreateRequest struct {
 	DryRun  bool
 	Version string // ds01's, recorded in a label
 	Cache   FilesCache
+	// Resolve says where the base may come from besides the daemon.
+	Resolve ResolveOptions
 	// RecordDir is where the record of the build is written (see Record);
 	// RecordOwner, when not nil, the UID and GID it belongs to.
 	RecordDir   string
@@ -95,9 +97,11 @@ type CreateResult struct {
 	LoadPath  string // "delta" or a reason for not loading
 	Sent      int64
 	Replaced  string // the image ID the tag pointed at before, if any
-	Labels    map[string]string
-	Warnings  []string
-	Timings   map[string]time.Duration
+	// Resolution says where the base came from.
+	Resolution Resolution
+	Labels     map[string]string
+	Warnings   []string
+	Timings    map[string]time.Duration
 }
 
 // ErrExists is returned when the project's image exists and Replace is off.
@@ -130,16 +134,21 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	}
 
 	t := time.Now()
-	base, err := d.Base(ctx, req.BaseRef)
+	ro := req.Resolve
+	if ro.Log == nil {
+		ro.Log = req.Log
+	}
+	if req.DryRun && ro.Cache != nil {
+		// A dry run changes nothing: no pull, no load of the base.
+		ro.Offline = true
+	}
+	base, how, err := d.ResolveBase(ctx, req.BaseRef, ro)
 	if err != nil {
-		if errors.Is(err, ErrNotInDaemon) {
-			return nil, fmt.Errorf("base %q is not in the Docker daemon (docker images lists what is); pulling bases from a registry comes with `ds01 base pull` (issue 3): %w", req.BaseRef, err)
-		}
 		return nil, err
 	}
-	res.Base = base
+	res.Base, res.Resolution = base, how
 	step("resolve base", t)
-	logf("base %s: image %s, %d layers", req.BaseRef, base.ID, len(base.layerIDs()))
+	logf("base %s: image %s, %d layers, from the %s", req.BaseRef, base.ID, len(base.layerIDs()), how.From)
 
 	t = time.Now()
 	files, cached := (*layers.Files)(nil), false

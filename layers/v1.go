@@ -60,3 +60,9 @@ func FromFile(path string) (v1.Layer, error) {
 		size:   n,
 	}, nil
 }
+
+// FromFileDigest is a plain-tar layer on disk whose digest is already
+// known and checked (a verified cache blob): nothing is read until used.
+func FromFileDigest(path string, digest v1.Hash, size int64) v1.Layer {
+	return &uncompressed{open: func() (io.ReadCloser, error) { return os.Open(path) }, digest: digest, size: size}
+}

@@ -330,7 +330,7 @@ func basePull() *cli.Command {
 			&cli.StringFlag{Name: "platform", Usage: "os/arch[/variant] to pick from a multi-arch index (default: the host's)"},
 			&cli.BoolFlag{Name: "quiet", Usage: "no progress output"},
 		},
-		Action: notBuilt(3),
+		Action: runBasePull,
 	}
 }
 
@@ -339,7 +339,7 @@ func baseList() *cli.Command {
 		Name:   "list",
 		Usage:  "list the bases in ds01's cache: ref, digest, size, last used",
 		Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
-		Action: notBuilt(3),
+		Action: runBaseList,
 	}
 }
 
@@ -348,6 +348,6 @@ func basePrune() *cli.Command {
 		Name:   "prune",
 		Usage:  "remove cache blobs no base uses",
 		Flags:  []cli.Flag{&cli.BoolFlag{Name: "dry-run", Usage: "say what would be removed"}},
-		Action: notBuilt(3),
+		Action: runBasePrune,
 	}
 }

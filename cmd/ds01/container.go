@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -227,3 +228,13 @@ func isTerminal() bool {
 }
 
 func startOptions() client.ContainerStartOptions { return client.ContainerStartOptions{} }
+
+// isTerminalWriter reports whether w is a terminal, for progress bars.
+func isTerminalWriter(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

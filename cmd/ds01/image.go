@@ -81,8 +81,8 @@ func runImageCreate(ctx context.Context, cmd *cli.Command) error {
 	if _, _, err := deploy.ImageName(0, project); err != nil {
 		return usageError{err}
 	}
-	if cmd.Bool("pull") {
-		return cli.Exit("--pull needs ds01's registry support, which is not built yet (issue 3)", exitUsage)
+	if cmd.Bool("pull") && cmd.Bool("offline") {
+		return usagef("--pull asks the registry and --offline forbids it: give one")
 	}
 	baseRef, catalog, err := chooseBase(cmd)
 	if err != nil {
@@ -100,6 +100,7 @@ func runImageCreate(ctx context.Context, cmd *cli.Command) error {
 	return create(ctx, cmd, d, id, deploy.CreateRequest{
 		Project: project, BaseRef: baseRef, Catalog: catalog, Created: created,
 		Replace: cmd.Bool("force"), DryRun: cmd.Bool("dry-run"),
+		Resolve: deploy.ResolveOptions{Offline: cmd.Bool("offline"), Refresh: cmd.Bool("pull")},
 	})
 }
 
@@ -148,6 +149,7 @@ func fillBuild(cmd *cli.Command, id identity.Identity, req *deploy.CreateRequest
 	}
 	req.Login, req.Account, req.Version, req.Cache = id.Login, id.Account(), versionString(), cache
 	req.RecordDir, req.RecordOwner = dir, owner
+	req.Resolve.Cache = cache
 	if cmd.Bool("verbose") {
 		req.Log = cmd.Root().Writer
 	}
@@ -192,8 +194,8 @@ func runImageUpdate(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	if cmd.Bool("pull") {
-		return cli.Exit("--pull needs ds01's registry support, which is not built yet (issue 3)", exitUsage)
+	if cmd.Bool("pull") && cmd.Bool("offline") {
+		return usagef("--pull asks the registry and --offline forbids it: give one")
 	}
 	id, d, err := imageSetup(ctx, cmd)
 	if err != nil {
@@ -221,7 +223,8 @@ func runImageUpdate(ctx context.Context, cmd *cli.Command) error {
 	if len(rec.Saved) > 0 && !cmd.Bool("discard-saved") {
 		return fmt.Errorf("%s holds %d layer(s) saved by container retire --save, which a rebuild from its recorded inputs would drop; rebuild anyway with --discard-saved", rec.Image, len(rec.Saved))
 	}
-	req := deploy.CreateRequest{Project: project, BaseRef: rec.Base.Ref, Catalog: rec.Catalog, Replace: true}
+	req := deploy.CreateRequest{Project: project, BaseRef: rec.Base.Ref, Catalog: rec.Catalog, Replace: true,
+		Resolve: deploy.ResolveOptions{Offline: cmd.Bool("offline"), Refresh: cmd.Bool("pull")}}
 	if rec.SourceDateEpoch != nil {
 		req.Created = time.Unix(*rec.SourceDateEpoch, 0).UTC()
 	}

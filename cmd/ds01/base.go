@@ -1,0 +1,171 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/urfave/cli/v3"
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
+
+	"github.com/ds01/ds01/registry"
+)
+
+func openCache() (*registry.Cache, error) {
+	dir, err := registry.CacheDir()
+	if err != nil {
+		return nil, err
+	}
+	return registry.OpenCache(dir)
+}
+
+func parsePlatform(s string) (*v1.Platform, error) {
+	if s == "" {
+		return nil, nil
+	}
+	p, err := v1.ParsePlatform(s)
+	if err != nil || p.OS == "" || p.Architecture == "" {
+		return nil, usagef("--platform %q: give os/arch[/variant], e.g. linux/amd64", s)
+	}
+	return p, nil
+}
+
+func runBasePull(ctx context.Context, cmd *cli.Command) error {
+	if cmd.NArg() != 1 {
+		return usagef("base pull takes one REF, got %d arguments", cmd.NArg())
+	}
+	ref := cmd.Args().First()
+	if _, err := registry.ParseRef(ref); err != nil {
+		return usageError{err}
+	}
+	platform, err := parsePlatform(cmd.String("platform"))
+	if err != nil {
+		return err
+	}
+	cache, err := openCache()
+	if err != nil {
+		return err
+	}
+	out := cmd.Root().Writer
+	o := registry.PullOptions{Platform: platform}
+	var bars *pullBars
+	if !cmd.Bool("quiet") && isTerminalWriter(out) {
+		bars = newPullBars(ctx, out)
+		o.Events = bars.event
+	}
+	t := time.Now()
+	res, err := cache.Pull(ctx, ref, o)
+	if bars != nil {
+		bars.wait(err != nil)
+	}
+	if err != nil {
+		return err
+	}
+	if cmd.Bool("quiet") {
+		return nil
+	}
+	el := time.Since(t)
+	fmt.Fprintf(out, "%s  %s  %s, %d layers, %s; fetched %s (%s/s), %d layers already cached", ref, res.Digest, res.Platform, res.Layers,
+		humanSize(res.Size), humanSize(res.Fetched), humanSize(int64(float64(res.Fetched)/el.Seconds())), res.Reused)
+	if res.Refetched > 0 {
+		fmt.Fprintf(out, ", %d corrupt in the cache and fetched again", res.Refetched)
+	}
+	fmt.Fprintf(out, "; %s\n", el.Round(time.Millisecond))
+	return nil
+}
+
+// pullBars draws a bar per layer on a terminal.
+type pullBars struct {
+	p    *mpb.Progress
+	mu   sync.Mutex
+	bars map[v1.Hash]*mpb.Bar
+}
+
+func newPullBars(ctx context.Context, w io.Writer) *pullBars {
+	return &pullBars{p: mpb.NewWithContext(ctx, mpb.WithOutput(w), mpb.WithWidth(40)), bars: map[v1.Hash]*mpb.Bar{}}
+}
+
+func (b *pullBars) event(e registry.PullEvent) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e.Kind == "layers" {
+		for _, l := range e.Layers {
+			b.bars[l.Digest] = b.p.AddBar(l.Size,
+				mpb.PrependDecorators(decor.Name(l.Digest.Hex[:12]+" "), decor.CountersKibiByte("% .1f / % .1f")),
+				mpb.AppendDecorators(decor.EwmaSpeed(decor.SizeB1024(0), "% .1f", 30), decor.Name(" "), decor.Percentage()))
+		}
+		return
+	}
+	bar := b.bars[e.Layer]
+	if bar == nil {
+		return
+	}
+	switch e.Kind {
+	case "reused":
+		bar.SetTotal(e.Size, true)
+	case "bytes":
+		bar.EwmaIncrInt64(e.N, 10*time.Millisecond)
+	case "done":
+		bar.SetTotal(-1, true)
+	}
+}
+
+func (b *pullBars) wait(failed bool) {
+	if failed {
+		for _, bar := range b.bars {
+			bar.Abort(false)
+		}
+	}
+	b.p.Wait()
+}
+
+func runBaseList(ctx context.Context, cmd *cli.Command) error {
+	cache, err := openCache()
+	if err != nil {
+		return err
+	}
+	es, err := cache.Entries()
+	if err != nil {
+		return err
+	}
+	out := cmd.Root().Writer
+	if cmd.Bool("json") {
+		if es == nil {
+			es = []registry.Entry{}
+		}
+		return writeJSON(out, es)
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REF\tDIGEST\tPLATFORM\tSIZE\tLAST USED")
+	for _, e := range es {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Ref, shortID(e.Digest), e.Platform, humanSize(e.Size), e.LastUsed.Format("2006-01-02 15:04"))
+	}
+	return tw.Flush()
+}
+
+func runBasePrune(ctx context.Context, cmd *cli.Command) error {
+	cache, err := openCache()
+	if err != nil {
+		return err
+	}
+	res, err := cache.Prune(cmd.Bool("dry-run"))
+	if err != nil {
+		return err
+	}
+	verb := "removed"
+	if cmd.Bool("dry-run") {
+		verb = "would remove"
+	}
+	out := cmd.Root().Writer
+	for _, b := range res.Blobs {
+		fmt.Fprintf(out, "  %s\n", strings.TrimPrefix(b, ".tmp-"))
+	}
+	fmt.Fprintf(out, "%s %d unused blobs, %s\n", verb, len(res.Blobs), humanSize(res.Bytes))
+	return nil
+}

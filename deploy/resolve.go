@@ -1,0 +1,130 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/ds01/ds01/registry"
+)
+
+// ResolveOptions say where a base may come from.
+type ResolveOptions struct {
+	Cache *registry.Cache
+	// Offline never touches the network: the daemon or the cache.
+	Offline bool
+	// Refresh asks the registry for the ref's current digest and fetches
+	// it when what is here differs (--pull).
+	Refresh bool
+	Pull    registry.PullOptions
+	// Log gets a line for each step, when set.
+	Log io.Writer
+}
+
+// Resolution says where a base came from.
+type Resolution struct {
+	From   string // "daemon", "cache" or "registry"
+	Pulled *registry.PullResult
+	Loaded int64 // bytes streamed into the daemon to give it the base
+}
+
+// ErrOffline is a base that is neither in the daemon nor in the cache
+// when the network may not be used.
+var ErrOffline = errors.New("not in the Docker daemon nor in ds01's cache, and --offline forbids fetching it")
+
+// ResolveBase is the one resolver of every command: the image in the local
+// daemon; else ds01's cache; else the registry. A base from the cache or
+// the registry is streamed into the daemon once, tagged with its ref, so
+// that every later build finds it there and sends only its own layer.
+func (d *Daemon) ResolveBase(ctx context.Context, ref string, o ResolveOptions) (*Base, Resolution, error) {
+	logf := func(format string, a ...any) {
+		if o.Log != nil {
+			fmt.Fprintf(o.Log, format+"\n", a...)
+		}
+	}
+	if _, err := registry.ParseRef(ref); err != nil {
+		return nil, Resolution{}, err
+	}
+	var want string // the registry's digest, with --pull
+	if o.Refresh && !o.Offline {
+		dig, err := registry.RemoteDigest(ctx, ref, o.Pull)
+		if err != nil {
+			return nil, Resolution{}, err
+		}
+		want = dig
+		logf("registry: %s is %s", ref, dig)
+	}
+	b, err := d.Base(ctx, ref)
+	switch {
+	case err == nil && (want == "" || b.Digest() == want || cachedDigest(o.Cache, ref) == want):
+		logf("base %s: in the Docker daemon (%s)", ref, b.ID)
+		attachCachedDigest(o.Cache, ref, b)
+		return b, Resolution{From: "daemon"}, nil
+	case err != nil && !errors.Is(err, ErrNotInDaemon):
+		return nil, Resolution{}, err
+	}
+	if o.Cache == nil {
+		return nil, Resolution{}, fmt.Errorf("base %s: %w", ref, ErrNotInDaemon)
+	}
+	res := Resolution{From: "cache"}
+	e, ok := o.Cache.Lookup(ref)
+	if !ok || (want != "" && e.Digest != want) {
+		if o.Offline {
+			return nil, Resolution{}, fmt.Errorf("base %s: %w; run `ds01 base pull %s` while the registry can be reached", ref, ErrOffline, ref)
+		}
+		logf("base %s: pulling into the cache", ref)
+		pr, err := o.Cache.Pull(ctx, ref, o.Pull)
+		if err != nil {
+			return nil, Resolution{}, fmt.Errorf("base %s is not in the Docker daemon nor in ds01's cache, and pulling it failed: %w", ref, err)
+		}
+		res.From, res.Pulled = "registry", &pr
+		e = registry.Entry{Ref: ref, Digest: pr.Digest}
+	}
+	img, err := o.Cache.Image(e.Digest)
+	if err != nil {
+		return nil, Resolution{}, fmt.Errorf("opening cached %s: %w", ref, err)
+	}
+	logf("base %s: streaming %s from the cache into the daemon, once", ref, e.Digest)
+	st, err := d.Load(ctx, img, ref, nil)
+	res.Loaded = st.Sent
+	if err != nil {
+		return nil, Resolution{}, fmt.Errorf("giving the daemon base %s: %w", ref, err)
+	}
+	o.Cache.Touch(ref, time.Now())
+	b, err = d.Base(ctx, ref)
+	if err != nil {
+		return nil, Resolution{}, err
+	}
+	attachCachedDigest(o.Cache, ref, b)
+	return b, res, nil
+}
+
+// attachCachedDigest gives a base that ds01 loaded from its cache the
+// registry digest it was pulled by, which the daemon does not know, so
+// that labels and image IDs do not depend on which build loaded it.
+func attachCachedDigest(c *registry.Cache, ref string, b *Base) {
+	if c == nil || len(b.RepoDigests) > 0 {
+		return
+	}
+	e, ok := c.Lookup(ref)
+	if !ok {
+		return
+	}
+	img, err := c.Image(e.Digest)
+	if err != nil {
+		return
+	}
+	if cn, err := img.ConfigName(); err == nil && cn.String() == b.ID {
+		b.RepoDigests = append(b.RepoDigests, ref+"@"+e.Digest)
+	}
+}
+
+func cachedDigest(c *registry.Cache, ref string) string {
+	if c == nil {
+		return ""
+	}
+	e, _ := c.Lookup(ref)
+	return e.Digest
+}
