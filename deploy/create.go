@@ -138,9 +138,17 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	if ro.Log == nil {
 		ro.Log = req.Log
 	}
-	if req.DryRun && ro.Cache != nil {
-		// A dry run changes nothing: no pull, no load of the base.
-		ro.Offline = true
+	if req.DryRun {
+		// A dry run changes nothing: no pull, no load of the base. What
+		// it would do without the base in the daemon is said, not done.
+		if _, err := d.Base(ctx, req.BaseRef); errors.Is(err, ErrNotInDaemon) {
+			from := "pulled from its registry into ds01's cache"
+			if d := cachedDigest(ro.Cache, req.BaseRef); d != "" {
+				from = "taken from ds01's cache (" + d + ")"
+			}
+			res.LoadPath = fmt.Sprintf("dry run, nothing loaded; the base is not in the daemon: it would be %s and streamed into the daemon once, then the user layer loaded as a delta", from)
+			return res, nil
+		}
 	}
 	base, how, err := d.ResolveBase(ctx, req.BaseRef, ro)
 	if err != nil {

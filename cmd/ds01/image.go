@@ -172,6 +172,10 @@ func create(ctx context.Context, cmd *cli.Command, d *deploy.Daemon, id identity
 		fmt.Fprintln(cmd.Root().ErrWriter, "warning:", w)
 	}
 	if req.DryRun {
+		if res.Base == nil {
+			fmt.Fprintf(out, "%s  (dry run)\n  user %s (%s) %d:%d on %s\n  %s\n", res.Tag, id.Name, id.Login, id.UID, id.GID, req.BaseRef, res.LoadPath)
+			return nil
+		}
 		fmt.Fprintf(out, "%s  %s  (dry run: nothing loaded)\n  user %s (%s) %d:%d on %s (%s)\n  %s\n",
 			res.Tag, res.ImageID, id.Name, id.Login, id.UID, id.GID, req.BaseRef, res.Base.ID, res.LoadPath)
 		return nil

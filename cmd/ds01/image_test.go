@@ -292,7 +292,8 @@ func TestImageCreateBadInput(t *testing.T) {
 		code int
 		want string
 	}{
-		{"unknown base", append(asBaker, "--base", "ds01test-none/nothing:latest"), nil, 1, "is not in the Docker daemon"},
+		{"unknown base", append(asBaker, "--base", "ds01test-none/nothing:latest"), nil, 1, "is not in the Docker daemon nor in ds01's cache"},
+		{"unknown base, offline", append(asBaker, "--base", "ds01test-none/nothing:latest", "--offline"), nil, 1, "--offline forbids fetching it"},
 		{"unreachable daemon", append(asBaker, "--base", bullseye), []string{"DOCKER_HOST=unix:///nonexistent/docker.sock"}, 1, "cannot reach the Docker daemon"},
 		{"login sanitizes to nothing", []string{"--user", "...@x", "--uid", "5000", "--gid", "5000", "--base", bullseye}, nil, 2, "empty user name"},
 		{"UID 0", []string{"--user", "alice", "--uid", "0", "--gid", "5000", "--base", bullseye}, nil, 2, "UID 0"},

@@ -47,10 +47,11 @@ func TestCLI(t *testing.T) {
 		{"ds01", []string{"image-create", "p"}, 2, "--base REF"},
 		{"image-create", []string{"p"}, 2, "--base REF"},
 		{"ds01", []string{"image", "create", "--base", "x", "--framework", "pytorch", "p"}, 2, "not both"},
-		{"ds01", []string{"image", "create", "--base", "x", "--pull", "p"}, 2, "not built yet"},
+		{"ds01", []string{"image", "create", "--base", "x", "--pull", "--offline", "p"}, 2, "give one"},
+		{"ds01", []string{"base", "pull", "--platform", "amd64", "x"}, 2, "os/arch"},
 		{"container-deploy", []string{"x", "--gpus", "many"}, 2, `--gpus "many"`},
 		{"ds01", []string{"container-list", "--all", "--json", "--no-such"}, 2, "flag provided but not defined"},
-		{"ds01", []string{"base", "pull", "debian"}, 2, "issue 3"},
+
 		{"ds01", []string{"--no-such-flag"}, 2, "flag provided but not defined"},
 		{"ds01", []string{"image", "create", "--help"}, 0, "--base REF"},
 	} {
