@@ -47,7 +47,7 @@ var (
 	runs    = flag.Int("runs", 5, "repetitions of each fast measurement (the median is printed)")
 	oldRuns = flag.Int("old-runs", 3, "repetitions of the slow alternatives (docker build, run+commit, ggcr round trip, full load)")
 	clean   = flag.Bool("clean", false, "remove the cached bench bases from the daemon and exit")
-	skip    = flag.String("skip", "", "comma-separated measurements to skip: deploy,build,old,ggcr,full,crane")
+	skip    = flag.String("skip", "", "comma-separated measurements to skip: deploy,pull,build,old,ggcr,full,crane")
 )
 
 const prefix = "ds01bench"
@@ -209,6 +209,13 @@ func benchSize(ctx context.Context, d *deploy.Daemon, bin, label string, size in
 			return nil, 0, fmt.Errorf("crane append + docker pull: %w", err)
 		}
 		rs = append(rs, r)
+	}
+	if !skipped("pull") {
+		more, err := pullBench(ctx, bin, img)
+		if err != nil {
+			return nil, 0, fmt.Errorf("pull: %w", err)
+		}
+		rs = append(rs, more...)
 	}
 	if !skipped("build") {
 		r, err := dockerBuild(ctx, d, baseTag)
@@ -726,4 +733,58 @@ func deployBench(ctx context.Context, d *deploy.Daemon, bin string, env []string
 			note: fmt.Sprintf("%.1f× faster than docker build + docker run", float64(median(tOld))/float64(median(tJourney)))},
 		result{name: "journey: docker build + docker run + first command", median: median(tOld), n: len(tOld)},
 	), nil
+}
+
+// pullBench pulls the base from a loopback registry into an empty cache
+// with ds01 base pull, and with skopeo copy into an OCI layout.
+func pullBench(ctx context.Context, bin string, base v1.Image) ([]result, error) {
+	if _, err := exec.LookPath("skopeo"); err != nil {
+		return []result{{name: "skopeo copy: not installed (apt-get install skopeo)"}}, nil
+	}
+	dir, err := os.MkdirTemp("", "ds01bench-pull-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	r, err := testbed.StartRegistryIn(filepath.Join(dir, "registry"))
+	if err != nil {
+		return nil, err
+	}
+	defer r.Stop()
+	ref := r.Host + "/" + prefix + "/pull:latest"
+	nref, _ := name.ParseReference(ref)
+	if err := remote.Write(nref, base); err != nil {
+		return nil, err
+	}
+	size := int64(0)
+	if m, err := base.Manifest(); err == nil {
+		for _, l := range m.Layers {
+			size += l.Size
+		}
+	}
+	var tDS, tSK []time.Duration
+	for i := range *oldRuns {
+		cache := filepath.Join(dir, fmt.Sprintf("cache-%d", i))
+		c := exec.Command(bin, "base", "pull", "--quiet", ref)
+		c.Env = append(os.Environ(), "DS01_CACHE="+cache)
+		t, _, err := timeCmd(c)
+		if err != nil {
+			return nil, err
+		}
+		tDS = append(tDS, t)
+		os.RemoveAll(cache)
+		oci := filepath.Join(dir, fmt.Sprintf("oci-%d", i))
+		t, _, err = timeCmd(exec.Command("skopeo", "copy", "--quiet", "--src-tls-verify=false", "docker://"+ref, "oci:"+oci+":latest"))
+		if err != nil {
+			return nil, err
+		}
+		tSK = append(tSK, t)
+		os.RemoveAll(oci)
+	}
+	rate := func(d time.Duration) string { return fmt.Sprintf("%.0f MB/s", float64(size)/d.Seconds()/1e6) }
+	return []result{
+		{name: "ds01 base pull (empty cache, loopback registry)", median: median(tDS), n: len(tDS),
+			note: fmt.Sprintf("%s; %.2f× skopeo's time", rate(median(tDS)), float64(median(tDS))/float64(median(tSK)))},
+		{name: "skopeo copy docker:// → oci: (same registry)", median: median(tSK), n: len(tSK), note: rate(median(tSK))},
+	}, nil
 }
