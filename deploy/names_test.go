@@ -1,0 +1,80 @@
+package deploy
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestImageName(t *testing.T) {
+	for _, tc := range []struct{ in, want, err string }{
+		{"my-project", "ds01-1722830498/my-project:latest", ""},
+		{"my-project:latest", "ds01-1722830498/my-project:latest", ""},
+		{"a.b_c", "ds01-1722830498/a.b_c:latest", ""},
+		{"p:v2", "", "drop the :v2"},
+		{"My-Project", "", "not a valid image name"},
+		{"-lead", "", "not a valid image name"},
+		{"", "", "not a valid image name"},
+		{"a/b", "", "not a valid image name"},
+		{strings.Repeat("a", 129), "", "not a valid image name"},
+	} {
+		got, _, err := ImageName(1722830498, tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: %v; want %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%q: %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestParseGPUs(t *testing.T) {
+	for _, tc := range []struct {
+		in    string
+		count int
+		ids   []string
+		err   bool
+	}{
+		{"all", -1, nil, false},
+		{"2", 2, nil, false},
+		{"device=0,2", 0, []string{"0", "2"}, false},
+		{"device=GPU-1a2b", 0, []string{"GPU-1a2b"}, false},
+		{"0", 0, nil, true},
+		{"-1", 0, nil, true},
+		{"device=", 0, nil, true},
+		{"device=0,,1", 0, nil, true},
+		{"many", 0, nil, true},
+	} {
+		dr, err := ParseGPUs(tc.in)
+		if tc.err {
+			if err == nil {
+				t.Errorf("%q: no error", tc.in)
+			}
+			continue
+		}
+		if err != nil || dr.Count != tc.count || !slices.Equal(dr.DeviceIDs, tc.ids) || dr.Driver != "nvidia" || dr.Capabilities[0][0] != "gpu" {
+			t.Errorf("%q: %+v, %v", tc.in, dr, err)
+		}
+	}
+}
+
+func TestSetupLabels(t *testing.T) {
+	for _, tc := range []struct {
+		labels   map[string]string
+		has      bool
+		uid, gid string
+	}{
+		{map[string]string{"aime.mlc.DS01_HAS_USER_SETUP": "true", "aime.mlc.DS01_USER_ID": "5", "aime.mlc.DS01_GROUP_ID": "6"}, true, "5", "6"},
+		{map[string]string{"ds01.has_user_setup": "true", "ds01.user_id": "7", "ds01.group_id": "8"}, true, "7", "8"},
+		{map[string]string{"aime.mlc.DS01_HAS_USER_SETUP": "false", "aime.mlc.DS01_USER_ID": "5"}, false, "5", ""},
+		{nil, false, "", ""},
+	} {
+		has, uid, gid := SetupLabels(tc.labels)
+		if has != tc.has || uid != tc.uid || gid != tc.gid {
+			t.Errorf("%v: %v %q %q", tc.labels, has, uid, gid)
+		}
+	}
+}
