@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -106,31 +107,48 @@ type LoadStats struct {
 }
 
 type countingWriter struct {
-	w io.Writer
-	n int64
+	w        io.Writer
+	n        atomic.Int64
+	progress func(int64)
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
-	c.n += int64(n)
+	c.n.Add(int64(n))
+	if c.progress != nil {
+		c.progress(int64(n))
+	}
 	return n, err
 }
 
 // Load streams img into the daemon tagged tag; omit is as in WriteArchive.
 func (d *Daemon) Load(ctx context.Context, img v1.Image, tag string, omit func(v1.Hash) bool) (LoadStats, error) {
+	return d.LoadWithProgress(ctx, img, tag, omit, nil)
+}
+
+// LoadWithProgress is Load telling progress of every chunk sent.
+func (d *Daemon) LoadWithProgress(ctx context.Context, img v1.Image, tag string, omit func(v1.Hash) bool, progress func(n int64)) (LoadStats, error) {
 	pr, pw := io.Pipe()
-	cw := &countingWriter{w: pw}
-	go func() { pw.CloseWithError(WriteArchive(cw, img, tag, omit)) }()
+	cw := &countingWriter{w: pw, progress: progress}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pw.CloseWithError(WriteArchive(cw, img, tag, omit))
+	}()
 	res, err := d.ImageLoad(ctx, pr, client.ImageLoadWithQuiet(true))
 	if err != nil {
 		pr.CloseWithError(err)
-		return LoadStats{Sent: cw.n}, fmt.Errorf("docker load of %s: %w", tag, err)
+		<-done
+		return LoadStats{Sent: cw.n.Load()}, fmt.Errorf("docker load of %s: %w", tag, err)
 	}
 	defer res.Close()
-	if err := readMessages(res); err != nil {
-		return LoadStats{Sent: cw.n}, fmt.Errorf("docker load of %s: %w", tag, err)
+	err = readMessages(res)
+	pr.CloseWithError(io.ErrClosedPipe) // the writer stops if the daemon stopped reading
+	<-done
+	if err != nil {
+		return LoadStats{Sent: cw.n.Load()}, fmt.Errorf("docker load of %s: %w", tag, err)
 	}
-	return LoadStats{Sent: cw.n}, nil
+	return LoadStats{Sent: cw.n.Load()}, nil
 }
 
 // readMessages drains a daemon's JSON message stream and returns the first

@@ -21,6 +21,9 @@ type ResolveOptions struct {
 	Pull    registry.PullOptions
 	// Log gets a line for each step, when set.
 	Log io.Writer
+	// LoadProgress, when set, hears of the bytes of a base streamed into
+	// the daemon: total once (n < 0 never), then each chunk.
+	LoadProgress func(total, n int64)
 }
 
 // Resolution says where a base came from.
@@ -87,7 +90,18 @@ func (d *Daemon) ResolveBase(ctx context.Context, ref string, o ResolveOptions) 
 		return nil, Resolution{}, fmt.Errorf("opening cached %s: %w", ref, err)
 	}
 	logf("base %s: streaming %s from the cache into the daemon, once", ref, e.Digest)
-	st, err := d.Load(ctx, img, ref, nil)
+	var progress func(int64)
+	if o.LoadProgress != nil {
+		total := int64(0)
+		if m, err := img.Manifest(); err == nil {
+			for _, l := range m.Layers {
+				total += l.Size
+			}
+		}
+		o.LoadProgress(total, 0)
+		progress = func(n int64) { o.LoadProgress(total, n) }
+	}
+	st, err := d.LoadWithProgress(ctx, img, ref, nil, progress)
 	res.Loaded = st.Sent
 	if err != nil {
 		return nil, Resolution{}, fmt.Errorf("giving the daemon base %s: %w", ref, err)

@@ -169,3 +169,36 @@ func runBasePrune(ctx context.Context, cmd *cli.Command) error {
 	fmt.Fprintf(out, "%s %d unused blobs, %s\n", verb, len(res.Blobs), humanSize(res.Bytes))
 	return nil
 }
+
+// loadProgress prints, on a terminal, one line that follows a base being
+// streamed into the daemon; done ends the line.
+func loadProgress(w io.Writer) (fn func(total, n int64), done func()) {
+	if !isTerminalWriter(w) {
+		return nil, func() {}
+	}
+	var mu sync.Mutex
+	var sent int64
+	var last time.Time
+	started := false
+	start := time.Now()
+	fn = func(total, n int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		started = true
+		sent += n
+		if time.Since(last) < 100*time.Millisecond && sent < total {
+			return
+		}
+		last = time.Now()
+		rate := float64(sent) / time.Since(start).Seconds()
+		fmt.Fprintf(w, "\rstreaming the base into the daemon, once: %s / %s (%s/s)   ", humanSize(sent), humanSize(total), humanSize(int64(rate)))
+	}
+	done = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if started {
+			fmt.Fprintln(w)
+		}
+	}
+	return fn, done
+}

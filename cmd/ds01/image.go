@@ -163,8 +163,11 @@ func create(ctx context.Context, cmd *cli.Command, d *deploy.Daemon, id identity
 	if err := fillBuild(cmd, id, &req); err != nil {
 		return err
 	}
+	var doneProgress func()
+	req.Resolve.LoadProgress, doneProgress = loadProgress(out)
 	t := time.Now()
 	res, err := d.Create(ctx, req)
+	doneProgress()
 	if err != nil {
 		return err
 	}

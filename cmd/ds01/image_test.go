@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -237,6 +238,31 @@ func TestImageCreateBigBase(t *testing.T) {
 		t.Fatal(err)
 	}
 	baseTag := loadBase(t, d, img, "big")
+
+	// The base resolves and yields its account files without reading its
+	// layers: the heap does not grow with the 256 MB layer.
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	b, err := d.Base(context.Background(), baseTag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := d.BaseFiles(context.Background(), b.ID, layers.UserWant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	runtime.ReadMemStats(&after)
+	if _, ok := files.Get("etc/passwd"); !ok {
+		t.Fatal("no /etc/passwd from the big base")
+	}
+	if grew := int64(after.TotalAlloc - before.TotalAlloc); grew > 32<<20 {
+		t.Errorf("resolving the base and its files allocated %d MB; the 256 MB layer must not be read", grew>>20)
+	}
+	t.Logf("256 MB base: resolved and files read in %s, %d KB allocated", took, (after.TotalAlloc-before.TotalAlloc)>>10)
+
 	project := testbed.Prefix(t) + "-big"
 	testbed.RemoveImage(t, d, "ds01-1722830498/"+project+":latest")
 	out, code := newCLI(t).run(append(asBaker, "image", "create", project, "--base", baseTag)...)
