@@ -164,7 +164,13 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		files, cached = req.Cache.Files(base.ID)
 	}
 	if !cached {
-		if files, err = d.BaseFiles(ctx, base.ID, layers.UserWant); err != nil {
+		if how.Full {
+			// The layers are in the cache: read the few files from them.
+			files, err = assemble.Files(base.Image)
+		} else {
+			files, err = d.BaseFiles(ctx, base.ID, layers.UserWant)
+		}
+		if err != nil {
 			return nil, err
 		}
 		if req.Cache != nil {
@@ -211,13 +217,20 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	step("assemble", t)
 	logf("assembled %s: config %s, user layer %d bytes", tag, cfgName, res.LayerSize)
 
-	if d.Store == Containerd {
-		// On the containerd store a docker-archive without the base's
-		// layers is refused or, worse, makes a broken image; and a base
-		// ds01 only knows from the daemon cannot be re-sent in full.
-		return nil, fmt.Errorf("this Docker daemon keeps images in the containerd image store, where loading without re-sending the base is not built yet (issue 8); nothing was changed")
-	}
 	res.LoadPath = "delta: graphdriver store, base layers left out of the archive"
+	var omit func(v1.Hash) bool
+	if how.Full {
+		// On the containerd store a docker-archive without the base's
+		// layers is refused or, worse, makes a broken image.
+		res.LoadPath = "full: containerd image store, base sent with the image (leaving it out there is issue 8)"
+		res.Warnings = append(res.Warnings, "this daemon keeps images in the containerd image store: the whole image, base included, is sent to it")
+	} else {
+		inBase := map[v1.Hash]bool{}
+		for _, h := range base.layerIDs() {
+			inBase[h] = true
+		}
+		omit = func(h v1.Hash) bool { return inBase[h] }
+	}
 	if req.DryRun {
 		res.ImageID = cfgName.String()
 		res.LoadPath = "dry run, nothing loaded; would load " + res.LoadPath
@@ -226,11 +239,17 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	logf("load path: %s", res.LoadPath)
 
 	t = time.Now()
-	inBase := map[v1.Hash]bool{}
-	for _, h := range base.layerIDs() {
-		inBase[h] = true
+	var progress func(int64)
+	if how.Full && ro.LoadProgress != nil {
+		total := int64(0)
+		if m, err := built.Image.Manifest(); err == nil {
+			for _, l := range m.Layers {
+				total += l.Size
+			}
+		}
+		progress = func(n int64) { ro.LoadProgress(total, n) }
 	}
-	st, err := d.Load(ctx, built.Image, tag, func(h v1.Hash) bool { return inBase[h] })
+	st, err := d.LoadWithProgress(ctx, built.Image, tag, omit, progress)
 	res.Sent = st.Sent
 	if err != nil {
 		return nil, err
@@ -238,11 +257,12 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	step("load", t)
 	t = time.Now()
 	defer step("verify and record", t)
-	if err := d.verifyLoaded(ctx, tag, built.Image); err != nil {
+	id, err := d.verifyLoaded(ctx, tag, built.Image)
+	if err != nil {
 		d.removeImage(tag, res.Replaced)
 		return nil, err
 	}
-	res.ImageID = cfgName.String()
+	res.ImageID = id
 	if req.RecordDir != "" {
 		if err := WriteRecord(req.RecordDir, RecordFromResult(req, res, time.Now()), req.RecordOwner); err != nil {
 			// The record is what image update rebuilds from: without it
@@ -279,28 +299,30 @@ func (b *Base) Digest() string {
 
 // verifyLoaded checks that the daemon holds what was assembled: the same
 // layers in the same order, under the config digest as ID.
-func (d *Daemon) verifyLoaded(ctx context.Context, tag string, img v1.Image) error {
+// It returns the image ID as the daemon reports it.
+func (d *Daemon) verifyLoaded(ctx context.Context, tag string, img v1.Image) (string, error) {
 	ins, err := d.ImageInspect(ctx, tag)
 	if err != nil {
-		return fmt.Errorf("checking the loaded image %s: %w", tag, err)
+		return "", fmt.Errorf("checking the loaded image %s: %w", tag, err)
 	}
 	cfg, err := img.ConfigFile()
 	if err != nil {
-		return err
+		return "", err
 	}
 	want := cfg.RootFS.DiffIDs
 	if len(ins.RootFS.Layers) != len(want) {
-		return fmt.Errorf("loaded %s has %d layers, want %d; it was removed", tag, len(ins.RootFS.Layers), len(want))
+		return "", fmt.Errorf("loaded %s has %d layers, want %d; it was removed", tag, len(ins.RootFS.Layers), len(want))
 	}
 	for i, l := range ins.RootFS.Layers {
 		if l != want[i].String() {
-			return fmt.Errorf("loaded %s: layer %d is %s, want %s; it was removed", tag, i, l, want[i])
+			return "", fmt.Errorf("loaded %s: layer %d is %s, want %s; it was removed", tag, i, l, want[i])
 		}
 	}
-	if id, _ := img.ConfigName(); ins.ID != id.String() {
-		return fmt.Errorf("loaded %s has ID %s, want %s; it was removed", tag, ins.ID, id)
+	// On the containerd store the ID is a manifest digest (ggcr #1954).
+	if id, _ := img.ConfigName(); d.Store != Containerd && ins.ID != id.String() {
+		return "", fmt.Errorf("loaded %s has ID %s, want %s; it was removed", tag, ins.ID, id)
 	}
-	return nil
+	return ins.ID, nil
 }
 
 // removeImage undoes a load that failed its check: the tag goes, and the

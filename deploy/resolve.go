@@ -7,6 +7,8 @@ import (
 	"io"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/ds01/ds01/registry"
 )
 
@@ -31,6 +33,9 @@ type Resolution struct {
 	From   string // "daemon", "cache" or "registry"
 	Pulled *registry.PullResult
 	Loaded int64 // bytes streamed into the daemon to give it the base
+	// Full is set on the containerd image store: the base is served from
+	// ds01's cache with its layers, to be sent whole with the new image.
+	Full bool
 }
 
 // ErrOffline is a base that is neither in the daemon nor in the cache
@@ -59,6 +64,9 @@ func (d *Daemon) ResolveBase(ctx context.Context, ref string, o ResolveOptions) 
 		want = dig
 		logf("registry: %s is %s", ref, dig)
 	}
+	if d.Store == Containerd {
+		return d.resolveFull(ctx, ref, want, o)
+	}
 	b, err := d.Base(ctx, ref)
 	switch {
 	case err == nil && (want == "" || b.Digest() == want || cachedDigest(o.Cache, ref) == want):
@@ -71,23 +79,9 @@ func (d *Daemon) ResolveBase(ctx context.Context, ref string, o ResolveOptions) 
 	if o.Cache == nil {
 		return nil, Resolution{}, fmt.Errorf("base %s: %w", ref, ErrNotInDaemon)
 	}
-	res := Resolution{From: "cache"}
-	e, ok := o.Cache.Lookup(ref)
-	if !ok || (want != "" && e.Digest != want) {
-		if o.Offline {
-			return nil, Resolution{}, fmt.Errorf("base %s: %w; run `ds01 base pull %s` while the registry can be reached", ref, ErrOffline, ref)
-		}
-		logf("base %s: pulling into the cache", ref)
-		pr, err := o.Cache.Pull(ctx, ref, o.Pull)
-		if err != nil {
-			return nil, Resolution{}, fmt.Errorf("base %s is not in the Docker daemon nor in ds01's cache, and pulling it failed: %w", ref, err)
-		}
-		res.From, res.Pulled = "registry", &pr
-		e = registry.Entry{Ref: ref, Digest: pr.Digest}
-	}
-	img, err := o.Cache.Image(e.Digest)
+	img, e, res, err := cachedBase(ctx, ref, want, o)
 	if err != nil {
-		return nil, Resolution{}, fmt.Errorf("opening cached %s: %w", ref, err)
+		return nil, Resolution{}, err
 	}
 	logf("base %s: streaming %s from the cache into the daemon, once", ref, e.Digest)
 	var progress func(int64)
@@ -141,4 +135,53 @@ func cachedDigest(c *registry.Cache, ref string) string {
 	}
 	e, _ := c.Lookup(ref)
 	return e.Digest
+}
+
+// cachedBase is the base from ds01's cache, pulled into it first when it
+// is missing or, with --pull, older than the registry's (want).
+func cachedBase(ctx context.Context, ref, want string, o ResolveOptions) (v1.Image, registry.Entry, Resolution, error) {
+	res := Resolution{From: "cache"}
+	e, ok := o.Cache.Lookup(ref)
+	if !ok || (want != "" && e.Digest != want) {
+		if o.Offline {
+			return nil, e, res, fmt.Errorf("base %s: %w; run `ds01 base pull %s` while the registry can be reached", ref, ErrOffline, ref)
+		}
+		if o.Log != nil {
+			fmt.Fprintf(o.Log, "base %s: pulling into the cache\n", ref)
+		}
+		pr, err := o.Cache.Pull(ctx, ref, o.Pull)
+		if err != nil {
+			return nil, e, res, fmt.Errorf("base %s is not in the Docker daemon nor in ds01's cache, and pulling it failed: %w", ref, err)
+		}
+		res.From, res.Pulled = "registry", &pr
+		e = registry.Entry{Ref: ref, Digest: pr.Digest}
+	}
+	img, err := o.Cache.Image(e.Digest)
+	if err != nil {
+		return nil, e, res, fmt.Errorf("opening cached %s: %w", ref, err)
+	}
+	return img, e, res, nil
+}
+
+// resolveFull serves the base from the cache on the containerd image
+// store, where ds01 cannot yet leave the base out of a load (issue 8) and
+// a base known only to the daemon cannot be sent without exporting it.
+func (d *Daemon) resolveFull(ctx context.Context, ref, want string, o ResolveOptions) (*Base, Resolution, error) {
+	if o.Cache == nil {
+		return nil, Resolution{}, fmt.Errorf("base %s: the containerd image store needs the base in ds01's cache", ref)
+	}
+	img, e, res, err := cachedBase(ctx, ref, want, o)
+	if err != nil {
+		if errors.Is(err, ErrOffline) {
+			return nil, Resolution{}, fmt.Errorf("%w (on the containerd image store ds01 sends the base with the image, so it needs the base's layers: `ds01 base pull %s`)", err, ref)
+		}
+		return nil, Resolution{}, err
+	}
+	cn, err := img.ConfigName()
+	if err != nil {
+		return nil, Resolution{}, err
+	}
+	o.Cache.Touch(ref, time.Now())
+	res.Full = true
+	return &Base{Ref: ref, ID: cn.String(), RepoDigests: []string{ref + "@" + e.Digest}, Image: img}, res, nil
 }

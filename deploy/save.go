@@ -144,13 +144,13 @@ func (d *Daemon) SaveChanges(ctx context.Context, c container.InspectResponse, t
 	if _, err := d.Load(ctx, img, tag, func(h v1.Hash) bool { return inBase[h] }); err != nil {
 		return nil, err
 	}
-	if err := d.verifyLoaded(ctx, tag, img); err != nil {
+	id, err := d.verifyLoaded(ctx, tag, img)
+	if err != nil {
 		d.removeImage(tag, c.Image)
 		return nil, err
 	}
-	id, _ := img.ConfigName()
 	diffID, _ := layer.DiffID()
-	return &SaveResult{Tag: tag, ImageID: id.String(), Previous: c.Image, Paths: spool.Paths(), Bytes: spool.Size(), Layer: diffID}, nil
+	return &SaveResult{Tag: tag, ImageID: id, Previous: c.Image, Paths: spool.Paths(), Bytes: spool.Size(), Layer: diffID}, nil
 }
 
 // copyInto copies p out of the container into the spool: its whole tree

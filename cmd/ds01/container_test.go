@@ -257,6 +257,13 @@ func TestContainerDeployConfig(t *testing.T) {
 	if out, code := c.run(append(asBaker, "container", "deploy", name, "--workspace", ws)...); code != 1 || !strings.Contains(out, "exists") {
 		t.Errorf("deploy over an existing container: exit %d:\n%s", code, out)
 	}
+	// An image a container uses is not retired without --force.
+	if out, code := c.run(append(asBaker, "image", "retire", name)...); code != 1 || !strings.Contains(out, "used by container(s) "+cname) {
+		t.Errorf("retire of an image in use: exit %d:\n%s", code, out)
+	}
+	if _, err := d.ImageInspect(ctx, "ds01-1722830498/"+name+":latest"); err != nil {
+		t.Errorf("image gone after a refused retire: %v", err)
+	}
 }
 
 // retire --save puts the container's changes back into its image as one
