@@ -211,13 +211,7 @@ func (d *Daemon) BaseFiles(ctx context.Context, imageID string, want layers.Want
 
 	cp := &copier{d: d, ctx: ctx, id: created.ID, fs: layers.NewFiles()}
 	fs := cp.fs
-	files, headers, trees := set(want.Files), set(want.Headers), set(want.Trees)
-	wanted := func(name string) (keep, data bool) {
-		if files[name] || underAny(name, trees) || trees[name] {
-			return true, true
-		}
-		return headers[name] || ancestorOf(name, files, headers, trees), false
-	}
+	wanted := want.Matcher()
 	// Each copy mounts the container's root (about 45 ms on
 	// fuse-overlayfs), so the small files of /etc come in one archive,
 	// unless /etc turns out to be unreasonably large.
@@ -243,7 +237,7 @@ func (d *Daemon) BaseFiles(ctx context.Context, imageID string, want layers.Want
 		}
 		// Only a tree is read past its first entry: for a header, the
 		// stream is closed before the body (a sparse lastlog can be huge).
-		if _, err := cp.copy(p, trees[p], one(p), -1); err != nil {
+		if _, err := cp.copy(p, slices.Contains(want.Trees, p), one(p), -1); err != nil {
 			return nil, err
 		}
 	}
@@ -340,32 +334,4 @@ func (c *copier) copy(p string, tree bool, keep func(name string) (keep, data bo
 			return true, nil
 		}
 	}
-}
-
-func set(ss []string) map[string]bool {
-	m := map[string]bool{}
-	for _, s := range ss {
-		m[s] = true
-	}
-	return m
-}
-
-func underAny(p string, trees map[string]bool) bool {
-	for t := range trees {
-		if strings.HasPrefix(p, t+"/") {
-			return true
-		}
-	}
-	return false
-}
-
-func ancestorOf(p string, sets ...map[string]bool) bool {
-	for _, s := range sets {
-		for w := range s {
-			if strings.HasPrefix(w, p+"/") {
-				return true
-			}
-		}
-	}
-	return false
 }

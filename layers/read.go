@@ -130,18 +130,10 @@ func clean(p string) string {
 // targets), and hard links get the content of the file they link to.
 func Find(stack []Layer, want Want) (*Files, error) {
 	fs := &Files{byPath: map[string]*File{}}
-	files, headers, trees := map[string]bool{}, map[string]bool{}, map[string]bool{}
-	for _, p := range want.Files {
-		files[clean(p)] = true
-	}
-	for _, p := range want.Headers {
-		headers[clean(p)] = true
-	}
-	for _, p := range want.Trees {
-		trees[clean(p)] = true
-	}
+	ws := newWantSet(want)
+	files, headers := ws.files, ws.headers
 	for pass := 0; ; pass++ {
-		if err := fs.read(stack, files, headers, trees); err != nil {
+		if err := fs.read(stack, ws); err != nil {
 			return nil, err
 		}
 		more := false
@@ -161,7 +153,7 @@ func Find(stack []Layer, want Want) (*Files, error) {
 		}
 		// Hard links whose target content is not read yet.
 		for p, f := range fs.byPath {
-			if f.Header.Typeflag == tar.TypeLink && f.Data == nil && (files[p] || underTree(p, trees)) {
+			if f.Header.Typeflag == tar.TypeLink && f.Data == nil && (files[p] || ws.underTree(p)) {
 				t := clean(f.Header.Linkname)
 				if !files[t] {
 					files[t] = true
@@ -193,9 +185,36 @@ func Find(stack []Layer, want Want) (*Files, error) {
 	return fs, nil
 }
 
-// underTree reports whether p lies below one of the trees.
-func underTree(p string, trees map[string]bool) bool {
-	for t := range trees {
+// wantSet is a Want as sets, grown while links are followed.
+type wantSet struct{ files, headers, trees map[string]bool }
+
+func newWantSet(w Want) wantSet {
+	ws := wantSet{files: map[string]bool{}, headers: map[string]bool{}, trees: map[string]bool{}}
+	for _, p := range w.Files {
+		ws.files[clean(p)] = true
+	}
+	for _, p := range w.Headers {
+		ws.headers[clean(p)] = true
+	}
+	for _, p := range w.Trees {
+		ws.trees[clean(p)] = true
+	}
+	return ws
+}
+
+// Matcher returns a function that says, for an entry at clean path p,
+// whether it is wanted (keep) and with its content (data): wanted files
+// and everything below wanted trees with content, wanted headers and the
+// parent directories of anything wanted without.
+func (w Want) Matcher() func(p string) (keep, data bool) { return newWantSet(w).match }
+
+func (ws wantSet) match(p string) (keep, data bool) {
+	data = ws.files[p] || ws.underTree(p)
+	return data || ws.headers[p] || ws.trees[p] || ws.ancestor(p), data
+}
+
+func (ws wantSet) underTree(p string) bool {
+	for t := range ws.trees {
 		if strings.HasPrefix(p, t+"/") {
 			return true
 		}
@@ -203,9 +222,9 @@ func underTree(p string, trees map[string]bool) bool {
 	return false
 }
 
-// ancestorWanted reports whether p is a parent directory of something wanted.
-func ancestorWanted(p string, sets ...map[string]bool) bool {
-	for _, set := range sets {
+// ancestor reports whether p is a parent directory of something wanted.
+func (ws wantSet) ancestor(p string) bool {
+	for _, set := range []map[string]bool{ws.files, ws.headers, ws.trees} {
 		for w := range set {
 			if strings.HasPrefix(w, p+"/") {
 				return true
@@ -217,7 +236,7 @@ func ancestorWanted(p string, sets ...map[string]bool) bool {
 
 // read walks the layers from the top down, so the first entry seen for a
 // path is the one the merged filesystem shows.
-func (fs *Files) read(stack []Layer, files, headers, trees map[string]bool) error {
+func (fs *Files) read(stack []Layer, ws wantSet) error {
 	deleted := map[string]bool{} // paths removed for the layers below
 	opaque := map[string]bool{}  // directories whose lower content is hidden
 	for i := len(stack) - 1; i >= 0; i-- {
@@ -226,7 +245,7 @@ func (fs *Files) read(stack []Layer, files, headers, trees map[string]bool) erro
 			return fmt.Errorf("opening layer %d: %w", i, err)
 		}
 		layerDeleted, layerOpaque := map[string]bool{}, map[string]bool{}
-		err = fs.readLayer(rc, files, headers, trees, deleted, opaque, layerDeleted, layerOpaque)
+		err = fs.readLayer(rc, ws, deleted, opaque, layerDeleted, layerOpaque)
 		rc.Close()
 		if err != nil {
 			return fmt.Errorf("reading layer %d: %w", i, err)
@@ -241,7 +260,7 @@ func (fs *Files) read(stack []Layer, files, headers, trees map[string]bool) erro
 	return nil
 }
 
-func (fs *Files) readLayer(r io.Reader, files, headers, trees, deleted, opaque, layerDeleted, layerOpaque map[string]bool) error {
+func (fs *Files) readLayer(r io.Reader, ws wantSet, deleted, opaque, layerDeleted, layerOpaque map[string]bool) error {
 	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
@@ -264,9 +283,8 @@ func (fs *Files) readLayer(r io.Reader, files, headers, trees, deleted, opaque, 
 			layerDeleted[path.Join(dir, strings.TrimPrefix(base, ".wh."))] = true
 			continue
 		}
-		inTree := underTree(p, trees)
-		wantData := files[p] || inTree
-		if !wantData && !headers[p] && !trees[p] && !ancestorWanted(p, files, headers, trees) {
+		keep, wantData := ws.match(p)
+		if !keep {
 			continue
 		}
 		if _, seen := fs.byPath[p]; seen || fs.hidden(p, deleted, opaque) {

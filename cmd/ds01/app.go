@@ -127,14 +127,6 @@ func verboseFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say each step: where the base and its files came from, the load path chosen and why"}
 }
 
-// notBuilt is the action of a command whose issue has not landed: it says
-// so and exits 2, rather than pretend.
-func notBuilt(issue int) cli.ActionFunc {
-	return func(_ context.Context, cmd *cli.Command) error {
-		return cli.Exit(fmt.Sprintf("%q is not built yet (tracked in issue %d); the README lists what works today", cmd.FullName(), issue), exitUsage)
-	}
-}
-
 // caller resolves whom the command acts for, from the process and the
 // global flags.
 func caller(cmd *cli.Command) (identity.Identity, error) {

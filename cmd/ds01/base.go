@@ -37,10 +37,10 @@ func parsePlatform(s string) (*v1.Platform, error) {
 }
 
 func runBasePull(ctx context.Context, cmd *cli.Command) error {
-	if cmd.NArg() != 1 {
-		return usagef("base pull takes one REF, got %d arguments", cmd.NArg())
+	ref, err := oneArg(cmd, "REF")
+	if err != nil {
+		return err
 	}
-	ref := cmd.Args().First()
 	if _, err := registry.ParseRef(ref); err != nil {
 		return usageError{err}
 	}

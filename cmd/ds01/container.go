@@ -13,6 +13,7 @@ import (
 	"time"
 
 	units "github.com/docker/go-units"
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 	"github.com/urfave/cli/v3"
 
@@ -20,15 +21,28 @@ import (
 	"github.com/ds01/ds01/identity"
 )
 
-func nameArg(cmd *cli.Command) (string, error) {
-	if cmd.NArg() != 1 {
-		return "", usagef("%s takes one NAME, got %d arguments", cmd.FullName(), cmd.NArg())
+// ownContainer is where retire and open start: the user, the daemon and
+// the user's container called NAME.
+func ownContainer(ctx context.Context, cmd *cli.Command) (string, identity.Identity, *deploy.Daemon, container.InspectResponse, error) {
+	var c container.InspectResponse
+	name, err := oneArg(cmd, "NAME")
+	if err != nil {
+		return "", identity.Identity{}, nil, c, err
 	}
-	return cmd.Args().First(), nil
+	id, d, err := imageSetup(ctx, cmd)
+	if err != nil {
+		return "", id, nil, c, err
+	}
+	c, err = d.OwnContainer(ctx, name, id.UID)
+	if err != nil {
+		d.Close()
+		return "", id, nil, c, err
+	}
+	return name, id, d, c, nil
 }
 
 func runContainerDeploy(ctx context.Context, cmd *cli.Command) error {
-	name, err := nameArg(cmd)
+	name, err := oneArg(cmd, "NAME")
 	if err != nil {
 		return err
 	}
@@ -125,19 +139,11 @@ func runContainerList(ctx context.Context, cmd *cli.Command) error {
 }
 
 func runContainerRetire(ctx context.Context, cmd *cli.Command) error {
-	name, err := nameArg(cmd)
-	if err != nil {
-		return err
-	}
-	id, d, err := imageSetup(ctx, cmd)
+	name, id, d, c, err := ownContainer(ctx, cmd)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	c, err := d.OwnContainer(ctx, name, id.UID)
-	if err != nil {
-		return err
-	}
 	out := cmd.Root().Writer
 	cname := strings.TrimPrefix(c.Name, "/")
 	var saved *deploy.SaveResult
@@ -191,19 +197,11 @@ func recordSave(id identity.Identity, project, container string, s *deploy.SaveR
 }
 
 func runContainerOpen(ctx context.Context, cmd *cli.Command) error {
-	name, err := nameArg(cmd)
-	if err != nil {
-		return err
-	}
-	id, d, err := imageSetup(ctx, cmd)
+	_, id, d, c, err := ownContainer(ctx, cmd)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	c, err := d.OwnContainer(ctx, name, id.UID)
-	if err != nil {
-		return err
-	}
 	if c.State == nil || !c.State.Running {
 		if _, err := d.ContainerStart(ctx, c.ID, startOptions()); err != nil {
 			return fmt.Errorf("starting %s: %w", c.Name, err)

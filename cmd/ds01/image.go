@@ -66,15 +66,26 @@ func imageSetup(ctx context.Context, cmd *cli.Command) (identity.Identity, *depl
 	return id, d, err
 }
 
-func projectArg(cmd *cli.Command) (string, error) {
+// oneArg is the one argument a command takes, named what in the error.
+func oneArg(cmd *cli.Command, what string) (string, error) {
 	if cmd.NArg() != 1 {
-		return "", usagef("%s takes one PROJECT, got %d arguments", cmd.FullName(), cmd.NArg())
+		return "", usagef("%s takes one %s, got %d arguments", cmd.FullName(), what, cmd.NArg())
 	}
 	return cmd.Args().First(), nil
 }
 
+// legacyScope is whose committed images the legacy options see: root's
+// own call sees everyone's, anyone else (or root acting for a user) only
+// those tagged ._.{UID}.
+func legacyScope(cmd *cli.Command, id identity.Identity) *uint32 {
+	if !id.Privileged || cmd.IsSet("uid") || cmd.IsSet("user") {
+		return &id.UID
+	}
+	return nil
+}
+
 func runImageCreate(ctx context.Context, cmd *cli.Command) error {
-	project, err := projectArg(cmd)
+	project, err := oneArg(cmd, "PROJECT")
 	if err != nil {
 		return err
 	}
@@ -197,7 +208,7 @@ func create(ctx context.Context, cmd *cli.Command, d *deploy.Daemon, id identity
 }
 
 func runImageUpdate(ctx context.Context, cmd *cli.Command) error {
-	project, err := projectArg(cmd)
+	project, err := oneArg(cmd, "PROJECT")
 	if err != nil {
 		return err
 	}
@@ -246,11 +257,7 @@ func runImageList(ctx context.Context, cmd *cli.Command) error {
 	defer d.Close()
 	out := cmd.Root().Writer
 	if cmd.Bool("legacy") {
-		var uid *uint32
-		if !id.Privileged || cmd.IsSet("uid") || cmd.IsSet("user") {
-			uid = &id.UID
-		}
-		imgs, err := d.LegacyImages(ctx, uid)
+		imgs, err := d.LegacyImages(ctx, legacyScope(cmd, id))
 		if err != nil {
 			return err
 		}
@@ -291,7 +298,7 @@ func runImageRetire(ctx context.Context, cmd *cli.Command) error {
 	if cmd.Bool("legacy") {
 		return retireLegacy(ctx, cmd)
 	}
-	project, err := projectArg(cmd)
+	project, err := oneArg(cmd, "PROJECT")
 	if err != nil {
 		return err
 	}
@@ -327,11 +334,7 @@ func retireLegacy(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	defer d.Close()
-	var uid *uint32
-	if !id.Privileged || cmd.IsSet("uid") || cmd.IsSet("user") {
-		uid = &id.UID
-	}
-	imgs, err := d.LegacyImages(ctx, uid)
+	imgs, err := d.LegacyImages(ctx, legacyScope(cmd, id))
 	if err != nil {
 		return err
 	}
