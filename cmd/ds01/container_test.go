@@ -114,8 +114,9 @@ func TestContainerDeployFlows(t *testing.T) {
 	// --force the user layer is assembled again for this user.
 	other := []string{"--user", "alice", "--uid", "20000000", "--gid", "20000000"}
 	otherWS := filepath.Join(t.TempDir(), "ws-alice")
-	removeContainer(t, d, name+"._.20000000")
+	// Cleanups run last-first: the container goes before its image.
 	testbed.RemoveImage(t, d, "ds01-20000000/"+name+":latest")
+	removeContainer(t, d, name+"._.20000000")
 	out, code = c.run(append(other, "container", "deploy", name, "--image", tag, "--workspace", otherWS)...)
 	if code != 1 || !strings.Contains(out, "image create "+name+" --force") || !strings.Contains(out, "1722830498:1722830498") {
 		t.Fatalf("flow 2 without --force: exit %d:\n%s", code, out)
@@ -147,8 +148,8 @@ func TestContainerDeployConfig(t *testing.T) {
 	c := newCLI(t)
 	name := testbed.Prefix(t)
 	cname := name + "._.1722830498"
-	removeContainer(t, d, cname)
 	testbed.RemoveImage(t, d, "ds01-1722830498/"+name+":latest")
+	removeContainer(t, d, cname)
 	dir := t.TempDir()
 	ws, data, models := filepath.Join(dir, "ws"), filepath.Join(dir, "data"), filepath.Join(dir, "models")
 	os.Mkdir(data, 0o755)

@@ -89,7 +89,7 @@ func run() error {
 		res, _ := d.ImageList(ctx, client.ImageListOptions{Filters: client.Filters{}.Add("reference", prefix+"/*")})
 		for _, im := range res.Items {
 			for _, tag := range im.RepoTags {
-				d.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true})
+				d.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 				fmt.Println("removed", tag)
 			}
 		}
@@ -163,7 +163,7 @@ func benchSize(ctx context.Context, d *deploy.Daemon, bin, label string, size in
 	env := append(os.Environ(), "DS01_CONFIG="+filepath.Join(tmp, "config"), "DS01_CACHE="+filepath.Join(tmp, "cache"))
 	project := "bench-" + strings.ToLower(strings.ReplaceAll(label, ".", "-"))
 	tag := fmt.Sprintf("ds01-%d/%s:latest", acct.UID, project)
-	defer d.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true})
+	defer d.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 	create := exec.Command(bin, "--user", "h.baker@hertie-school.lan", "--uid", "1722830498", "--gid", "1722830498", "image", "create", project, "--base", baseTag, "--force")
 	create.Env = env
 
@@ -381,7 +381,7 @@ func cranePipeline(ctx context.Context, d *deploy.Daemon, base v1.Image, userLay
 	if err := pull(ctx, d, baseRef.String()); err != nil {
 		return result{}, err
 	}
-	defer d.ImageRemove(ctx, baseRef.String(), client.ImageRemoveOptions{Force: true})
+	defer d.ImageRemove(ctx, baseRef.String(), client.ImageRemoveOptions{Force: true, PruneChildren: true})
 	var ts []time.Duration
 	for i := range *runs {
 		// A new layer each run, so neither the registry nor the daemon
@@ -407,7 +407,7 @@ func cranePipeline(ctx context.Context, d *deploy.Daemon, base v1.Image, userLay
 			return result{}, err
 		}
 		ts = append(ts, time.Since(t))
-		d.ImageRemove(ctx, ref.String(), client.ImageRemoveOptions{Force: true})
+		d.ImageRemove(ctx, ref.String(), client.ImageRemoveOptions{Force: true, PruneChildren: true})
 	}
 	return result{name: "crane append + docker pull (loopback registry)", median: median(ts), n: len(ts), note: "needs a registry; the daemon pulled the base from it first"}, nil
 }
@@ -441,7 +441,7 @@ WORKDIR /workspace
 		return result{}, err
 	}
 	tag := prefix + "/built:latest"
-	defer d.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true})
+	defer d.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 	var ts []time.Duration
 	for range *oldRuns {
 		cmd := exec.CommandContext(ctx, "docker", "build", "--no-cache", "-q", "-t", tag, dir)
@@ -451,7 +451,7 @@ WORKDIR /workspace
 			return result{}, err
 		}
 		ts = append(ts, t)
-		d.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true})
+		d.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 	}
 	return result{name: "docker build (useradd -l, sudoers, labels)", median: median(ts), n: len(ts), note: "legacy builder, --no-cache"}, nil
 }
@@ -489,7 +489,7 @@ func oldFlow(ctx context.Context, d *deploy.Daemon) (result, error) {
 		if ins, err := d.ImageInspect(ctx, committed); err == nil {
 			size = ins.Size
 		}
-		d.ImageRemove(ctx, committed, client.ImageRemoveOptions{Force: true})
+		d.ImageRemove(ctx, committed, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 	}
 	return result{name: "old flow: docker run useradd + docker commit", median: median(ts), n: len(ts), note: fmt.Sprintf("bullseye base, UID %d: committed image %.1f GB", uid, float64(size)/1e9)}, nil
 }
@@ -509,7 +509,7 @@ func measureGGCR(ctx context.Context, d *deploy.Daemon, baseTag string, userLaye
 	rc.Close()
 	lf.Close()
 	tag := prefix + "/ggcr:latest"
-	defer d.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true})
+	defer d.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 	var ts []time.Duration
 	var rss int64
 	for range *oldRuns {
@@ -557,7 +557,7 @@ func fullLoad(ctx context.Context, d *deploy.Daemon, base v1.Image, userLayer v1
 		return result{}, err
 	}
 	tag := prefix + "/full:latest"
-	defer d.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true})
+	defer d.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 	var ts []time.Duration
 	var sent int64
 	for range *oldRuns {
@@ -706,7 +706,7 @@ func deployBench(ctx context.Context, d *deploy.Daemon, bin string, env []string
 	df := fmt.Sprintf("FROM %s\nRUN groupadd -g 1722830498 h-baker && useradd -l -u 1722830498 -g 1722830498 -m -s /bin/bash h-baker && echo 'h-baker ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/ds01-h-baker\n", baseTag)
 	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644)
 	built := prefix + "/journey:latest"
-	defer d.ImageRemove(ctx, built, client.ImageRemoveOptions{Force: true})
+	defer d.ImageRemove(ctx, built, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 	for range *oldRuns {
 		t := time.Now()
 		b := exec.Command("docker", "build", "--no-cache", "-q", "-t", built, dir)
@@ -726,7 +726,7 @@ func deployBench(ctx context.Context, d *deploy.Daemon, bin string, env []string
 		}
 		tOld = append(tOld, time.Since(t))
 		rm()
-		d.ImageRemove(ctx, built, client.ImageRemoveOptions{Force: true})
+		d.ImageRemove(ctx, built, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 	}
 	return append(rs,
 		result{name: "journey: image create + container deploy --start + first command", median: median(tJourney), n: len(tJourney),
