@@ -37,6 +37,9 @@ func StartRegistryIn(dir string) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("docker-registry is not installed (apt-get install docker-registry; scripts/setup does): %w", err)
 	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
