@@ -86,7 +86,11 @@ func Image(base v1.Image, files *layers.Files, opts Options) (Result, error) {
 	if err := layers.Write(&buf, ul.Entries); err != nil {
 		return Result{}, fmt.Errorf("writing user layer: %w", err)
 	}
-	layer := layers.FromBytes(buf.Bytes())
+	mt, err := base.MediaType()
+	if err != nil {
+		return Result{}, fmt.Errorf("reading base manifest type: %w", err)
+	}
+	layer := layers.ForManifest(layers.FromBytes(buf.Bytes()), mt)
 
 	a := opts.Account
 	img, err := mutate.Append(base, mutate.Addendum{

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/moby/moby/api/pkg/stdcopy"
@@ -61,22 +62,39 @@ func (d *Daemon) remove(id string) {
 
 // Exec runs cmd in a running container as user and waits for it.
 func (d *Daemon) Exec(ctx context.Context, id, user string, cmd ...string) (RunResult, error) {
-	ex, err := d.ExecCreate(ctx, id, client.ExecCreateOptions{User: user, Cmd: cmd, AttachStdout: true, AttachStderr: true})
+	var out, errOut bytes.Buffer
+	code, err := d.ExecTo(ctx, id, user, nil, &out, &errOut, cmd...)
+	return RunResult{Stdout: out.String(), Stderr: errOut.String(), ExitCode: code}, err
+}
+
+// ExecTo runs cmd in a running container as user with env, streaming its
+// output to stdout and stderr as it comes, and returns its exit code.
+func (d *Daemon) ExecTo(ctx context.Context, id, user string, env []string, stdout, stderr io.Writer, cmd ...string) (int64, error) {
+	ex, err := d.ExecCreate(ctx, id, client.ExecCreateOptions{User: user, Cmd: cmd, Env: env, AttachStdout: true, AttachStderr: true})
 	if err != nil {
-		return RunResult{}, fmt.Errorf("exec in %s: %w", id, err)
+		return 0, fmt.Errorf("exec in %s: %w", id, err)
 	}
 	att, err := d.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{})
 	if err != nil {
-		return RunResult{}, fmt.Errorf("exec in %s: %w", id, err)
+		return 0, fmt.Errorf("exec in %s: %w", id, err)
 	}
 	defer att.Close()
-	var out, errOut bytes.Buffer
-	if _, err := stdcopy.StdCopy(&out, &errOut, att.Reader); err != nil {
-		return RunResult{}, fmt.Errorf("reading exec output: %w", err)
+	copied := make(chan error, 1)
+	go func() {
+		_, err := stdcopy.StdCopy(stdout, stderr, att.Reader)
+		copied <- err
+	}()
+	select {
+	case err = <-copied:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading exec output: %w", err)
 	}
 	ins, err := d.ExecInspect(ctx, ex.ID, client.ExecInspectOptions{})
 	if err != nil {
-		return RunResult{}, fmt.Errorf("exec in %s: %w", id, err)
+		return 0, fmt.Errorf("exec in %s: %w", id, err)
 	}
-	return RunResult{Stdout: out.String(), Stderr: errOut.String(), ExitCode: int64(ins.ExitCode)}, nil
+	return int64(ins.ExitCode), nil
 }

@@ -35,6 +35,13 @@ var notSaved = []string{"/var/log/lastlog", "/var/log/faillog", "/tmp", "/var/tm
 
 func under(p, dir string) bool { return p == dir || strings.HasPrefix(p, dir+"/") }
 
+// underAny is a predicate for paths at or below any of dirs.
+func underAny(dirs []string) func(string) bool {
+	return func(p string) bool {
+		return slices.ContainsFunc(dirs, func(d string) bool { return under(p, d) })
+	}
+}
+
 // SaveChanges puts a container's filesystem changes back into an image as
 // one layer, without docker commit: the changed paths are read from the
 // container's diff and copied out (never an export of the whole
@@ -47,56 +54,14 @@ func (d *Daemon) SaveChanges(ctx context.Context, c container.InspectResponse, t
 	for _, m := range c.Mounts {
 		skip = append(skip, m.Destination) // the workspace, data, models
 	}
-	excluded := func(p string) bool {
-		return slices.ContainsFunc(skip, func(s string) bool { return under(p, s) })
-	}
-	diff, err := d.ContainerDiff(ctx, c.ID, client.ContainerDiffOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("reading the changes of %s: %w", c.Name, err)
-	}
-	kinds := map[string]container.ChangeType{}
-	for _, ch := range diff.Changes {
-		kinds[path.Clean(ch.Path)] = ch.Kind
-	}
-	paths := make([]string, 0, len(kinds))
-	for p := range kinds {
-		paths = append(paths, p)
-	}
-	slices.Sort(paths)
-
 	spool, err := layers.NewSpool("")
 	if err != nil {
 		return nil, err
 	}
 	defer spool.Close()
-	content := false
-	for _, p := range paths {
-		if excluded(p) || p == "/" {
-			continue
-		}
-		parentKind, parentChanged := kinds[path.Dir(p)]
-		switch kinds[p] {
-		case container.ChangeDelete:
-			if parentChanged && parentKind == container.ChangeDelete {
-				continue // the parent's whiteout covers it
-			}
-			spool.Whiteout(p)
-			content = true
-		case container.ChangeAdd:
-			if parentChanged && parentKind == container.ChangeAdd {
-				continue // copied with its parent's tree
-			}
-			if _, err := d.copyInto(ctx, c.ID, p, true, excluded, spool); err != nil {
-				return nil, err
-			}
-			content = true
-		default: // modified: the entry itself, a directory without its contents
-			nonDir, err := d.copyInto(ctx, c.ID, p, false, excluded, spool)
-			if err != nil {
-				return nil, err
-			}
-			content = content || nonDir
-		}
+	content, err := d.CaptureChanges(ctx, c.ID, underAny(skip), spool)
+	if err != nil {
+		return nil, fmt.Errorf("reading the changes of %s: %w", c.Name, err)
 	}
 	// Directories merely touched (their mtime moved because an excluded
 	// child changed) are nothing worth an image.
@@ -151,6 +116,58 @@ func (d *Daemon) SaveChanges(ctx context.Context, c container.InspectResponse, t
 	}
 	diffID, _ := layer.DiffID()
 	return &SaveResult{Tag: tag, ImageID: id, Previous: c.Image, Paths: spool.Paths(), Bytes: spool.Size(), Layer: diffID}, nil
+}
+
+// CaptureChanges copies a container's filesystem changes into the spool:
+// the paths its diff lists, except those excluded, added trees copied
+// whole, modified entries alone, deletions as whiteouts. Never an export
+// of the whole filesystem. It reports whether anything but directories
+// changed. Copies are quickest while the container runs, when its root is
+// mounted already.
+func (d *Daemon) CaptureChanges(ctx context.Context, id string, excluded func(string) bool, spool *layers.Spool) (bool, error) {
+	diff, err := d.ContainerDiff(ctx, id, client.ContainerDiffOptions{})
+	if err != nil {
+		return false, err
+	}
+	kinds := map[string]container.ChangeType{}
+	for _, ch := range diff.Changes {
+		kinds[path.Clean(ch.Path)] = ch.Kind
+	}
+	paths := make([]string, 0, len(kinds))
+	for p := range kinds {
+		paths = append(paths, p)
+	}
+	slices.Sort(paths)
+	content := false
+	for _, p := range paths {
+		if excluded(p) || p == "/" {
+			continue
+		}
+		parentKind, parentChanged := kinds[path.Dir(p)]
+		switch kinds[p] {
+		case container.ChangeDelete:
+			if parentChanged && parentKind == container.ChangeDelete {
+				continue // the parent's whiteout covers it
+			}
+			spool.Whiteout(p)
+			content = true
+		case container.ChangeAdd:
+			if parentChanged && parentKind == container.ChangeAdd {
+				continue // copied with its parent's tree
+			}
+			if _, err := d.copyInto(ctx, id, p, true, excluded, spool); err != nil {
+				return false, err
+			}
+			content = true
+		default: // modified: the entry itself, a directory without its contents
+			nonDir, err := d.copyInto(ctx, id, p, false, excluded, spool)
+			if err != nil {
+				return false, err
+			}
+			content = content || nonDir
+		}
+	}
+	return content, nil
 }
 
 // copyInto copies p out of the container into the spool: its whole tree

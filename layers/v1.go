@@ -19,6 +19,7 @@ type uncompressed struct {
 	open   func() (io.ReadCloser, error)
 	digest v1.Hash
 	size   int64
+	mt     types.MediaType // OCI's "tar" unless told
 }
 
 var _ v1.Layer = (*uncompressed)(nil)
@@ -29,7 +30,26 @@ func (l *uncompressed) Compressed() (io.ReadCloser, error)   { return l.open() }
 func (l *uncompressed) Uncompressed() (io.ReadCloser, error) { return l.open() }
 func (l *uncompressed) Size() (int64, error)                 { return l.size, nil }
 func (l *uncompressed) MediaType() (types.MediaType, error) {
+	if l.mt != "" {
+		return l.mt, nil
+	}
 	return types.OCIUncompressedLayer, nil
+}
+
+// ForManifest returns the layer with the plain-tar media type of the
+// manifest family it is to join: a Docker schema 2 manifest with an OCI
+// layer type is refused by skopeo and some registries.
+func ForManifest(l v1.Layer, manifest types.MediaType) v1.Layer {
+	u, ok := l.(*uncompressed)
+	if !ok {
+		return l
+	}
+	c := *u
+	c.mt = types.OCIUncompressedLayer
+	if manifest == types.DockerManifestSchema2 {
+		c.mt = types.DockerUncompressedLayer
+	}
+	return &c
 }
 
 // FromBytes is a plain-tar layer held in memory, such as the user layer.

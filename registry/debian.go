@@ -20,6 +20,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/ds01/ds01/layers"
 )
@@ -106,7 +107,8 @@ func (b Debian) Image(ctx context.Context, dir string) (v1.Image, error) {
 // ImageFromLayers makes an image of the layers with a plain Debian-like
 // config, created at DebianCreated.
 func ImageFromLayers(name string, ls ...v1.Layer) (v1.Image, error) {
-	img := empty.Image
+	// An OCI manifest, to match the plain-tar layers' OCI media type.
+	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
 	for _, l := range ls {
 		var err error
 		img, err = mutate.Append(img, mutate.Addendum{Layer: l, History: v1.History{Created: v1.Time{Time: DebianCreated}, CreatedBy: "ds01 " + name}})
