@@ -38,6 +38,35 @@ type Options struct {
 	Created time.Time
 	// Labels are merged over the base's labels and ds01's own.
 	Labels map[string]string
+	// Env are KEY=VALUE settings over the base's and DefaultEnv (--env).
+	Env []string
+}
+
+// DefaultEnv is what every DS01 image sets, after the seeds' generated
+// Dockerfile: unbuffered Python output, GPUs numbered as nvidia-smi shows
+// them, and model and plot caches in the workspace, which outlives
+// containers, instead of the home, which does not.
+var DefaultEnv = []string{
+	"PYTHONUNBUFFERED=1",
+	"CUDA_DEVICE_ORDER=PCI_BUS_ID",
+	"HF_HOME=/workspace/.cache/huggingface",
+	"TORCH_HOME=/workspace/.cache/torch",
+	"MPLCONFIGDIR=/workspace/.cache/matplotlib",
+}
+
+// setEnv sets KEY=VALUE entries in env, replacing a KEY already there.
+func setEnv(env []string, kvs ...string) []string {
+	env = slices.Clone(env)
+	for _, kv := range kvs {
+		k, _, _ := strings.Cut(kv, "=")
+		i := slices.IndexFunc(env, func(e string) bool { return strings.HasPrefix(e, k+"=") })
+		if i >= 0 {
+			env[i] = kv
+		} else {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 // Result is the assembled image and what went into it.
@@ -131,7 +160,11 @@ func Image(base v1.Image, files *layers.Files, opts Options) (Result, error) {
 	// takes the primary GID from the passwd entry ds01 wrote.
 	c.User = strconv.FormatUint(uint64(a.UID), 10)
 	c.WorkingDir = "/workspace"
+	c.Env = setEnv(c.Env, DefaultEnv...)
+	c.Env = setEnv(c.Env, opts.Env...)
 	c.Env = withUserPath(c.Env, a.HomeDir()+"/.local/bin")
+	// A login shell, so that ~/.profile and the DS01 lines of .bashrc run.
+	c.Cmd = []string{"bash", "-l"}
 	img, err = mutate.ConfigFile(img, newCfg)
 	if err != nil {
 		return Result{}, fmt.Errorf("setting config: %w", err)

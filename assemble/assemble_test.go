@@ -110,10 +110,10 @@ func TestImage(t *testing.T) {
 			t.Errorf("label %s = %q; want %q", k, c.Labels[k], want)
 		}
 	}
-	if c.User != "1722830498" || c.WorkingDir != "/workspace" {
+	if c.User != "1722830498" || c.WorkingDir != "/workspace" || !slices.Equal(c.Cmd, []string{"bash", "-l"}) {
 		t.Errorf("User %q WorkingDir %q", c.User, c.WorkingDir)
 	}
-	if want := []string{"PATH=/home/alice/.local/bin:/opt/conda/bin:/usr/bin", "CUDA_HOME=/usr/local/cuda"}; !slices.Equal(c.Env, want) {
+	if want := append([]string{"PATH=/home/alice/.local/bin:/opt/conda/bin:/usr/bin", "CUDA_HOME=/usr/local/cuda"}, DefaultEnv...); !slices.Equal(c.Env, want) {
 		t.Errorf("Env = %q; want %q", c.Env, want)
 	}
 	if !cfg.Created.Time.Equal(time.Date(2024, 5, 1, 0, 0, 0, 0, time.UTC)) {
@@ -121,6 +121,12 @@ func TestImage(t *testing.T) {
 	}
 	if h := cfg.History[len(cfg.History)-1]; !strings.Contains(h.CreatedBy, "ds01: user alice (1722830498:1722830498)") {
 		t.Errorf("last history entry %+v", h)
+	}
+	// --env overrides the defaults and the base's.
+	withEnv := build(t, base, Options{Account: alice, Env: []string{"HF_HOME=/data/hf", "CUDA_HOME=/opt/cuda"}})
+	wcfg, _ := withEnv.Image.ConfigFile()
+	if !slices.Contains(wcfg.Config.Env, "HF_HOME=/data/hf") || !slices.Contains(wcfg.Config.Env, "CUDA_HOME=/opt/cuda") || slices.Contains(wcfg.Config.Env, "HF_HOME=/workspace/.cache/huggingface") {
+		t.Errorf("--env: %v", wcfg.Config.Env)
 	}
 	// SOURCE_DATE_EPOCH moves the time, and with it the ID.
 	other := build(t, base, Options{Account: alice, Created: time.Unix(1700000000, 0), Labels: map[string]string{"ds01.project": "p"}})

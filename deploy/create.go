@@ -34,6 +34,10 @@ const (
 	LabelCreated      = "ds01.source_date_epoch"
 	LabelOCIBaseName  = "org.opencontainers.image.base.name"
 	LabelOCIBaseDig   = "org.opencontainers.image.base.digest"
+	// What the package layer holds, pinned, and its diff ID.
+	LabelPackagesApt   = "ds01.packages.apt"
+	LabelPackagesPip   = "ds01.packages.pip"
+	LabelPackagesLayer = "ds01.packages.layer"
 )
 
 // projectRE is Docker's rule for one path component of a repository name.
@@ -79,6 +83,15 @@ type CreateRequest struct {
 	Cache   FilesCache
 	// Resolve says where the base may come from besides the daemon.
 	Resolve ResolveOptions
+	// Packages go into a shared layer between the base and the user's.
+	Packages Packages
+	// Asked is what the user asked for, recorded for a later upgrade;
+	// empty means Packages (a rebuild installs pins, but records the ask).
+	Asked *Packages
+	// PackageOutput gets the package managers' output.
+	PackageOutput io.Writer
+	// Env are KEY=VALUE settings for the image (--env).
+	Env []string
 	// RecordDir is where the record of the build is written (see Record);
 	// RecordOwner, when not nil, the UID and GID it belongs to.
 	RecordDir   string
@@ -99,9 +112,11 @@ type CreateResult struct {
 	Replaced  string // the image ID the tag pointed at before, if any
 	// Resolution says where the base came from.
 	Resolution Resolution
-	Labels     map[string]string
-	Warnings   []string
-	Timings    map[string]time.Duration
+	// Packages is the package layer, when packages were asked for.
+	Packages *PackageResult
+	Labels   map[string]string
+	Warnings []string
+	Timings  map[string]time.Duration
 }
 
 // ErrExists is returned when the project's image exists and Replace is off.
@@ -158,6 +173,29 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	step("resolve base", t)
 	logf("base %s: image %s, %d layers, from the %s", req.BaseRef, base.ID, len(base.layerIDs()), how.From)
 
+	if !req.Packages.Empty() {
+		switch {
+		case how.Full:
+			return nil, errors.New("packages on the containerd image store are not built yet (issue 8); nothing was changed")
+		case req.DryRun:
+			res.LoadPath = "dry run, nothing installed or loaded: the packages would be installed in a throwaway container of the base (or taken from ds01's cache), then the user layer added"
+			return res, nil
+		}
+		t = time.Now()
+		pr, err := d.PackageLayer(ctx, base, req.Packages, PackageOptions{Cache: ro.Cache, Offline: ro.Offline, Output: req.PackageOutput})
+		if err != nil {
+			return nil, err
+		}
+		res.Packages = pr
+		step("packages", t)
+		logf("packages: layer %s (%d bytes), %s", pr.DiffID, pr.Size, map[bool]string{true: "shared layer reused, nothing installed", false: "installed now"}[pr.Reused])
+		// The user layer goes on base + packages: its files (a new group
+		// a package made, say) are read from there.
+		if base, err = d.Base(ctx, pr.Image); err != nil {
+			return nil, err
+		}
+	}
+
 	t = time.Now()
 	files, cached := (*layers.Files)(nil), false
 	if req.Cache != nil {
@@ -202,7 +240,12 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	if !req.Created.IsZero() {
 		labels[LabelCreated] = strconv.FormatInt(req.Created.Unix(), 10)
 	}
-	built, err := assemble.Image(base.Image, files, assemble.Options{Account: req.Account, Created: req.Created, Labels: labels})
+	if pr := res.Packages; pr != nil {
+		labels[LabelPackagesApt] = strings.Join(pr.Apt, ",")
+		labels[LabelPackagesPip] = strings.Join(pr.Pip, ",")
+		labels[LabelPackagesLayer] = pr.DiffID.String()
+	}
+	built, err := assemble.Image(base.Image, files, assemble.Options{Account: req.Account, Created: req.Created, Labels: labels, Env: req.Env})
 	if err != nil {
 		return nil, err
 	}

@@ -22,10 +22,14 @@ type Record struct {
 		Digest string `json:"digest"`
 	} `json:"base"`
 	Catalog map[string]string `json:"catalog,omitempty"`
-	Login   string            `json:"login"`
-	Name    string            `json:"name"`
-	UID     uint32            `json:"uid"`
-	GID     uint32            `json:"gid"`
+	// Packages is what was asked for, Installed what it resolved to.
+	Packages  *Packages      `json:"packages,omitempty"`
+	Installed *PackageResult `json:"installed,omitempty"`
+	Env       []string       `json:"env,omitempty"`
+	Login     string         `json:"login"`
+	Name      string         `json:"name"`
+	UID       uint32         `json:"uid"`
+	GID       uint32         `json:"gid"`
 	// SourceDateEpoch is the fixed time the image was made with, if any.
 	SourceDateEpoch *int64 `json:"source_date_epoch,omitempty"`
 	Version         string `json:"ds01_version"`
@@ -54,6 +58,14 @@ func RecordFromResult(req CreateRequest, res *CreateResult, now time.Time) Recor
 	}
 	r.Base.Ref, r.Base.ID, r.Base.Digest = req.BaseRef, res.Base.ID, res.Base.Digest()
 	r.Catalog = req.Catalog
+	if !req.Packages.Empty() {
+		pk := req.Packages
+		if req.Asked != nil {
+			pk = *req.Asked
+		}
+		r.Packages, r.Installed = &pk, res.Packages
+	}
+	r.Env = req.Env
 	if !req.Created.IsZero() {
 		s := req.Created.Unix()
 		r.SourceDateEpoch = &s

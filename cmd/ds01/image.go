@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -103,6 +104,14 @@ func runImageCreate(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return usageError{err}
 	}
+	pk, err := packagesFrom(cmd)
+	if err != nil {
+		return err
+	}
+	env, err := envFrom(cmd)
+	if err != nil {
+		return err
+	}
 	id, d, err := imageSetup(ctx, cmd)
 	if err != nil {
 		return err
@@ -111,8 +120,59 @@ func runImageCreate(ctx context.Context, cmd *cli.Command) error {
 	return create(ctx, cmd, d, id, deploy.CreateRequest{
 		Project: project, BaseRef: baseRef, Catalog: catalog, Created: created,
 		Replace: cmd.Bool("force"), DryRun: cmd.Bool("dry-run"),
-		Resolve: deploy.ResolveOptions{Offline: cmd.Bool("offline"), Refresh: cmd.Bool("pull")},
+		Resolve:  deploy.ResolveOptions{Offline: cmd.Bool("offline"), Refresh: cmd.Bool("pull")},
+		Packages: pk, Env: env,
 	})
+}
+
+// packagesFrom reads the package flags.
+func packagesFrom(cmd *cli.Command) (deploy.Packages, error) {
+	pk := deploy.Packages{Apt: cmd.StringSlice("apt"), Pip: cmd.StringSlice("pip"), FindLinks: cmd.String("wheels"), NoIndex: cmd.Bool("no-index")}
+	if names := cmd.StringSlice("preset"); len(names) > 0 {
+		presets := registry.BuiltinPresets()
+		if p := cmd.String("presets"); p != "" {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return pk, usagef("--presets: %v", err)
+			}
+			if presets, err = registry.ParsePresets(string(data)); err != nil {
+				return pk, usagef("--presets %s: %v", p, err)
+			}
+		}
+		specs, err := presets.Expand(names)
+		if err != nil {
+			return pk, usageError{err}
+		}
+		pk.Pip = append(specs, pk.Pip...)
+	}
+	for _, f := range cmd.StringSlice("requirements") {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return pk, usagef("--requirements: %v", err)
+		}
+		pk.Requirements += string(data) + "\n"
+	}
+	if pk.FindLinks != "" {
+		abs, err := filepath.Abs(pk.FindLinks)
+		if err != nil {
+			return pk, usageError{err}
+		}
+		pk.FindLinks = abs
+	}
+	if err := pk.Validate(); err != nil {
+		return pk, usageError{err}
+	}
+	return pk, nil
+}
+
+func envFrom(cmd *cli.Command) ([]string, error) {
+	env := cmd.StringSlice("env")
+	for _, kv := range env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" || strings.ContainsAny(k, " \t") {
+			return nil, usagef("--env %q: give KEY=VALUE", kv)
+		}
+	}
+	return env, nil
 }
 
 // chooseBase is --base, or the catalog's image for --framework/--version.
@@ -176,9 +236,20 @@ func create(ctx context.Context, cmd *cli.Command, d *deploy.Daemon, id identity
 	}
 	var doneProgress func()
 	req.Resolve.LoadProgress, doneProgress = loadProgress(out)
+	var condensed *lastLine
+	switch {
+	case req.Log != nil:
+		req.PackageOutput = out
+	case isTerminalWriter(out):
+		condensed = &lastLine{w: out}
+		req.PackageOutput = condensed
+	}
 	t := time.Now()
 	res, err := d.Create(ctx, req)
 	doneProgress()
+	if condensed != nil {
+		condensed.end()
+	}
 	if err != nil {
 		return err
 	}
@@ -196,11 +267,18 @@ func create(ctx context.Context, cmd *cli.Command, d *deploy.Daemon, id identity
 	}
 	fmt.Fprintf(out, "%s  %s\n  user %s (%s) %d:%d, base %s\n  user layer %d bytes; sent %d bytes to the daemon (%s); %s\n",
 		res.Tag, res.ImageID, id.Name, id.Login, id.UID, id.GID, req.BaseRef, res.LayerSize, res.Sent, res.LoadPath, since(t))
+	if pr := res.Packages; pr != nil {
+		how := "installed in a throwaway container in " + res.Timings["packages"].Round(time.Millisecond).String()
+		if pr.Reused {
+			how = "the shared layer reused, nothing installed"
+		}
+		fmt.Fprintf(out, "  packages: %d pip, %d apt (with dependencies); layer %s, %s; %s\n", len(pr.Pip), len(pr.Apt), pr.DiffID, humanSize(pr.Size), how)
+	}
 	if res.Replaced != "" && res.Replaced != res.ImageID {
 		fmt.Fprintf(out, "  replaced %s\n", res.Replaced)
 	}
 	if req.Log != nil {
-		for _, k := range []string{"resolve base", "read base files", "assemble", "load", "verify and record"} {
+		for _, k := range []string{"resolve base", "packages", "read base files", "assemble", "load", "verify and record"} {
 			fmt.Fprintf(out, "  %-17s %s\n", k, res.Timings[k].Round(100*time.Microsecond))
 		}
 	}
@@ -241,8 +319,23 @@ func runImageUpdate(ctx context.Context, cmd *cli.Command) error {
 	if len(rec.Saved) > 0 && !cmd.Bool("discard-saved") {
 		return fmt.Errorf("%s holds %d layer(s) saved by container retire --save, which a rebuild from its recorded inputs would drop; rebuild anyway with --discard-saved", rec.Image, len(rec.Saved))
 	}
-	req := deploy.CreateRequest{Project: project, BaseRef: rec.Base.Ref, Catalog: rec.Catalog, Replace: true,
+	req := deploy.CreateRequest{Project: project, BaseRef: rec.Base.Ref, Catalog: rec.Catalog, Replace: true, Env: rec.Env,
 		Resolve: deploy.ResolveOptions{Offline: cmd.Bool("offline"), Refresh: cmd.Bool("pull")}}
+	if rec.Packages != nil {
+		req.Packages, req.Asked = *rec.Packages, rec.Packages
+		if rec.Installed != nil && !cmd.Bool("upgrade-packages") {
+			// Exactly what was installed, from the cached wheels and .debs
+			// when offline.
+			req.Packages = rec.Installed.Pinned(*rec.Packages)
+		}
+		if fl := req.Packages.FindLinks; fl != "" {
+			if _, err := os.Stat(fl); err != nil {
+				// Gone since: what it gave is in ds01's cache.
+				fmt.Fprintf(cmd.Root().ErrWriter, "warning: wheel directory %s is gone; installing from ds01's cache\n", fl)
+				req.Packages.FindLinks = ""
+			}
+		}
+	}
 	if rec.SourceDateEpoch != nil {
 		req.Created = time.Unix(*rec.SourceDateEpoch, 0).UTC()
 	}
@@ -392,4 +485,39 @@ func humanSize(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %cB", float64(n)/float64(div), "kMGTPE"[exp])
+}
+
+// lastLine shows, on a terminal, only the latest line of a package
+// manager's output, overwriting the one before.
+type lastLine struct {
+	w       io.Writer
+	partial []byte
+	shown   bool
+}
+
+func (l *lastLine) Write(p []byte) (int, error) {
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		line := strings.TrimSpace(string(l.partial[:i]))
+		l.partial = l.partial[i+1:]
+		if line == "" {
+			continue
+		}
+		if len(line) > 100 {
+			line = line[:97] + "..."
+		}
+		fmt.Fprintf(l.w, "\r\033[K  %s", line)
+		l.shown = true
+	}
+	return len(p), nil
+}
+
+func (l *lastLine) end() {
+	if l.shown {
+		fmt.Fprint(l.w, "\r\033[K")
+	}
 }

@@ -9,8 +9,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -33,13 +31,9 @@ var (
 // $DS01_TESTBED_CACHE (default ~/.cache/ds01-testbed), outside the repository.
 func Base(t testing.TB, b registry.Debian) v1.Image {
 	t.Helper()
-	dir := os.Getenv("DS01_TESTBED_CACHE")
-	if dir == "" {
-		c, err := os.UserCacheDir()
-		if err != nil {
-			t.Fatal(err)
-		}
-		dir = filepath.Join(c, "ds01-testbed")
+	dir, err := cacheDir()
+	if err != nil {
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
