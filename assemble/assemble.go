@@ -40,6 +40,9 @@ type Options struct {
 	Labels map[string]string
 	// Env are KEY=VALUE settings over the base's and DefaultEnv (--env).
 	Env []string
+	// HomeFiles are extra files for the user's home (relative paths), such
+	// as a Jupyter kernel for the project.
+	HomeFiles map[string][]byte
 }
 
 // DefaultEnv is what every DS01 image sets, after the seeds' generated
@@ -111,8 +114,14 @@ func Image(base v1.Image, files *layers.Files, opts Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	entries := ul.Entries
+	if len(opts.HomeFiles) > 0 {
+		if entries, err = layers.AddHomeFiles(entries, opts.Account, created, opts.HomeFiles); err != nil {
+			return Result{}, err
+		}
+	}
 	var buf bytes.Buffer
-	if err := layers.Write(&buf, ul.Entries); err != nil {
+	if err := layers.Write(&buf, entries); err != nil {
 		return Result{}, fmt.Errorf("writing user layer: %w", err)
 	}
 	mt, err := base.MediaType()
@@ -200,4 +209,32 @@ func SourceDateEpoch(getenv func(string) string) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a whole number of seconds since 1970; unset it to use the base image's creation time", v)
 	}
 	return time.Unix(n, 0).UTC(), nil
+}
+
+// JupyterFiles are the home files of the jupyter preset: a kernel for the
+// project, and a server configuration that listens inside the container
+// only and keeps Jupyter's token, so that no unauthenticated server is
+// open to the other users of the machine.
+func JupyterFiles(project string) map[string][]byte {
+	kernel := fmt.Sprintf(`{
+  "argv": ["python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+  "display_name": "Python 3 (%s)",
+  "language": "python",
+  "metadata": {"debugger": true}
+}
+`, project)
+	config := `# Written by ds01 image create --preset jupyter.
+# Listen inside the container only (reach it with docker exec or an SSH
+# tunnel), and never without a token or password: other users share this
+# machine.
+c.ServerApp.ip = "127.0.0.1"
+c.ServerApp.open_browser = False
+c.ServerApp.allow_remote_access = False
+c.ServerApp.root_dir = "/workspace"
+# The token is left to Jupyter: a random one each start, printed in the log.
+`
+	return map[string][]byte{
+		".local/share/jupyter/kernels/" + project + "/kernel.json": []byte(kernel),
+		".jupyter/jupyter_server_config.py":                        []byte(config),
+	}
 }

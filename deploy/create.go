@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -92,6 +93,10 @@ type CreateRequest struct {
 	PackageOutput io.Writer
 	// Env are KEY=VALUE settings for the image (--env).
 	Env []string
+	// Presets are the package presets asked for, recorded; with jupyter
+	// the user's home gets a kernel for the project and a safe server
+	// configuration.
+	Presets []string
 	// RecordDir is where the record of the build is written (see Record);
 	// RecordOwner, when not nil, the UID and GID it belongs to.
 	RecordDir   string
@@ -245,7 +250,11 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		labels[LabelPackagesPip] = strings.Join(pr.Pip, ",")
 		labels[LabelPackagesLayer] = pr.DiffID.String()
 	}
-	built, err := assemble.Image(base.Image, files, assemble.Options{Account: req.Account, Created: req.Created, Labels: labels, Env: req.Env})
+	opts := assemble.Options{Account: req.Account, Created: req.Created, Labels: labels, Env: req.Env}
+	if slices.Contains(req.Presets, "jupyter") {
+		opts.HomeFiles = assemble.JupyterFiles(project)
+	}
+	built, err := assemble.Image(base.Image, files, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -26,6 +26,7 @@ type Record struct {
 	Packages  *Packages      `json:"packages,omitempty"`
 	Installed *PackageResult `json:"installed,omitempty"`
 	Env       []string       `json:"env,omitempty"`
+	Presets   []string       `json:"presets,omitempty"`
 	Login     string         `json:"login"`
 	Name      string         `json:"name"`
 	UID       uint32         `json:"uid"`
@@ -65,7 +66,7 @@ func RecordFromResult(req CreateRequest, res *CreateResult, now time.Time) Recor
 		}
 		r.Packages, r.Installed = &pk, res.Packages
 	}
-	r.Env = req.Env
+	r.Env, r.Presets = req.Env, req.Presets
 	if !req.Created.IsZero() {
 		s := req.Created.Unix()
 		r.SourceDateEpoch = &s

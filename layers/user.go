@@ -249,3 +249,28 @@ func (l *builder) parents(p string) error {
 	l.entries = append(l.entries, e)
 	return nil
 }
+
+// AddHomeFiles puts files into the user's home in a user layer: paths
+// relative to the home, owned by the user, with the directories on the way
+// made the user's too (0755) where the layer does not have them yet.
+func AddHomeFiles(entries []Entry, acct passwd.Account, t time.Time, files map[string][]byte) ([]Entry, error) {
+	home := strings.TrimPrefix(path.Clean(acct.HomeDir()), "/")
+	have := map[string]bool{}
+	for _, e := range entries {
+		have[e.Path] = true
+	}
+	uid, gid := int(acct.UID), int(acct.GID)
+	for rel, data := range files {
+		p := path.Join(home, path.Clean("/" + rel)[1:])
+		if have[p] {
+			return nil, fmt.Errorf("%s is in the user layer already", p)
+		}
+		for d := path.Dir(p); d != home && d != "." && !have[d]; d = path.Dir(d) {
+			entries = append(entries, Entry{Path: d, Type: tar.TypeDir, Mode: 0o755, UID: uid, GID: gid, ModTime: t})
+			have[d] = true
+		}
+		entries = append(entries, Entry{Path: p, Type: tar.TypeReg, Mode: 0o644, UID: uid, GID: gid, ModTime: t, Data: data})
+		have[p] = true
+	}
+	return entries, nil
+}

@@ -121,7 +121,7 @@ func runImageCreate(ctx context.Context, cmd *cli.Command) error {
 		Project: project, BaseRef: baseRef, Catalog: catalog, Created: created,
 		Replace: cmd.Bool("force"), DryRun: cmd.Bool("dry-run"),
 		Resolve:  deploy.ResolveOptions{Offline: cmd.Bool("offline"), Refresh: cmd.Bool("pull")},
-		Packages: pk, Env: env,
+		Packages: pk, Env: env, Presets: cmd.StringSlice("preset"),
 	})
 }
 
@@ -319,7 +319,7 @@ func runImageUpdate(ctx context.Context, cmd *cli.Command) error {
 	if len(rec.Saved) > 0 && !cmd.Bool("discard-saved") {
 		return fmt.Errorf("%s holds %d layer(s) saved by container retire --save, which a rebuild from its recorded inputs would drop; rebuild anyway with --discard-saved", rec.Image, len(rec.Saved))
 	}
-	req := deploy.CreateRequest{Project: project, BaseRef: rec.Base.Ref, Catalog: rec.Catalog, Replace: true, Env: rec.Env,
+	req := deploy.CreateRequest{Project: project, BaseRef: rec.Base.Ref, Catalog: rec.Catalog, Replace: true, Env: rec.Env, Presets: rec.Presets,
 		Resolve: deploy.ResolveOptions{Offline: cmd.Bool("offline"), Refresh: cmd.Bool("pull")}}
 	if rec.Packages != nil {
 		req.Packages, req.Asked = *rec.Packages, rec.Packages

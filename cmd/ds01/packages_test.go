@@ -151,6 +151,23 @@ func TestImagePackages(t *testing.T) {
 	}
 	os.Rename(wheels+".away", wheels)
 
+	// The jupyter preset (here from an administrator's presets file, as
+	// there is no PyPI): a kernel for the project and a server that
+	// listens inside the container only.
+	presets := filepath.Join(t.TempDir(), "presets.conf")
+	os.WriteFile(presets, []byte("jupyter: ds01-greet\n"), 0o644)
+	jp := testbed.Prefix(t)
+	testbed.RemoveImage(t, d, "ds01-1722830498/"+jp+":latest")
+	out, code = c.run(append(asBaker, "image", "create", jp, "--base", base, "--preset", "jupyter", "--presets", presets, "--wheels", wheels, "--no-index")...)
+	if code != 0 {
+		t.Fatalf("jupyter preset: exit %d:\n%s", code, out)
+	}
+	r, err = d.Run(ctx, "ds01-1722830498/"+jp+":latest", "", "bash", "-lc",
+		`grep -c '"display_name": "Python 3 (`+jp+`)"' ~/.local/share/jupyter/kernels/`+jp+`/kernel.json; grep -c '^c.ServerApp.ip = "127.0.0.1"' ~/.jupyter/jupyter_server_config.py; stat -c %U ~/.jupyter ~/.local/share/jupyter`)
+	if err != nil || r.Stdout != "1\n1\nh-baker\nh-baker\n" {
+		t.Errorf("jupyter files: %v\n%s%s", err, r.Stdout, r.Stderr)
+	}
+
 	// Bad input: clear message, non-zero exit, nothing left behind.
 	for _, tc := range []struct {
 		name string
