@@ -96,10 +96,6 @@ func runImageCreate(ctx context.Context, cmd *cli.Command) error {
 	if cmd.Bool("pull") && cmd.Bool("offline") {
 		return usagef("--pull asks the registry and --offline forbids it: give one")
 	}
-	baseRef, catalog, err := chooseBase(cmd)
-	if err != nil {
-		return err
-	}
 	created, err := assemble.SourceDateEpoch(os.Getenv)
 	if err != nil {
 		return usageError{err}
@@ -112,6 +108,31 @@ func runImageCreate(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
+	presetNames := cmd.StringSlice("preset")
+	var baseRef string
+	var catalog map[string]string
+	if cmd.String("base") == "" && cmd.String("framework") == "" && isTerminal() && isTerminalWriter(cmd.Root().Writer) {
+		// The DS01 wizard, on a terminal only.
+		c, err := loadCatalog(cmd)
+		if err != nil {
+			return err
+		}
+		presets, err := loadPresets(cmd)
+		if err != nil {
+			return err
+		}
+		ch, err := wizard(bufio.NewReader(os.Stdin), cmd.Root().Writer, project, c, presets)
+		if err != nil {
+			return cli.Exit("ds01: "+err.Error(), exitFailure)
+		}
+		e := ch.Entry
+		baseRef, catalog = e.Image, map[string]string{"framework": e.Framework, "version": e.Version, "arch": e.Arch, "image": e.Image}
+		specs, _ := presets.Expand(ch.Presets)
+		pk.Pip = append(append(pk.Pip, specs...), ch.Pip...)
+		presetNames = append(presetNames, ch.Presets...)
+	} else if baseRef, catalog, err = chooseBase(cmd); err != nil {
+		return err
+	}
 	id, d, err := imageSetup(ctx, cmd)
 	if err != nil {
 		return err
@@ -121,23 +142,49 @@ func runImageCreate(ctx context.Context, cmd *cli.Command) error {
 		Project: project, BaseRef: baseRef, Catalog: catalog, Created: created,
 		Replace: cmd.Bool("force"), DryRun: cmd.Bool("dry-run"),
 		Resolve:  deploy.ResolveOptions{Offline: cmd.Bool("offline"), Refresh: cmd.Bool("pull")},
-		Packages: pk, Env: env, Presets: cmd.StringSlice("preset"),
+		Packages: pk, Env: env, Presets: presetNames,
 	})
+}
+
+func loadCatalog(cmd *cli.Command) ([]registry.CatalogEntry, error) {
+	p := cmd.String("catalog")
+	if p == "" {
+		return registry.BuiltinCatalog(), nil
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return nil, usagef("--catalog: %v", err)
+	}
+	c, err := registry.ParseCatalog(string(data))
+	if err != nil {
+		return nil, usagef("--catalog %s: %v", p, err)
+	}
+	return c, nil
+}
+
+func loadPresets(cmd *cli.Command) (registry.Presets, error) {
+	p := cmd.String("presets")
+	if p == "" {
+		return registry.BuiltinPresets(), nil
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return nil, usagef("--presets: %v", err)
+	}
+	presets, err := registry.ParsePresets(string(data))
+	if err != nil {
+		return nil, usagef("--presets %s: %v", p, err)
+	}
+	return presets, nil
 }
 
 // packagesFrom reads the package flags.
 func packagesFrom(cmd *cli.Command) (deploy.Packages, error) {
 	pk := deploy.Packages{Apt: cmd.StringSlice("apt"), Pip: cmd.StringSlice("pip"), FindLinks: cmd.String("wheels"), NoIndex: cmd.Bool("no-index")}
 	if names := cmd.StringSlice("preset"); len(names) > 0 {
-		presets := registry.BuiltinPresets()
-		if p := cmd.String("presets"); p != "" {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return pk, usagef("--presets: %v", err)
-			}
-			if presets, err = registry.ParsePresets(string(data)); err != nil {
-				return pk, usagef("--presets %s: %v", p, err)
-			}
+		presets, err := loadPresets(cmd)
+		if err != nil {
+			return pk, err
 		}
 		specs, err := presets.Expand(names)
 		if err != nil {
@@ -184,17 +231,11 @@ func chooseBase(cmd *cli.Command) (string, map[string]string, error) {
 	case base != "":
 		return base, nil, nil
 	case fw == "":
-		return "", nil, usagef("say which base to build on: --base REF (an image in the Docker daemon), or --framework pytorch --version 2.5.1 from the AIME catalog")
+		return "", nil, usagef("say which base to build on: --base REF (the Docker daemon, ds01's cache or a registry), or --framework pytorch --version 2.5.1 [--arch A] from the AIME catalog; packages with --preset, --pip, --requirements, --apt. On a terminal, ds01 asks instead")
 	}
-	c := registry.BuiltinCatalog()
-	if p := cmd.String("catalog"); p != "" {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return "", nil, usagef("--catalog: %v", err)
-		}
-		if c, err = registry.ParseCatalog(string(data)); err != nil {
-			return "", nil, usagef("--catalog %s: %v", p, err)
-		}
+	c, err := loadCatalog(cmd)
+	if err != nil {
+		return "", nil, err
 	}
 	e, err := registry.Pick(c, fw, cmd.String("version"), cmd.String("arch"))
 	if err != nil {
