@@ -47,7 +47,8 @@ var (
 	runs    = flag.Int("runs", 5, "repetitions of each fast measurement (the median is printed)")
 	oldRuns = flag.Int("old-runs", 3, "repetitions of the slow alternatives (docker build, run+commit, ggcr round trip, full load)")
 	clean   = flag.Bool("clean", false, "remove the cached bench bases from the daemon and exit")
-	skip    = flag.String("skip", "", "comma-separated measurements to skip: deploy,pull,build,old,ggcr,full,crane")
+	skip    = flag.String("skip", "", "comma-separated measurements to skip: deploy,pull,build,old,ggcr,full,crane,packages")
+	only    = flag.String("only", "", "run only this part: packages")
 )
 
 const prefix = "ds01bench"
@@ -102,6 +103,22 @@ func run() error {
 	defer os.RemoveAll(filepath.Dir(bin))
 	fmt.Printf("Docker %s API, %s store (%s); %d CPUs\n", d.APIVersion, d.Store, d.Driver, nproc())
 
+	if *only == "packages" || !skipped("packages") {
+		rs, err := benchPackages(ctx, d, bin)
+		if err != nil {
+			return fmt.Errorf("packages: %w", err)
+		}
+		fmt.Printf("\npackages on the bookworm base (%s): median of runs\n", packageSetLabel)
+		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "what\tmedian\truns\tnote")
+		for _, r := range rs {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.name, r.median.Round(time.Millisecond), r.n, r.note)
+		}
+		tw.Flush()
+		if *only == "packages" {
+			return nil
+		}
+	}
 	rssBySize := map[string]int64{}
 	for _, s := range strings.Split(*sizes, ",") {
 		size, err := parseSize(s)
@@ -787,4 +804,169 @@ func pullBench(ctx context.Context, bin string, base v1.Image) ([]result, error)
 			note: fmt.Sprintf("%s; %.2f× skopeo's time", rate(median(tDS)), float64(median(tDS))/float64(median(tSK)))},
 		{name: "skopeo copy docker:// → oci: (same registry)", median: median(tSK), n: len(tSK), note: rate(median(tSK))},
 	}, nil
+}
+
+// packageSetLabel describes the synthetic package set: about the size of
+// the data-science preset (pandas, scipy, scikit-learn, matplotlib and
+// numpy: some 250 MB and 15 000 files installed), in five wheels.
+const packageSetLabel = "5 wheels, 15 000 modules, 200 MB installed"
+
+// benchPackages compares a packaged image create from a warm local wheel
+// directory with docker build of the seed's Dockerfile and the same pip
+// line, and a second user's create (the shared layer reused) with a plain
+// create.
+func benchPackages(ctx context.Context, d *deploy.Daemon, bin string) ([]result, error) {
+	dir, err := benchCache()
+	if err != nil {
+		return nil, err
+	}
+	img, err := registry.Bookworm.Image(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	baseTag := prefix + "/bookworm:latest"
+	if err := ensureLoaded(ctx, d, img, baseTag); err != nil {
+		return nil, err
+	}
+	wheels := filepath.Join(dir, "bench-wheels-v1")
+	if m, _ := filepath.Glob(filepath.Join(wheels, "*.whl")); len(m) == 0 {
+		src, err := os.MkdirTemp("", "ds01bench-src-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(src)
+		if err := writeBenchPackages(src); err != nil {
+			return nil, err
+		}
+		t := time.Now()
+		if err := testbed.BuildWheels(ctx, d, baseTag, src, wheels); err != nil {
+			return nil, err
+		}
+		fmt.Printf("built the bench wheels once in %s\n", time.Since(t).Round(time.Millisecond))
+	}
+	specs := []string{}
+	for i := range 5 {
+		specs = append(specs, fmt.Sprintf("ds01bench-pkg%d", i))
+	}
+	tmp, err := os.MkdirTemp("", "ds01bench-pk-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	who := func(uid int) []string {
+		return []string{"--user", fmt.Sprintf("u%d", uid), "--uid", strconv.Itoa(uid), "--gid", strconv.Itoa(uid)}
+	}
+	pkgArgs := []string{"--base", baseTag, "--wheels", wheels, "--no-index"}
+	for _, s := range specs {
+		pkgArgs = append(pkgArgs, "--pip", s)
+	}
+	run := func(uid int, cache string, extra ...string) (time.Duration, error) {
+		c := exec.Command(bin, append(append(who(uid), "image", "create", "benchpk", "--force"), extra...)...)
+		c.Env = append(os.Environ(), "DS01_CONFIG="+filepath.Join(tmp, "config", strconv.Itoa(uid)), "DS01_CACHE="+cache)
+		t, _, err := timeCmd(c)
+		return t, err
+	}
+	defer func() {
+		res, _ := d.ImageList(ctx, client.ImageListOptions{Filters: client.Filters{}.Add("reference", "ds01-packages/*")})
+		for _, im := range res.Items {
+			for _, tag := range im.RepoTags {
+				d.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true})
+			}
+		}
+		for _, uid := range []int{30000, 30001, 30002} {
+			d.ImageRemove(ctx, fmt.Sprintf("ds01-%d/benchpk:latest", uid), client.ImageRemoveOptions{Force: true})
+		}
+	}()
+	var install, reuse, plain, build []time.Duration
+	for i := range *oldRuns {
+		cache := filepath.Join(tmp, fmt.Sprintf("cache-%d", i))
+		t, err := run(30000, cache, pkgArgs...) // installs: a cold package cache
+		if err != nil {
+			return nil, err
+		}
+		install = append(install, t)
+		if t, err = run(30001, cache, pkgArgs...); err != nil { // a second user: reused
+			return nil, err
+		}
+		reuse = append(reuse, t)
+		if t, err = run(30002, cache, "--base", baseTag); err != nil { // no packages
+			return nil, err
+		}
+		plain = append(plain, t)
+		res, _ := d.ImageList(ctx, client.ImageListOptions{Filters: client.Filters{}.Add("reference", "ds01-packages/*")})
+		for _, im := range res.Items {
+			for _, tag := range im.RepoTags {
+				d.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true})
+			}
+		}
+	}
+	// docker build of the seed's Dockerfile with the same pip line and the
+	// same wheel directory in its context.
+	ctxDir := filepath.Join(tmp, "build")
+	if err := os.CopyFS(filepath.Join(ctxDir, "wheels"), os.DirFS(wheels)); err != nil {
+		return nil, err
+	}
+	df := fmt.Sprintf(`FROM %s
+COPY wheels /tmp/wheels
+RUN python3 -m pip install --break-system-packages --no-cache-dir --no-index --find-links /tmp/wheels %s && rm -rf /tmp/wheels
+RUN groupadd -g 30000 u30000 && useradd -l -u 30000 -g 30000 -m -s /bin/bash u30000 \
+ && echo 'u30000 ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/ds01-u30000 && : > /var/log/lastlog && : > /var/log/faillog
+LABEL aime.mlc.DS01_HAS_USER_SETUP=true aime.mlc.DS01_USER_ID=30000 aime.mlc.DS01_GROUP_ID=30000 aime.mlc.DS01_USERNAME=u30000
+USER 30000
+WORKDIR /workspace
+`, baseTag, strings.Join(specs, " "))
+	if err := os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte(df), 0o644); err != nil {
+		return nil, err
+	}
+	built := prefix + "/pk-built:latest"
+	for range *oldRuns {
+		c := exec.Command("docker", "build", "--no-cache", "-q", "-t", built, ctxDir)
+		c.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
+		t, _, err := timeCmd(c)
+		if err != nil {
+			return nil, err
+		}
+		build = append(build, t)
+		d.ImageRemove(ctx, built, client.ImageRemoveOptions{Force: true, PruneChildren: true})
+	}
+	return []result{
+		{name: "image create with packages (install, warm wheel dir)", median: median(install), n: len(install),
+			note: fmt.Sprintf("%.1f× faster than docker build", float64(median(build))/float64(median(install)))},
+		{name: "docker build, same pip line and wheel dir", median: median(build), n: len(build)},
+		{name: "image create, second user, same packages", median: median(reuse), n: len(reuse),
+			note: fmt.Sprintf("shared layer reused: %.2f× a plain create", float64(median(reuse))/float64(median(plain)))},
+		{name: "image create, no packages", median: median(plain), n: len(plain)},
+	}, nil
+}
+
+// writeBenchPackages writes five pure-Python packages of 3 000 modules
+// each, with a 30 MB data file, for pip wheel.
+func writeBenchPackages(dir string) error {
+	var s [32]byte
+	r := rand.NewChaCha8(s)
+	for i := range 5 {
+		name := fmt.Sprintf("ds01bench-pkg%d", i)
+		mod := strings.ReplaceAll(name, "-", "_")
+		pkg := filepath.Join(dir, name, mod)
+		if err := os.MkdirAll(pkg, 0o755); err != nil {
+			return err
+		}
+		py := fmt.Sprintf("[build-system]\nrequires = [\"setuptools\"]\nbuild-backend = \"setuptools.build_meta\"\n\n[project]\nname = %q\nversion = \"1.0.0\"\n\n[tool.setuptools.package-data]\n%s = [\"*.bin\"]\n", name, mod)
+		if err := os.WriteFile(filepath.Join(dir, name, "pyproject.toml"), []byte(py), 0o644); err != nil {
+			return err
+		}
+		os.WriteFile(filepath.Join(pkg, "__init__.py"), []byte("VERSION = '1.0.0'\n"), 0o644)
+		for j := range 3000 {
+			body := fmt.Sprintf("# module %d of %s\n\n\ndef f%d(x):\n    return x + %d\n", j, name, j, j) + strings.Repeat("# padding to a typical module size\n", 100)
+			if err := os.WriteFile(filepath.Join(pkg, fmt.Sprintf("m%04d.py", j)), []byte(body), 0o644); err != nil {
+				return err
+			}
+		}
+		data := make([]byte, 30<<20)
+		r.Read(data)
+		if err := os.WriteFile(filepath.Join(pkg, "weights.bin"), data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -44,35 +45,49 @@ func Wheels(t testing.TB, d *deploy.Daemon, src string) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	work := t.TempDir()
-	if err := os.CopyFS(filepath.Join(work, "src"), os.DirFS(src)); err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(work, 0o755)
-	tmpOut := out + ".partial"
-	os.RemoveAll(tmpOut)
-	if err := os.MkdirAll(tmpOut, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	tag := Prefix(t) + "/wheel-builder:latest"
 	RemoveImage(t, d, tag)
 	if _, err := d.Load(ctx, Base(t, Bookworm), tag, nil); err != nil {
 		t.Fatal(err)
 	}
+	if err := BuildWheels(ctx, d, tag, src, out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// BuildWheels builds every package directory under src into wheels in out
+// (made whole or not at all), inside a container of image, offline.
+func BuildWheels(ctx context.Context, d *deploy.Daemon, image, src, out string) error {
+	work, err := os.MkdirTemp("", "ds01-wheels-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	if err := os.CopyFS(filepath.Join(work, "src"), os.DirFS(src)); err != nil {
+		return err
+	}
+	os.Chmod(work, 0o755)
+	tmpOut := out + ".partial"
+	os.RemoveAll(tmpOut)
+	if err := os.MkdirAll(tmpOut, 0o755); err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmpOut)
 	created, err := d.ContainerCreate(ctx, client.ContainerCreateOptions{
-		Config: &container.Config{Image: tag, User: "0:0", WorkingDir: "/src",
-			Cmd: []string{"sh", "-c", "python3 -m pip wheel --no-build-isolation --no-deps --no-index -w /out */"}},
+		Config: &container.Config{Image: image, User: "0:0", WorkingDir: "/src",
+			Cmd: []string{"sh", "-c", "python3 -m pip wheel -q --no-build-isolation --no-deps --no-index -w /out */"}},
 		HostConfig: &container.HostConfig{NetworkMode: "none", Mounts: []mount.Mount{
 			{Type: mount.TypeBind, Source: filepath.Join(work, "src"), Target: "/src"},
 			{Type: mount.TypeBind, Source: tmpOut, Target: "/out"},
 		}},
 	})
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer d.ContainerRemove(context.Background(), created.ID, client.ContainerRemoveOptions{Force: true})
 	if _, err := d.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	wait := d.ContainerWait(ctx, created.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
 	select {
@@ -81,15 +96,12 @@ func Wheels(t testing.TB, d *deploy.Daemon, src string) string {
 			logs, _ := d.ContainerLogs(ctx, created.ID, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
 			var b [8192]byte
 			n, _ := logs.Read(b[:])
-			t.Fatalf("pip wheel exited %d: %s", w.StatusCode, b[:n])
+			return fmt.Errorf("pip wheel exited %d: %s", w.StatusCode, b[:n])
 		}
 	case err := <-wait.Error:
-		t.Fatal(err)
+		return err
 	}
-	if err := os.Rename(tmpOut, out); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return os.Rename(tmpOut, out)
 }
 
 // cacheDir is where test bases and wheels are kept: $DS01_TESTBED_CACHE,
