@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -313,6 +314,12 @@ func (d *Daemon) installPackages(ctx context.Context, base *Base, pk Packages, k
 	if o.Output != nil {
 		w = io.MultiWriter(&tail, o.Output)
 	}
+	note := func(format string, a ...any) {
+		if o.Output != nil {
+			fmt.Fprintf(o.Output, "ds01: "+format+"\n", a...)
+		}
+	}
+	t0 := time.Now()
 	code, err := d.ExecTo(ctx, created.ID, "0:0", nil, w, w, "sh", "-c", installScript)
 	if err != nil {
 		return nil, fmt.Errorf("running the install: %w", err)
@@ -351,6 +358,8 @@ func (d *Daemon) installPackages(ctx context.Context, base *Base, pk Packages, k
 		}
 	}
 
+	note("install: %s", time.Since(t0).Round(time.Millisecond))
+	t0 = time.Now()
 	spool, err := layers.NewSpool("")
 	if err != nil {
 		return nil, err
@@ -359,6 +368,9 @@ func (d *Daemon) installPackages(ctx context.Context, base *Base, pk Packages, k
 	if _, err := d.CaptureChanges(ctx, created.ID, notInPackageLayer, spool); err != nil {
 		return nil, fmt.Errorf("capturing the installed files: %w", err)
 	}
+	note("captured %d paths, %d bytes of contents: %s", spool.Len(), spool.Size(), time.Since(t0).Round(time.Millisecond))
+	t0 = time.Now()
+	defer func() { note("layer written: %s", time.Since(t0).Round(time.Millisecond)) }()
 	tmp, err := os.CreateTemp(packagesDir(o.Cache, "layers"), ".tmp-*")
 	if err != nil {
 		return nil, err
