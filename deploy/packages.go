@@ -200,7 +200,7 @@ func (d *Daemon) PackageLayer(ctx context.Context, base *Base, pk Packages, o Pa
 		}
 		res = *made
 		data, _ := json.MarshalIndent(res, "", "  ")
-		if err := writeFileAtomic(recPath, data); err != nil {
+		if err := registry.WriteFileAtomic(recPath, data); err != nil {
 			return nil, err
 		}
 	}
@@ -377,8 +377,8 @@ func (d *Daemon) installPackages(ctx context.Context, base *Base, pk Packages, k
 	}
 	defer os.Remove(tmp.Name())
 	h := sha256.New()
-	counter := &countWriter{}
-	if err := spool.WriteTar(io.MultiWriter(tmp, h, counter), cfg.Created.Time); err != nil {
+	counter := &countingWriter{w: io.MultiWriter(tmp, h)}
+	if err := spool.WriteTar(counter, cfg.Created.Time); err != nil {
 		tmp.Close()
 		return nil, err
 	}
@@ -386,16 +386,12 @@ func (d *Daemon) installPackages(ctx context.Context, base *Base, pk Packages, k
 		return nil, err
 	}
 	res.DiffID = v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
-	res.Size = counter.n
+	res.Size = counter.n.Load()
 	if err := os.Rename(tmp.Name(), packagesDir(o.Cache, "layers", res.DiffID.Hex+".tar")); err != nil {
 		return nil, err
 	}
 	return res, nil
 }
-
-type countWriter struct{ n int64 }
-
-func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
 
 // tailBuffer keeps the last lines written, for error messages.
 type tailBuffer struct{ b bytes.Buffer }
@@ -415,23 +411,6 @@ func (t *tailBuffer) String() string {
 		lines = lines[len(lines)-15:]
 	}
 	return "  " + strings.Join(lines, "\n  ")
-}
-
-// writeFileAtomic writes data through a temporary file and a rename.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // Pinned is the request that rebuilds exactly this layer: the packages the

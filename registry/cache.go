@@ -68,6 +68,10 @@ func (c *Cache) PutFiles(key string, fs *layers.Files) error {
 	return writeAtomic(p, b.Bytes())
 }
 
+// WriteFileAtomic writes data under path through a temporary file in the
+// same directory and a rename, so that no reader sees a partial file.
+func WriteFileAtomic(path string, data []byte) error { return writeAtomic(path, data) }
+
 // writeAtomic writes data under path through a temporary file in the same
 // directory and a rename.
 func writeAtomic(path string, data []byte) error {

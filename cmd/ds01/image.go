@@ -147,35 +147,30 @@ func runImageCreate(ctx context.Context, cmd *cli.Command) error {
 }
 
 func loadCatalog(cmd *cli.Command) ([]registry.CatalogEntry, error) {
-	p := cmd.String("catalog")
-	if p == "" {
-		return registry.BuiltinCatalog(), nil
-	}
-	data, err := os.ReadFile(p)
-	if err != nil {
-		return nil, usagef("--catalog: %v", err)
-	}
-	c, err := registry.ParseCatalog(string(data))
-	if err != nil {
-		return nil, usagef("--catalog %s: %v", p, err)
-	}
-	return c, nil
+	return loadData(cmd, "catalog", registry.BuiltinCatalog, registry.ParseCatalog)
 }
 
 func loadPresets(cmd *cli.Command) (registry.Presets, error) {
-	p := cmd.String("presets")
+	return loadData(cmd, "presets", registry.BuiltinPresets, registry.ParsePresets)
+}
+
+// loadData is an administrator's data file named by a flag, or the one
+// built into ds01.
+func loadData[T any](cmd *cli.Command, flag string, builtin func() T, parse func(string) (T, error)) (T, error) {
+	p := cmd.String(flag)
 	if p == "" {
-		return registry.BuiltinPresets(), nil
+		return builtin(), nil
 	}
+	var zero T
 	data, err := os.ReadFile(p)
 	if err != nil {
-		return nil, usagef("--presets: %v", err)
+		return zero, usagef("--%s: %v", flag, err)
 	}
-	presets, err := registry.ParsePresets(string(data))
+	v, err := parse(string(data))
 	if err != nil {
-		return nil, usagef("--presets %s: %v", p, err)
+		return zero, usagef("--%s %s: %v", flag, p, err)
 	}
-	return presets, nil
+	return v, nil
 }
 
 // packagesFrom reads the package flags.
