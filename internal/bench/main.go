@@ -894,10 +894,12 @@ func benchPackages(ctx context.Context, d *deploy.Daemon, bin string) ([]result,
 		if _, err = run(30002, cache, "--base", baseTag); err != nil {
 			return nil, err
 		}
-		if t, err = run(30002, cache, "--base", baseTag, "--env", fmt.Sprintf("RUN=%d", i)); err != nil {
+		// Another new user: a new user layer, as for the second user above.
+		if t, err = run(30003+i, cache, "--base", baseTag); err != nil {
 			return nil, err
 		}
 		plain = append(plain, t)
+		d.ImageRemove(ctx, fmt.Sprintf("ds01-%d/benchpk:latest", 30003+i), client.ImageRemoveOptions{Force: true})
 		res, _ := d.ImageList(ctx, client.ImageListOptions{Filters: client.Filters{}.Add("reference", "ds01-packages/*")})
 		for _, im := range res.Items {
 			for _, tag := range im.RepoTags {
