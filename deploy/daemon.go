@@ -43,6 +43,10 @@ func Connect(ctx context.Context) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNoDaemon, err)
 	}
+	return connected(ctx, c)
+}
+
+func connected(ctx context.Context, c *client.Client) (*Daemon, error) {
 	if _, err := c.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("%w at %s: %v (is dockerd running, and may you use its socket?)", ErrNoDaemon, c.DaemonHost(), err)
@@ -59,4 +63,14 @@ func Connect(ctx context.Context) (*Daemon, error) {
 		}
 	}
 	return d, nil
+}
+
+// ConnectHost connects to the daemon at host (unix:///path or tcp://…)
+// instead of the environment's, as for a second engine in the tests.
+func ConnectHost(ctx context.Context, host string) (*Daemon, error) {
+	c, err := client.New(client.FromEnv, client.WithHost(host))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoDaemon, err)
+	}
+	return connected(ctx, c)
 }

@@ -23,6 +23,9 @@ type RunResult struct {
 func (d *Daemon) Run(ctx context.Context, image, user string, cmd ...string) (RunResult, error) {
 	created, err := d.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Config: &container.Config{Image: image, User: user, Cmd: cmd},
+		// One-off commands need no network, and an engine may have no
+		// bridge.
+		HostConfig: &container.HostConfig{NetworkMode: "none"},
 	})
 	if err != nil {
 		return RunResult{}, fmt.Errorf("creating a container of %s: %w", image, err)

@@ -1,0 +1,139 @@
+package testbed
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/client"
+
+	"github.com/ds01/ds01/deploy"
+	"github.com/ds01/ds01/layers"
+	"github.com/ds01/ds01/registry"
+)
+
+// TrixieDocker is the root filesystem of the second engine: Debian's own
+// Docker 26 with containerd, whose image store is containerd's.
+var TrixieDocker = registry.Debian{Suite: "trixie", Packages: []string{"docker.io", "docker-cli", "containerd", "runc", "iptables", "procps", "ca-certificates"}}
+
+// The engine's start: the cgroup v1 hierarchies are mounted afresh
+// read-write (a remount is refused while they are in use), containerd and
+// dockerd start with their state on bind mounts from the host's disk
+// (containerd's overlayfs snapshotter cannot mount on top of the host's
+// fuse-overlayfs, nor in the container's /tmp), and the socket appears in
+// a bind-mounted directory.
+const engineStart = `set -e
+mount -o remount,rw /sys
+for m in $(awk '$3=="cgroup"{print $2}' /proc/mounts); do
+  c=${m##*/}
+  o=$c; [ "$c" = systemd ] && o=none,name=systemd
+  umount "$m" && mount -t cgroup -o "$o" cgroup "$m" || true
+done
+containerd >/tmp/containerd.log 2>&1 &
+for i in $(seq 100); do [ -S /run/containerd/containerd.sock ] && break; sleep 0.1; done
+exec dockerd --containerd /run/containerd/containerd.sock -H unix:///ds01run/docker.sock
+`
+
+const engineConfig = `{"features":{"containerd-snapshotter":true},"storage-driver":"overlayfs","iptables":false,"bridge":"none"}`
+
+// ContainerdEngine starts a Docker engine that keeps images in the
+// containerd image store, as fresh Engine 29 installs do, inside a
+// container of the machine's daemon, and connects to it. Its root
+// filesystem is built with mmdebstrap once per machine (about 20 s) and
+// cached beside the test bases. It has no bridge network: its containers
+// run with --network none or host. A test that cannot start it fails.
+func ContainerdEngine(t testing.TB, outer *deploy.Daemon) *deploy.Daemon {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	dir, err := cacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tarPath, err := TrixieDocker.Tar(ctx, dir)
+	if err != nil {
+		t.Fatalf("building the containerd engine's root filesystem: %v", err)
+	}
+	l, err := layers.FromFile(tarPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := registry.ImageFromLayers("containerd-engine", l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := Prefix(t)
+	tag := prefix + "/containerd-engine:latest"
+	RemoveImage(t, outer, tag)
+	if _, err := outer.Load(ctx, img, tag, nil); err != nil {
+		t.Fatal(err)
+	}
+	state := t.TempDir()
+	for _, d := range []string{"docker", "containerd", "tmp", "run"} {
+		if err := os.MkdirAll(filepath.Join(state, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(state, "daemon.json"), []byte(engineConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bind := func(src, dst string) mount.Mount {
+		return mount.Mount{Type: mount.TypeBind, Source: filepath.Join(state, src), Target: dst}
+	}
+	created, err := outer.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Name: prefix + "-containerd-engine",
+		Config: &container.Config{Image: tag, Cmd: []string{"sh", "-c", engineStart},
+			Labels: map[string]string{"ds01.purpose": "test-containerd-engine"}},
+		HostConfig: &container.HostConfig{
+			// Plain --privileged fails on these machines; this does not.
+			CapAdd:      []string{"ALL"},
+			CapDrop:     []string{"SYS_RESOURCE"},
+			SecurityOpt: []string{"seccomp=unconfined", "apparmor=unconfined"},
+			// systempaths=unconfined, as the docker CLI sends it: empty,
+			// not absent, lists.
+			MaskedPaths:   []string{},
+			ReadonlyPaths: []string{},
+			CgroupnsMode:  container.CgroupnsModeHost,
+			Mounts: []mount.Mount{
+				bind("docker", "/var/lib/docker"), bind("containerd", "/var/lib/containerd"), bind("tmp", "/tmp"),
+				bind("run", "/ds01run"), {Type: mount.TypeBind, Source: filepath.Join(state, "daemon.json"), Target: "/etc/docker/daemon.json", ReadOnly: true},
+			},
+		},
+	})
+	if err != nil {
+		t.Fatalf("creating the containerd engine: %v", err)
+	}
+	t.Cleanup(func() {
+		outer.ContainerRemove(context.Background(), created.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+	})
+	if _, err := outer.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
+		t.Fatalf("starting the containerd engine: %v", err)
+	}
+	sock := "unix://" + filepath.Join(state, "run", "docker.sock")
+	var last error
+	for i := 0; i < 150; i++ {
+		if _, err := os.Stat(filepath.Join(state, "run", "docker.sock")); err == nil {
+			d, err := deploy.ConnectHost(ctx, sock)
+			if err == nil {
+				t.Cleanup(func() { d.Close() })
+				return d
+			}
+			last = err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	logs, _ := outer.ContainerLogs(ctx, created.ID, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Tail: "30"})
+	var b strings.Builder
+	if logs != nil {
+		buf := make([]byte, 16<<10)
+		n, _ := logs.Read(buf)
+		b.Write(buf[:n])
+	}
+	t.Fatalf("the containerd engine did not answer on %s: %v\n%s", sock, last, b.String())
+	return nil
+}
