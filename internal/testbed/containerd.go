@@ -29,6 +29,9 @@ var TrixieDocker = registry.Debian{Suite: "trixie", Packages: []string{"docker.i
 // a bind-mounted directory.
 const engineStart = `set -e
 mount -o remount,rw /sys
+if awk '$2=="/sys/fs/cgroup"&&$3=="cgroup2"{f=1} END{exit !f}' /proc/mounts; then
+  umount /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup
+fi
 for m in $(awk '$3=="cgroup"{print $2}' /proc/mounts); do
   c=${m##*/}
   o=$c; [ "$c" = systemd ] && o=none,name=systemd
