@@ -11,7 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/distribution/reference"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/moby/moby/client"
 )
 
@@ -83,7 +86,59 @@ func WriteArchive(w io.Writer, img v1.Image, tag string, omit func(diffID v1.Has
 	if err := writeFile(tw, "manifest.json", int64(len(mj)), strings.NewReader(string(mj))); err != nil {
 		return err
 	}
+	// The same archive is an OCI image layout too, which the containerd
+	// image store reads: the manifest lists every layer, and the blobs
+	// carried are the ones above.
+	rawM, err := img.RawManifest()
+	if err != nil {
+		return fmt.Errorf("reading manifest: %w", err)
+	}
+	mDigest, err := img.Digest()
+	if err != nil {
+		return err
+	}
+	mt, err := img.MediaType()
+	if err != nil {
+		return err
+	}
+	if err := writeFile(tw, blobPath(mDigest), int64(len(rawM)), strings.NewReader(string(rawM))); err != nil {
+		return err
+	}
+	name := tag
+	if r, err := nameRef(tag); err == nil {
+		name = r
+	}
+	idx, err := json.Marshal(v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: []v1.Descriptor{{
+		MediaType: mt, Digest: mDigest, Size: int64(len(rawM)),
+		Annotations: map[string]string{"io.containerd.image.name": name, "org.opencontainers.image.ref.name": tagOf(tag)},
+	}}})
+	if err != nil {
+		return err
+	}
+	for _, f := range []struct{ name, data string }{{"oci-layout", `{"imageLayoutVersion":"1.0.0"}`}, {"index.json", string(idx)}} {
+		if err := writeFile(tw, f.name, int64(len(f.data)), strings.NewReader(f.data)); err != nil {
+			return err
+		}
+	}
 	return tw.Close()
+}
+
+// nameRef is a tag's fully qualified name as Docker's containerd image
+// store keeps it: docker.io/…, not go-containerregistry's index.docker.io.
+func nameRef(tag string) (string, error) {
+	r, err := reference.ParseNormalizedNamed(tag)
+	if err != nil {
+		return "", err
+	}
+	return reference.TagNameOnly(r).String(), nil
+}
+
+func tagOf(tag string) string {
+	r, err := name.NewTag(tag)
+	if err != nil {
+		return "latest"
+	}
+	return r.TagStr()
 }
 
 func writeFile(tw *tar.Writer, name string, size int64, r io.Reader) error {
