@@ -180,7 +180,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 
 	if !req.Packages.Empty() {
 		switch {
-		case how.Full:
+		case d.Store == Containerd:
 			return nil, errors.New("packages on the containerd image store are not built yet (issue 8); nothing was changed")
 		case req.DryRun:
 			res.LoadPath = "dry run, nothing installed or loaded: the packages would be installed in a throwaway container of the base (or taken from ds01's cache), then the user layer added"
@@ -208,8 +208,11 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	}
 	if !cached {
 		if how.Full {
-			// The layers are in the cache: read the few files from them.
+			// The engine does not hold the base as the cache has it: read
+			// the few files from the cached layers.
 			files, err = assemble.Files(base.Image)
+		} else if how.Held {
+			files, err = d.BaseFiles(ctx, base.Ref, layers.UserWant)
 		} else {
 			files, err = d.BaseFiles(ctx, base.ID, layers.UserWant)
 		}
@@ -270,6 +273,9 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	logf("assembled %s: config %s, user layer %d bytes", tag, cfgName, res.LayerSize)
 
 	res.LoadPath = "delta: graphdriver store, base layers left out of the archive"
+	if how.Held {
+		res.LoadPath = "delta: containerd image store, the engine holds the base under the cached manifest (IDs match), base layers left out"
+	}
 	var omit func(v1.Hash) bool
 	if how.Full {
 		// On the containerd store a docker-archive without the base's
@@ -310,6 +316,19 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	t = time.Now()
 	defer step("verify and record", t)
 	id, err := d.verifyLoaded(ctx, tag, built.Image)
+	if err != nil && omit != nil && how.Held {
+		// A delta the engine took wrongly: it would load and run, but
+		// docker save of it would be incomplete. Take the full path.
+		res.Warnings = append(res.Warnings, fmt.Sprintf("the delta load did not give the image expected (%v); it was removed and the whole image sent instead", err))
+		d.removeImage(tag, "")
+		res.LoadPath = "full: containerd image store, after a delta load failed its check"
+		st, err = d.LoadWithProgress(ctx, built.Image, tag, nil, progress)
+		res.Sent += st.Sent
+		if err != nil {
+			return nil, err
+		}
+		id, err = d.verifyLoaded(ctx, tag, built.Image)
+	}
 	if err != nil {
 		d.removeImage(tag, res.Replaced)
 		return nil, err
@@ -370,8 +389,13 @@ func (d *Daemon) verifyLoaded(ctx context.Context, tag string, img v1.Image) (st
 			return "", fmt.Errorf("loaded %s: layer %d is %s, want %s; it was removed", tag, i, l, want[i])
 		}
 	}
-	// On the containerd store the ID is a manifest digest (ggcr #1954).
-	if id, _ := img.ConfigName(); d.Store != Containerd && ins.ID != id.String() {
+	// On the containerd store the ID is the manifest digest (ggcr #1954),
+	// elsewhere the config digest.
+	id, _ := img.ConfigName()
+	if d.Store == Containerd {
+		id, _ = img.Digest()
+	}
+	if ins.ID != id.String() {
 		return "", fmt.Errorf("loaded %s has ID %s, want %s; it was removed", tag, ins.ID, id)
 	}
 	return ins.ID, nil

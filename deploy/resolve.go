@@ -33,9 +33,14 @@ type Resolution struct {
 	From   string // "daemon", "cache" or "registry"
 	Pulled *registry.PullResult
 	Loaded int64 // bytes streamed into the daemon to give it the base
-	// Full is set on the containerd image store: the base is served from
-	// ds01's cache with its layers, to be sent whole with the new image.
+	// Full is set on the containerd image store when the engine does not
+	// hold the base as ds01's cache has it: the base is sent whole with
+	// the new image.
 	Full bool
+	// Held is set on the containerd image store when the engine holds the
+	// base under the cached manifest: the new image's archive leaves the
+	// base out.
+	Held bool
 }
 
 // ErrOffline is a base that is neither in the daemon nor in the cache
@@ -164,8 +169,12 @@ func cachedBase(ctx context.Context, ref, want string, o ResolveOptions) (v1.Ima
 }
 
 // resolveFull serves the base from the cache on the containerd image
-// store, where ds01 cannot yet leave the base out of a load (issue 8) and
-// a base known only to the daemon cannot be sent without exporting it.
+// store. There an image's ID is its manifest digest, so when the engine
+// holds the ref under the cached manifest's digest, it holds the base's
+// layers under exactly the descriptors that manifest lists: a new image's
+// manifest can list them and its archive leave them out. When it does not,
+// ds01 streams the base in once, in that form, and checks again. A base
+// known only to the daemon cannot be sent without exporting it.
 func (d *Daemon) resolveFull(ctx context.Context, ref, want string, o ResolveOptions) (*Base, Resolution, error) {
 	if o.Cache == nil {
 		return nil, Resolution{}, fmt.Errorf("base %s: the containerd image store needs the base in ds01's cache", ref)
@@ -173,7 +182,7 @@ func (d *Daemon) resolveFull(ctx context.Context, ref, want string, o ResolveOpt
 	img, e, res, err := cachedBase(ctx, ref, want, o)
 	if err != nil {
 		if errors.Is(err, ErrOffline) {
-			return nil, Resolution{}, fmt.Errorf("%w (on the containerd image store ds01 sends the base with the image, so it needs the base's layers: `ds01 base pull %s`)", err, ref)
+			return nil, Resolution{}, fmt.Errorf("%w (on the containerd image store ds01 needs the base's manifest and layers: `ds01 base pull %s`)", err, ref)
 		}
 		return nil, Resolution{}, err
 	}
@@ -182,6 +191,31 @@ func (d *Daemon) resolveFull(ctx context.Context, ref, want string, o ResolveOpt
 		return nil, Resolution{}, err
 	}
 	o.Cache.Touch(ref, time.Now())
-	res.Full = true
-	return &Base{Ref: ref, ID: cn.String(), RepoDigests: []string{ref + "@" + e.Digest}, Image: img}, res, nil
+	b := &Base{Ref: ref, ID: cn.String(), RepoDigests: []string{ref + "@" + e.Digest}, Image: img}
+	if ins, err := d.ImageInspect(ctx, ref); err == nil && ins.ID == e.Digest {
+		res.Held = true
+		return b, res, nil
+	}
+	var progress func(int64)
+	if o.LoadProgress != nil {
+		total := int64(0)
+		if m, err := img.Manifest(); err == nil {
+			for _, l := range m.Layers {
+				total += l.Size
+			}
+		}
+		o.LoadProgress(total, 0)
+		progress = func(n int64) { o.LoadProgress(total, n) }
+	}
+	st, err := d.LoadWithProgress(ctx, img, ref, nil, progress)
+	res.Loaded = st.Sent
+	if err != nil {
+		return nil, Resolution{}, fmt.Errorf("giving the daemon base %s: %w", ref, err)
+	}
+	if ins, err := d.ImageInspect(ctx, ref); err == nil && ins.ID == e.Digest {
+		res.Held = true
+	} else {
+		res.Full = true // send the base with the image, and say so
+	}
+	return b, res, nil
 }
