@@ -8,7 +8,11 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/internal/testbed"
@@ -28,86 +32,114 @@ func TestContainerdEngine(t *testing.T) {
 	}
 	ctx := context.Background()
 	reg := testbed.StartRegistry(t)
-	ref := reg.Host + "/" + testbed.Prefix(t) + "/bullseye:1"
-	r, _ := name.ParseReference(ref)
-	if err := remote.Write(r, testbed.Base(t, testbed.Bullseye)); err != nil {
-		t.Fatal(err)
-	}
-	cache, err := registry.OpenCache(t.TempDir())
+	bullseye := testbed.Base(t, testbed.Bullseye)
+	bl, _ := bullseye.Layers()
+	// A base as a pull leaves it: gzip layers, one of them 256 MB of
+	// incompressible bytes.
+	gz, err := tarball.LayerFromOpener(bl[0].Uncompressed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	project := testbed.Prefix(t)
-	res, err := ce.Create(ctx, deploy.CreateRequest{Login: "h.baker@hertie-school.lan", Account: hbaker, Project: project, BaseRef: ref,
-		Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache}})
+	big, err := random.Layer(256<<20, types.DockerLayer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The base goes in once, as the cache has it; the image then is a
-	// delta, the engine's ID for the base being the cached manifest's.
-	if !strings.HasPrefix(res.LoadPath, "delta: containerd image store") || res.Sent >= 1<<20 || res.Resolution.Loaded < 100<<20 {
-		t.Errorf("load path %q, sent %d, base streamed %d", res.LoadPath, res.Sent, res.Resolution.Loaded)
-	}
-	again, err := ce.Create(ctx, deploy.CreateRequest{Login: "h.baker@hertie-school.lan", Account: hbaker, Project: project + "-2", BaseRef: ref,
-		Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache}})
+	gzipBase, err := registry.ImageFromLayers("gzip", gz, big)
 	if err != nil {
 		t.Fatal(err)
 	}
-	testbed.RemoveImage(t, ce, "ds01-1722830498/"+project+"-2:latest")
-	if !strings.HasPrefix(again.LoadPath, "delta: containerd") || again.Sent >= 1<<20 || again.Resolution.Loaded != 0 {
-		t.Errorf("second create: load path %q, sent %d, base streamed %d", again.LoadPath, again.Sent, again.Resolution.Loaded)
-	}
-	tag := "ds01-1722830498/" + project + ":latest"
-	ins, err := ce.ImageInspect(ctx, tag)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ins.ID != res.ImageID {
-		t.Errorf("ds01 reports %s, the engine %s", res.ImageID, ins.ID)
-	}
-	t.Logf("containerd store: image ID %s (a manifest digest there); base %s", ins.ID, ins.Config.Labels["ds01.base.id"])
-	files, ok := cache.Files(res.Base.ID)
-	if !ok {
-		t.Fatal("base files not indexed")
-	}
-	testbed.AssertUserInside(t, ce, tag, files, hbaker)
+	for _, tc := range []struct {
+		name string
+		img  v1.Image
+		min  int64 // bytes the base takes to stream in once
+	}{
+		{"bullseye", bullseye, 100 << 20},
+		{"gzip-256mb", gzipBase, 256 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ref := reg.Host + "/" + testbed.Prefix(t) + "/" + tc.name + ":1"
+			r, _ := name.ParseReference(ref)
+			if err := remote.Write(r, tc.img); err != nil {
+				t.Fatal(err)
+			}
+			cache, err := registry.OpenCache(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			project := testbed.Prefix(t)
+			res, err := ce.Create(ctx, deploy.CreateRequest{Login: "h.baker@hertie-school.lan", Account: hbaker, Project: project, BaseRef: ref,
+				Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The base goes in once, as the cache has it; the image then is a
+			// delta, the engine's ID for the base being the cached manifest's.
+			if !strings.HasPrefix(res.LoadPath, "delta: containerd image store") || res.Sent >= 1<<20 || res.Resolution.Loaded < tc.min {
+				t.Errorf("load path %q, sent %d, base streamed %d", res.LoadPath, res.Sent, res.Resolution.Loaded)
+			}
+			again, err := ce.Create(ctx, deploy.CreateRequest{Login: "h.baker@hertie-school.lan", Account: hbaker, Project: project + "-2", BaseRef: ref,
+				Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			testbed.RemoveImage(t, ce, "ds01-1722830498/"+project+"-2:latest")
+			if !strings.HasPrefix(again.LoadPath, "delta: containerd") || again.Sent >= 1<<20 || again.Resolution.Loaded != 0 {
+				t.Errorf("second create: load path %q, sent %d, base streamed %d", again.LoadPath, again.Sent, again.Resolution.Loaded)
+			}
+			tag := "ds01-1722830498/" + project + ":latest"
+			ins, err := ce.ImageInspect(ctx, tag)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ins.ID != res.ImageID {
+				t.Errorf("ds01 reports %s, the engine %s", res.ImageID, ins.ID)
+			}
+			t.Logf("containerd store: image ID %s (a manifest digest there); base %s", ins.ID, ins.Config.Labels["ds01.base.id"])
+			files, ok := cache.Files(res.Base.ID)
+			if !ok {
+				t.Fatal("base files not indexed")
+			}
+			testbed.AssertUserInside(t, ce, tag, files, hbaker)
 
-	// docker save of the result carries every blob its manifest lists.
-	rc, err := ce.ImageSave(ctx, []string{tag})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	blobs := map[string]int64{}
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if err != nil {
-			break
-		}
-		if strings.HasPrefix(h.Name, "blobs/sha256/") {
-			blobs["sha256:"+strings.TrimPrefix(h.Name, "blobs/sha256/")] = h.Size
-		}
-	}
-	base, _ := cache.Image(res.Base.RepoDigests[0][strings.Index(res.Base.RepoDigests[0], "@")+1:])
-	m, _ := base.Manifest()
-	want := len(m.Layers) + 1 // the base's layers and the user layer
-	got := 0
-	for _, l := range m.Layers {
-		if blobs[l.Digest.String()] == l.Size {
-			got++
-		}
-	}
-	if len(blobs) < want+2 || got != len(m.Layers) {
-		t.Errorf("docker save: %d blobs, %d of the base's %d layers whole; want every blob (%d layers, config, manifest)", len(blobs), got, len(m.Layers), want)
-	}
-	t.Logf("docker save: %d blobs", len(blobs))
+			// docker save of the result carries every blob its manifest lists.
+			rc, err := ce.ImageSave(ctx, []string{tag})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rc.Close()
+			blobs := map[string]int64{}
+			tr := tar.NewReader(rc)
+			for {
+				h, err := tr.Next()
+				if err != nil {
+					break
+				}
+				if strings.HasPrefix(h.Name, "blobs/sha256/") {
+					blobs["sha256:"+strings.TrimPrefix(h.Name, "blobs/sha256/")] = h.Size
+				}
+			}
+			base, _ := cache.Image(res.Base.RepoDigests[0][strings.Index(res.Base.RepoDigests[0], "@")+1:])
+			m, _ := base.Manifest()
+			want := len(m.Layers) + 1 // the base's layers and the user layer
+			got := 0
+			for _, l := range m.Layers {
+				if blobs[l.Digest.String()] == l.Size {
+					got++
+				}
+			}
+			if len(blobs) < want+2 || got != len(m.Layers) {
+				t.Errorf("docker save: %d blobs, %d of the base's %d layers whole; want every blob (%d layers, config, manifest)", len(blobs), got, len(m.Layers), want)
+			}
+			t.Logf("docker save: %d blobs", len(blobs))
 
-	// A base only the engine holds cannot be sent without exporting it:
-	// offline and not in the cache, a clear error.
-	_, e := ce.Create(ctx, deploy.CreateRequest{Login: "x", Account: hbaker, Project: project + "-x", BaseRef: tag,
-		Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache, Offline: true}})
-	if !errors.Is(e, deploy.ErrOffline) || !strings.Contains(e.Error(), "containerd image store") {
-		t.Errorf("engine-only base, offline: %v", e)
+			// A base only the engine holds cannot be sent without exporting it:
+			// offline and not in the cache, a clear error.
+			_, e := ce.Create(ctx, deploy.CreateRequest{Login: "x", Account: hbaker, Project: project + "-x", BaseRef: tag,
+				Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache, Offline: true}})
+			if !errors.Is(e, deploy.ErrOffline) || !strings.Contains(e.Error(), "containerd image store") {
+				t.Errorf("engine-only base, offline: %v", e)
+			}
+
+		})
 	}
 }

@@ -158,7 +158,13 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	if ro.Log == nil {
 		ro.Log = req.Log
 	}
-	if req.DryRun {
+	if req.DryRun && d.Store == Containerd {
+		ins, err := d.ImageInspect(ctx, req.BaseRef)
+		if cd := cachedDigest(ro.Cache, req.BaseRef); cd == "" || err != nil || ins.ID != cd {
+			res.LoadPath = "dry run, nothing loaded; containerd image store: the engine does not hold the base as ds01's cache has it, so it would be streamed in once (from the cache, pulled first if missing), then the user layer loaded as a delta"
+			return res, nil
+		}
+	} else if req.DryRun {
 		// A dry run changes nothing: no pull, no load of the base. What
 		// it would do without the base in the daemon is said, not done.
 		if _, err := d.Base(ctx, req.BaseRef); errors.Is(err, ErrNotInDaemon) {
@@ -280,8 +286,8 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	if how.Full {
 		// On the containerd store a docker-archive without the base's
 		// layers is refused or, worse, makes a broken image.
-		res.LoadPath = "full: containerd image store, base sent with the image (leaving it out there is issue 8)"
-		res.Warnings = append(res.Warnings, "this daemon keeps images in the containerd image store: the whole image, base included, is sent to it")
+		res.LoadPath = "full: containerd image store, the engine did not take the base as ds01's cache has it, so the base is sent with the image"
+		res.Warnings = append(res.Warnings, "the containerd image store did not keep the base under the cached manifest: the whole image, base included, is sent")
 	} else {
 		inBase := map[v1.Hash]bool{}
 		for _, h := range base.layerIDs() {
