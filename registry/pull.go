@@ -254,3 +254,69 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	}
 	return n, err
 }
+
+// Put stores an image that is not in a registry (built here, say) in the
+// cache under ref, every blob checked like a pulled one.
+func (c *Cache) Put(ref string, img v1.Image) error {
+	if _, err := ParseRef(ref); err != nil {
+		return err
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return err
+	}
+	ls, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	for _, l := range ls {
+		d, err := l.Digest()
+		if err != nil {
+			return err
+		}
+		size, _ := l.Size()
+		if ok, _ := c.HasBlob(d, size, false); ok {
+			continue
+		}
+		rc, err := l.Compressed()
+		if err != nil {
+			return err
+		}
+		_, err = c.PutBlob(d, rc)
+		rc.Close()
+		if err != nil {
+			return err
+		}
+	}
+	rawCfg, err := img.RawConfigFile()
+	if err != nil {
+		return err
+	}
+	rawM, err := img.RawManifest()
+	if err != nil {
+		return err
+	}
+	cn, _ := img.ConfigName()
+	dg, _ := img.Digest()
+	for _, b := range []struct {
+		h    v1.Hash
+		data []byte
+	}{{cn, rawCfg}, {dg, rawM}} {
+		if _, err := c.PutBlob(b.h, bytes.NewReader(b.data)); err != nil {
+			return err
+		}
+	}
+	size := m.Config.Size
+	for _, l := range m.Layers {
+		size += l.Size
+	}
+	cfg, _ := img.ConfigFile()
+	plat := ""
+	if cfg != nil {
+		plat = cfg.OS + "/" + cfg.Architecture
+	}
+	return c.withLock(func(refs map[string]Entry) (bool, error) {
+		refs[ref] = Entry{Ref: ref, Digest: dg.String(), Size: size, LastUsed: time.Now().UTC(), Platform: plat}
+		return true, nil
+	})
+}

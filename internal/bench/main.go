@@ -47,8 +47,8 @@ var (
 	runs    = flag.Int("runs", 5, "repetitions of each fast measurement (the median is printed)")
 	oldRuns = flag.Int("old-runs", 3, "repetitions of the slow alternatives (docker build, run+commit, ggcr round trip, full load)")
 	clean   = flag.Bool("clean", false, "remove the cached bench bases from the daemon and exit")
-	skip    = flag.String("skip", "", "comma-separated measurements to skip: deploy,pull,build,old,ggcr,full,crane,packages")
-	only    = flag.String("only", "", "run only this part: packages")
+	skip    = flag.String("skip", "", "comma-separated measurements to skip: deploy,pull,build,old,ggcr,full,crane,packages,containerd")
+	only    = flag.String("only", "", "run only this part: packages, containerd")
 )
 
 const prefix = "ds01bench"
@@ -103,7 +103,7 @@ func run() error {
 	defer os.RemoveAll(filepath.Dir(bin))
 	fmt.Printf("Docker %s API, %s store (%s); %d CPUs\n", d.APIVersion, d.Store, d.Driver, nproc())
 
-	if *only == "packages" || !skipped("packages") {
+	if *only == "packages" || *only == "" && !skipped("packages") {
 		rs, err := benchPackages(ctx, d, bin)
 		if err != nil {
 			return fmt.Errorf("packages: %w", err)
@@ -116,6 +116,14 @@ func run() error {
 		}
 		tw.Flush()
 		if *only == "packages" {
+			return nil
+		}
+	}
+	if *only == "containerd" || *only == "" && !skipped("containerd") {
+		if err := benchContainerd(ctx, d); err != nil {
+			return fmt.Errorf("containerd: %w", err)
+		}
+		if *only == "containerd" {
 			return nil
 		}
 	}
@@ -974,6 +982,89 @@ func writeBenchPackages(dir string) error {
 		if err := os.WriteFile(filepath.Join(pkg, "weights.bin"), data, 0o644); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// benchContainerd measures image create against a full re-send on the
+// second engine, the one with the containerd image store, for each size.
+func benchContainerd(ctx context.Context, d *deploy.Daemon) error {
+	dir, err := benchCache()
+	if err != nil {
+		return err
+	}
+	state, err := os.MkdirTemp("", "ds01bench-containerd-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(state)
+	ce, stop, err := testbed.StartContainerdEngine(ctx, d, dir, state, prefix)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	fmt.Printf("\nsecond engine: Docker API %s, %s store (%s)\n", ce.APIVersion, ce.Store, ce.Driver)
+	for _, label := range strings.Split(*sizes, ",") {
+		size, err := parseSize(label)
+		if err != nil {
+			return err
+		}
+		img, err := syntheticBase(ctx, size)
+		if err != nil {
+			return err
+		}
+		cache, err := registry.OpenCache(filepath.Join(state, "cache-"+label))
+		if err != nil {
+			return err
+		}
+		ref := "localhost:5000/" + prefix + "/base-" + strings.ToLower(label) + ":latest"
+		if err := cache.Put(ref, img); err != nil {
+			return err
+		}
+		req := func(i int) deploy.CreateRequest {
+			return deploy.CreateRequest{Login: "h.baker@hertie-school.lan", Account: acct, Project: "bench", BaseRef: ref, Replace: true,
+				Created: time.Unix(int64(1700000000+i), 0), Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache, Offline: true}}
+		}
+		t := time.Now()
+		first, err := ce.Create(ctx, req(-1))
+		if err != nil {
+			return err
+		}
+		firstT := time.Since(t)
+		var creates []time.Duration
+		var sent int64
+		for i := range *runs {
+			t := time.Now()
+			res, err := ce.Create(ctx, req(i))
+			if err != nil {
+				return err
+			}
+			creates = append(creates, time.Since(t))
+			sent = res.Sent
+		}
+		// The same kind of image sent whole.
+		files, err := assemble.Files(img)
+		if err != nil {
+			return err
+		}
+		var full []time.Duration
+		var fullSent int64
+		for i := range *oldRuns {
+			built, err := assemble.Image(img, files, assemble.Options{Account: acct, Created: time.Unix(int64(1710000000+i), 0)})
+			if err != nil {
+				return err
+			}
+			t := time.Now()
+			st, err := ce.Load(ctx, built.Image, prefix+"/full:latest", nil)
+			if err != nil {
+				return err
+			}
+			full = append(full, time.Since(t))
+			fullSent = st.Sent
+		}
+		fmt.Printf("base %s on the containerd store:\n  first image create (base streamed in once, %.2f GB): %s\n  image create (delta, %d bytes sent): median %s of %d\n  full re-send (%.2f GB): median %s of %d, %.0f× image create\n",
+			label, float64(first.Resolution.Loaded)/1e9, firstT.Round(time.Millisecond), sent, median(creates).Round(time.Millisecond), len(creates),
+			float64(fullSent)/1e9, median(full).Round(time.Millisecond), len(full), float64(median(full))/float64(median(creates)))
 	}
 	return nil
 }

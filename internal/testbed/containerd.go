@@ -2,6 +2,7 @@ package testbed
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,32 +59,53 @@ func ContainerdEngine(t testing.TB, outer *deploy.Daemon) *deploy.Daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tarPath, err := TrixieDocker.Tar(ctx, dir)
+	ce, stop, err := StartContainerdEngine(ctx, outer, dir, t.TempDir(), Prefix(t))
 	if err != nil {
-		t.Fatalf("building the containerd engine's root filesystem: %v", err)
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return ce
+}
+
+// StartContainerdEngine is ContainerdEngine for programs (the bench):
+// the root filesystem cached in cache, the engine's state in state, its
+// image and container named with prefix. stop removes them.
+func StartContainerdEngine(ctx context.Context, outer *deploy.Daemon, cache, state, prefix string) (*deploy.Daemon, func(), error) {
+	tarPath, err := TrixieDocker.Tar(ctx, cache)
+	if err != nil {
+		return nil, nil, fmt.Errorf("building the containerd engine's root filesystem: %w", err)
 	}
 	l, err := layers.FromFile(tarPath)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	img, err := registry.ImageFromLayers("containerd-engine", l)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
-	prefix := Prefix(t)
 	tag := prefix + "/containerd-engine:latest"
-	RemoveImage(t, outer, tag)
-	if _, err := outer.Load(ctx, img, tag, nil); err != nil {
-		t.Fatal(err)
+	var stops []func()
+	stop := func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
 	}
-	state := t.TempDir()
+	stops = append(stops, func() {
+		outer.ImageRemove(context.Background(), tag, client.ImageRemoveOptions{Force: true})
+	})
+	if _, err := outer.Load(ctx, img, tag, nil); err != nil {
+		stop()
+		return nil, nil, err
+	}
 	for _, d := range []string{"docker", "containerd", "tmp", "run"} {
 		if err := os.MkdirAll(filepath.Join(state, d), 0o755); err != nil {
-			t.Fatal(err)
+			stop()
+			return nil, nil, err
 		}
 	}
 	if err := os.WriteFile(filepath.Join(state, "daemon.json"), []byte(engineConfig), 0o644); err != nil {
-		t.Fatal(err)
+		stop()
+		return nil, nil, err
 	}
 	bind := func(src, dst string) mount.Mount {
 		return mount.Mount{Type: mount.TypeBind, Source: filepath.Join(state, src), Target: dst}
@@ -102,6 +124,9 @@ func ContainerdEngine(t testing.TB, outer *deploy.Daemon) *deploy.Daemon {
 			MaskedPaths:   []string{},
 			ReadonlyPaths: []string{},
 			CgroupnsMode:  container.CgroupnsModeHost,
+			// The host's network: its loopback registries are the
+			// engine's too.
+			NetworkMode: "host",
 			Mounts: []mount.Mount{
 				bind("docker", "/var/lib/docker"), bind("containerd", "/var/lib/containerd"), bind("tmp", "/tmp"),
 				bind("run", "/ds01run"), {Type: mount.TypeBind, Source: filepath.Join(state, "daemon.json"), Target: "/etc/docker/daemon.json", ReadOnly: true},
@@ -109,13 +134,15 @@ func ContainerdEngine(t testing.TB, outer *deploy.Daemon) *deploy.Daemon {
 		},
 	})
 	if err != nil {
-		t.Fatalf("creating the containerd engine: %v", err)
+		stop()
+		return nil, nil, fmt.Errorf("creating the containerd engine: %w", err)
 	}
-	t.Cleanup(func() {
+	stops = append(stops, func() {
 		outer.ContainerRemove(context.Background(), created.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 	})
 	if _, err := outer.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
-		t.Fatalf("starting the containerd engine: %v", err)
+		stop()
+		return nil, nil, fmt.Errorf("starting the containerd engine: %w", err)
 	}
 	sock := "unix://" + filepath.Join(state, "run", "docker.sock")
 	var last error
@@ -123,20 +150,19 @@ func ContainerdEngine(t testing.TB, outer *deploy.Daemon) *deploy.Daemon {
 		if _, err := os.Stat(filepath.Join(state, "run", "docker.sock")); err == nil {
 			d, err := deploy.ConnectHost(ctx, sock)
 			if err == nil {
-				t.Cleanup(func() { d.Close() })
-				return d
+				stops = append(stops, func() { d.Close() })
+				return d, stop, nil
 			}
 			last = err
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	logs, _ := outer.ContainerLogs(ctx, created.ID, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Tail: "30"})
 	var b strings.Builder
-	if logs != nil {
+	if logs, err := outer.ContainerLogs(ctx, created.ID, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Tail: "30"}); err == nil {
 		buf := make([]byte, 16<<10)
 		n, _ := logs.Read(buf)
 		b.Write(buf[:n])
 	}
-	t.Fatalf("the containerd engine did not answer on %s: %v\n%s", sock, last, b.String())
-	return nil
+	stop()
+	return nil, nil, fmt.Errorf("the containerd engine did not answer on %s: %v\n%s", sock, last, b.String())
 }
