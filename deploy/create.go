@@ -304,14 +304,8 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 
 	t = time.Now()
 	var progress func(int64)
-	if how.Full && ro.LoadProgress != nil {
-		total := int64(0)
-		if m, err := built.Image.Manifest(); err == nil {
-			for _, l := range m.Layers {
-				total += l.Size
-			}
-		}
-		progress = func(n int64) { ro.LoadProgress(total, n) }
+	if how.Full {
+		progress = ro.progressFor(built.Image)
 	}
 	st, err := d.LoadWithProgress(ctx, built.Image, tag, omit, progress)
 	res.Sent = st.Sent

@@ -89,18 +89,7 @@ func (d *Daemon) ResolveBase(ctx context.Context, ref string, o ResolveOptions) 
 		return nil, Resolution{}, err
 	}
 	logf("base %s: streaming %s from the cache into the daemon, once", ref, e.Digest)
-	var progress func(int64)
-	if o.LoadProgress != nil {
-		total := int64(0)
-		if m, err := img.Manifest(); err == nil {
-			for _, l := range m.Layers {
-				total += l.Size
-			}
-		}
-		o.LoadProgress(total, 0)
-		progress = func(n int64) { o.LoadProgress(total, n) }
-	}
-	st, err := d.LoadWithProgress(ctx, img, ref, nil, progress)
+	st, err := d.LoadWithProgress(ctx, img, ref, nil, o.progressFor(img))
 	res.Loaded = st.Sent
 	if err != nil {
 		return nil, Resolution{}, fmt.Errorf("giving the daemon base %s: %w", ref, err)
@@ -196,18 +185,7 @@ func (d *Daemon) resolveFull(ctx context.Context, ref, want string, o ResolveOpt
 		res.Held = true
 		return b, res, nil
 	}
-	var progress func(int64)
-	if o.LoadProgress != nil {
-		total := int64(0)
-		if m, err := img.Manifest(); err == nil {
-			for _, l := range m.Layers {
-				total += l.Size
-			}
-		}
-		o.LoadProgress(total, 0)
-		progress = func(n int64) { o.LoadProgress(total, n) }
-	}
-	st, err := d.LoadWithProgress(ctx, img, ref, nil, progress)
+	st, err := d.LoadWithProgress(ctx, img, ref, nil, o.progressFor(img))
 	res.Loaded = st.Sent
 	if err != nil {
 		return nil, Resolution{}, fmt.Errorf("giving the daemon base %s: %w", ref, err)
@@ -218,4 +196,26 @@ func (d *Daemon) resolveFull(ctx context.Context, ref, want string, o ResolveOpt
 		res.Full = true // send the base with the image, and say so
 	}
 	return b, res, nil
+}
+
+// progressFor turns LoadProgress into a per-chunk callback for streaming
+// img, or nil.
+func (o ResolveOptions) progressFor(img v1.Image) func(int64) {
+	if o.LoadProgress == nil {
+		return nil
+	}
+	total := layersSize(img)
+	o.LoadProgress(total, 0)
+	return func(n int64) { o.LoadProgress(total, n) }
+}
+
+// layersSize is the bytes of an image's layers as its manifest lists them.
+func layersSize(img v1.Image) int64 {
+	total := int64(0)
+	if m, err := img.Manifest(); err == nil {
+		for _, l := range m.Layers {
+			total += l.Size
+		}
+	}
+	return total
 }
