@@ -55,10 +55,10 @@ func TestWizard(t *testing.T) {
 // The wizard on a real terminal: tmux runs ds01, keys are sent, the
 // screen is read, and the image is built from the answers.
 func TestWizardOnTerminal(t *testing.T) {
+	d := testbed.Docker(t)
 	if _, err := exec.LookPath("tmux"); err != nil {
 		t.Fatalf("tmux is needed to drive the wizard on a terminal (scripts/setup installs it): %v", err)
 	}
-	d := testbed.Docker(t)
 	base := loadBase(t, d, testbed.Base(t, testbed.Bullseye), "wizard-pytorch")
 	c := newCLI(t)
 	catalog := filepath.Join(t.TempDir(), "catalog")
