@@ -70,6 +70,25 @@ func TestPullBookworm(t *testing.T) {
 	ctx := context.Background()
 	c := newCache(t)
 
+	// Interrupted (Ctrl-C) once bytes flow: nothing under a blob's final
+	// name, no entry, and the next pull starts cleanly.
+	ictx, cancel := context.WithCancel(ctx)
+	_, err := c.Pull(ictx, ref, registry.PullOptions{Events: func(e registry.PullEvent) {
+		if e.Kind == "bytes" {
+			cancel()
+		}
+	}})
+	cancel()
+	if err == nil {
+		t.Fatal("an interrupted pull succeeded")
+	}
+	if _, ok := c.Lookup(ref); ok {
+		t.Error("an interrupted pull left an entry")
+	}
+	if ents, _ := os.ReadDir(filepath.Join(c.Dir, "oci", "blobs", "sha256")); len(ents) != 0 {
+		t.Errorf("an interrupted pull left blobs: %v", ents)
+	}
+
 	res, err := c.Pull(ctx, ref, registry.PullOptions{})
 	if err != nil {
 		t.Fatal(err)
