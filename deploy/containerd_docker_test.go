@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"context"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/moby/moby/client"
 
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/internal/testbed"
@@ -49,12 +51,14 @@ func TestContainerdEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		name string
-		img  v1.Image
-		min  int64 // bytes the base takes to stream in once
+		name   string
+		img    v1.Image
+		min    int64 // bytes the base takes to stream in once
+		pulled bool  // the engine pulls the base itself; ds01's cache stays empty
 	}{
-		{"bullseye", bullseye, 100 << 20},
-		{"gzip-256mb", gzipBase, 256 << 20},
+		{"bullseye", bullseye, 100 << 20, false},
+		{"gzip-256mb", gzipBase, 256 << 20, false},
+		{"pulled-by-the-engine", gzipBase, 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ref := reg.Host + "/" + testbed.Prefix(t) + "/" + tc.name + ":1"
@@ -66,6 +70,14 @@ func TestContainerdEngine(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if tc.pulled {
+				rc, err := ce.ImagePull(ctx, ref, client.ImagePullOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, rc)
+				rc.Close()
+			}
 			project := testbed.Prefix(t)
 			res, err := ce.Create(ctx, deploy.CreateRequest{Login: "h.baker@hertie-school.lan", Account: hbaker, Project: project, BaseRef: ref,
 				Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache}})
@@ -74,7 +86,7 @@ func TestContainerdEngine(t *testing.T) {
 			}
 			// The base goes in once, as the cache has it; the image then is a
 			// delta, the engine's ID for the base being the cached manifest's.
-			if !strings.HasPrefix(res.LoadPath, "delta: containerd image store") || res.Sent >= 1<<20 || res.Resolution.Loaded < tc.min {
+			if !strings.HasPrefix(res.LoadPath, "delta: containerd image store") || res.Sent >= 1<<20 || res.Resolution.Loaded < tc.min || tc.pulled && (res.Resolution.Loaded != 0 || res.Resolution.From != "daemon") {
 				t.Errorf("load path %q, sent %d, base streamed %d", res.LoadPath, res.Sent, res.Resolution.Loaded)
 			}
 			again, err := ce.Create(ctx, deploy.CreateRequest{Login: "h.baker@hertie-school.lan", Account: hbaker, Project: project + "-2", BaseRef: ref,
@@ -118,8 +130,7 @@ func TestContainerdEngine(t *testing.T) {
 					blobs["sha256:"+strings.TrimPrefix(h.Name, "blobs/sha256/")] = h.Size
 				}
 			}
-			base, _ := cache.Image(res.Base.RepoDigests[0][strings.Index(res.Base.RepoDigests[0], "@")+1:])
-			m, _ := base.Manifest()
+			m, _ := res.Base.Image.Manifest()
 			want := len(m.Layers) + 1 // the base's layers and the user layer
 			got := 0
 			for _, l := range m.Layers {

@@ -160,7 +160,8 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	}
 	if req.DryRun && d.Store == Containerd {
 		ins, err := d.ImageInspect(ctx, req.BaseRef)
-		if cd := cachedDigest(ro.Cache, req.BaseRef); cd == "" || err != nil || ins.ID != cd {
+		pulled := err == nil && !ro.Offline && slices.ContainsFunc(ins.RepoDigests, func(rd string) bool { return strings.HasSuffix(rd, "@"+ins.ID) })
+		if cd := cachedDigest(ro.Cache, req.BaseRef); !pulled && (cd == "" || err != nil || ins.ID != cd) {
 			res.LoadPath = "dry run, nothing loaded; containerd image store: the engine does not hold the base as ds01's cache has it, so it would be streamed in once (from the cache, pulled first if missing), then the user layer loaded as a delta"
 			return res, nil
 		}
@@ -280,7 +281,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 
 	res.LoadPath = "delta: graphdriver store, base layers left out of the archive"
 	if how.Held {
-		res.LoadPath = "delta: containerd image store, the engine holds the base under the cached manifest (IDs match), base layers left out"
+		res.LoadPath = "delta: containerd image store, the engine holds the base under the manifest ds01 read (IDs match), base layers left out"
 	}
 	var omit func(v1.Hash) bool
 	if how.Full {

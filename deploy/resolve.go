@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -165,6 +166,28 @@ func cachedBase(ctx context.Context, ref, want string, o ResolveOptions) (v1.Ima
 // ds01 streams the base in once, in that form, and checks again. A base
 // known only to the daemon cannot be sent without exporting it.
 func (d *Daemon) resolveFull(ctx context.Context, ref, want string, o ResolveOptions) (*Base, Resolution, error) {
+	// A base the engine pulled itself: its ID is the manifest digest it
+	// was pulled by, so that manifest, read from the registry without its
+	// layers, lists the descriptors the engine holds.
+	if ins, err := d.ImageInspect(ctx, ref); err == nil && !o.Offline && (want == "" || want == ins.ID) {
+		for _, rd := range ins.RepoDigests {
+			if !strings.HasSuffix(rd, "@"+ins.ID) {
+				continue
+			}
+			img, err := registry.RemoteImage(ctx, rd, o.Pull)
+			if err != nil {
+				break // fall back to the cache
+			}
+			if dg, err := img.Digest(); err != nil || dg.String() != ins.ID {
+				break
+			}
+			cn, err := img.ConfigName()
+			if err != nil {
+				break
+			}
+			return &Base{Ref: ref, ID: cn.String(), RepoDigests: []string{rd}, Image: img}, Resolution{From: "daemon", Held: true}, nil
+		}
+	}
 	if o.Cache == nil {
 		return nil, Resolution{}, fmt.Errorf("base %s: the containerd image store needs the base in ds01's cache", ref)
 	}

@@ -320,3 +320,17 @@ func (c *Cache) Put(ref string, img v1.Image) error {
 		return true, nil
 	})
 }
+
+// RemoteImage opens ref (a tag or digest) in its registry without fetching
+// any layer: its manifest and config, for their descriptors.
+func RemoteImage(ctx context.Context, ref string, o PullOptions) (v1.Image, error) {
+	r, err := ParseRef(ref)
+	if err != nil {
+		return nil, err
+	}
+	img, err := remote.Image(r, o.remote(ctx)...)
+	if err != nil {
+		return nil, fmt.Errorf("%w for %s: %v", ErrUnreachable, ref, err)
+	}
+	return img, nil
+}
