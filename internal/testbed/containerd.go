@@ -50,7 +50,8 @@ const engineConfig = `{"features":{"containerd-snapshotter":true},"storage-drive
 // container of the machine's daemon, and connects to it. Its root
 // filesystem is built with mmdebstrap once per machine (about 20 s) and
 // cached beside the test bases. It has no bridge network: its containers
-// run with --network none or host. A test that cannot start it fails.
+// run with --network none. It cannot reach the host's loopback. A test
+// that cannot start it fails.
 func ContainerdEngine(t testing.TB, outer *deploy.Daemon) *deploy.Daemon {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -124,9 +125,9 @@ func StartContainerdEngine(ctx context.Context, outer *deploy.Daemon, cache, sta
 			MaskedPaths:   []string{},
 			ReadonlyPaths: []string{},
 			CgroupnsMode:  container.CgroupnsModeHost,
-			// The host's network: its loopback registries are the
-			// engine's too.
-			NetworkMode: "host",
+			// Its own network namespace, never the host's: a dockerd
+			// started without a bridge deletes any docker0 it sees, and
+			// in the host's namespace that is the machine daemon's.
 			Mounts: []mount.Mount{
 				bind("docker", "/var/lib/docker"), bind("containerd", "/var/lib/containerd"), bind("tmp", "/tmp"),
 				bind("run", "/ds01run"), {Type: mount.TypeBind, Source: filepath.Join(state, "daemon.json"), Target: "/etc/docker/daemon.json", ReadOnly: true},
