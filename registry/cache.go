@@ -65,16 +65,12 @@ func (c *Cache) PutFiles(key string, fs *layers.Files) error {
 	if err := fs.WriteTar(&b); err != nil {
 		return err
 	}
-	return writeAtomic(p, b.Bytes())
+	return WriteFileAtomic(p, b.Bytes())
 }
 
 // WriteFileAtomic writes data under path through a temporary file in the
 // same directory and a rename, so that no reader sees a partial file.
-func WriteFileAtomic(path string, data []byte) error { return writeAtomic(path, data) }
-
-// writeAtomic writes data under path through a temporary file in the same
-// directory and a rename.
-func writeAtomic(path string, data []byte) error {
+func WriteFileAtomic(path string, data []byte) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
 	if err != nil {
 		return err

@@ -43,7 +43,7 @@ func (c *Cache) initLayout() error {
 	}
 	lf := filepath.Join(c.ociDir(), "oci-layout")
 	if _, err := os.Stat(lf); err != nil {
-		if err := writeAtomic(lf, []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
+		if err := WriteFileAtomic(lf, []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
 			return err
 		}
 	}
@@ -156,7 +156,7 @@ func (c *Cache) withLock(fn func(map[string]Entry) (bool, error)) error {
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(c.refsPath(), data); err != nil {
+	if err := WriteFileAtomic(c.refsPath(), data); err != nil {
 		return err
 	}
 	return c.writeIndex(refs)
@@ -195,7 +195,7 @@ func (c *Cache) writeIndex(refs map[string]Entry) error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(c.ociDir(), "index.json"), data)
+	return WriteFileAtomic(filepath.Join(c.ociDir(), "index.json"), data)
 }
 
 // Lookup finds a ref in the cache.

@@ -203,7 +203,7 @@ func runContainerOpen(ctx context.Context, cmd *cli.Command) error {
 	}
 	defer d.Close()
 	if c.State == nil || !c.State.Running {
-		if _, err := d.ContainerStart(ctx, c.ID, startOptions()); err != nil {
+		if _, err := d.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
 			return fmt.Errorf("starting %s: %w", c.Name, err)
 		}
 	}
@@ -224,8 +224,6 @@ func isTerminal() bool {
 	fi, err := os.Stdin.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
-
-func startOptions() client.ContainerStartOptions { return client.ContainerStartOptions{} }
 
 // isTerminalWriter reports whether w is a terminal, for progress bars.
 func isTerminalWriter(w io.Writer) bool {
