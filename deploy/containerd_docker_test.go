@@ -102,34 +102,35 @@ func TestContainerdEngine(t *testing.T) {
 			testbed.AssertUserInside(t, ce, tag, files, hbaker)
 
 			// docker save of the result carries every blob its manifest lists.
-			rc, err := ce.ImageSave(ctx, []string{tag})
+			saveWhole(t, ce, tag, res.Base.Image)
+
+			// A wrong base descriptor in the delta's manifest (the test
+			// hook): the load is caught by its check, the broken image
+			// removed, and the whole image sent, with a notice.
+			wrong, err := deploy.ConnectHost(ctx, ce.DaemonHost())
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer rc.Close()
-			blobs := map[string]int64{}
-			tr := tar.NewReader(rc)
-			for {
-				h, err := tr.Next()
-				if err != nil {
-					break
-				}
-				if strings.HasPrefix(h.Name, "blobs/sha256/") {
-					blobs["sha256:"+strings.TrimPrefix(h.Name, "blobs/sha256/")] = h.Size
-				}
+			defer wrong.Close()
+			deploy.WrongBaseDescriptor(wrong)
+			wtag := "ds01-1722830498/" + project + "-w:latest"
+			testbed.RemoveImage(t, ce, wtag)
+			w, err := wrong.Create(ctx, deploy.CreateRequest{Login: "h.baker@hertie-school.lan", Account: hbaker, Project: project + "-w", BaseRef: ref,
+				Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache}})
+			if err != nil {
+				t.Fatal(err)
 			}
-			m, _ := res.Base.Image.Manifest()
-			want := len(m.Layers) + 1 // the base's layers and the user layer
-			got := 0
-			for _, l := range m.Layers {
-				if blobs[l.Digest.String()] == l.Size {
-					got++
-				}
+			notice := strings.Join(w.Warnings, "\n")
+			if !strings.HasPrefix(w.LoadPath, "full: containerd image store, after a delta load failed its check") || w.Sent < tc.min ||
+				!strings.Contains(notice, "removed and the whole image sent") || !strings.Contains(notice, "lacks blobs") && !strings.Contains(notice, "does not list it as whole") {
+				t.Errorf("wrong descriptor: load path %q, sent %d, warnings %q", w.LoadPath, w.Sent, w.Warnings)
 			}
-			if len(blobs) < want+2 || got != len(m.Layers) {
-				t.Errorf("docker save: %d blobs, %d of the base's %d layers whole; want every blob (%d layers, config, manifest)", len(blobs), got, len(m.Layers), want)
+			t.Logf("wrong descriptor: %s; %s; %d bytes sent", w.LoadPath, notice, w.Sent)
+			if ins, err := ce.ImageInspect(ctx, wtag); err != nil || ins.ID != w.ImageID {
+				t.Errorf("after the fallback %s is %s (%v), ds01 reports %s", wtag, ins.ID, err, w.ImageID)
 			}
-			t.Logf("docker save: %d blobs", len(blobs))
+			saveWhole(t, ce, wtag, res.Base.Image)
+			testbed.AssertUserInside(t, ce, wtag, files, hbaker)
 
 			// A base only the engine holds cannot be sent without exporting it:
 			// offline and not in the cache, a clear error.
@@ -141,4 +142,41 @@ func TestContainerdEngine(t *testing.T) {
 
 		})
 	}
+}
+
+// saveWhole checks that docker save of tag writes every blob: the base's
+// layers whole, the user layer, the config and the manifest.
+func saveWhole(t *testing.T, d *deploy.Daemon, tag string, base v1.Image) {
+	t.Helper()
+	rc, err := d.ImageSave(context.Background(), []string{tag})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	blobs := map[string]int64{}
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		if strings.HasPrefix(h.Name, "blobs/sha256/") {
+			blobs["sha256:"+strings.TrimPrefix(h.Name, "blobs/sha256/")] = h.Size
+		}
+	}
+	m, err := base.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := len(m.Layers) + 1 // the base's layers and the user layer
+	got := 0
+	for _, l := range m.Layers {
+		if blobs[l.Digest.String()] == l.Size {
+			got++
+		}
+	}
+	if len(blobs) < want+2 || got != len(m.Layers) {
+		t.Errorf("docker save %s: %d blobs, %d of the base's %d layers whole; want every blob (%d layers, config, manifest)", tag, len(blobs), got, len(m.Layers), want)
+	}
+	t.Logf("docker save %s: %d blobs", tag, len(blobs))
 }

@@ -14,6 +14,7 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/client"
 
 	"github.com/ds01/ds01/assemble"
@@ -264,7 +265,11 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	if slices.Contains(req.Presets, "jupyter") {
 		opts.HomeFiles = assemble.JupyterFiles(project)
 	}
-	built, err := assemble.Image(base.Image, files, opts)
+	deltaBase := base.Image
+	if d.heldDescriptors != nil && !how.Full {
+		deltaBase = d.heldDescriptors(deltaBase)
+	}
+	built, err := assemble.Image(deltaBase, files, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -323,6 +328,14 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		res.Warnings = append(res.Warnings, fmt.Sprintf("the delta load did not give the image expected (%v); it was removed and the whole image sent instead", err))
 		d.removeImage(tag, "")
 		res.LoadPath = "full: containerd image store, after a delta load failed its check"
+		// Assembled again on the base as ds01 has it, whose descriptors
+		// are those of the bytes it sends.
+		if built, err = assemble.Image(base.Image, files, opts); err != nil {
+			return nil, err
+		}
+		if progress == nil {
+			progress = ro.progressFor(built.Image)
+		}
 		st, err = d.LoadWithProgress(ctx, built.Image, tag, nil, progress)
 		res.Sent += st.Sent
 		if err != nil {
@@ -399,7 +412,37 @@ func (d *Daemon) verifyLoaded(ctx context.Context, tag string, img v1.Image) (st
 	if ins.ID != id.String() {
 		return "", fmt.Errorf("loaded %s has ID %s, want %s; it was removed", tag, ins.ID, id)
 	}
+	if d.Store == Containerd {
+		if err := d.contentWhole(ctx, tag, ins.ID); err != nil {
+			return "", err
+		}
+	}
 	return ins.ID, nil
+}
+
+// contentWhole checks that the containerd image store holds every blob the
+// image's manifest lists. A manifest naming a layer blob the store lacks
+// still loads, inspects whole and runs (the snapshots are keyed by diff
+// ID), but docker save of it silently leaves the layer out. Inspect cannot
+// tell; the image list can: Engine 25-27 leave such an image out of it,
+// later engines mark its manifest not Available (API 1.47+).
+func (d *Daemon) contentWhole(ctx context.Context, tag, id string) error {
+	res, err := d.ImageList(ctx, client.ImageListOptions{Filters: make(client.Filters).Add("reference", tag), Manifests: true})
+	if err != nil {
+		return fmt.Errorf("checking the content of %s: %w", tag, err)
+	}
+	for _, im := range res.Items {
+		if im.ID != id {
+			continue
+		}
+		for _, m := range im.Manifests {
+			if m.Kind == image.ManifestKindImage && !m.Available {
+				return fmt.Errorf("loaded %s: the engine lacks blobs its manifest %s lists (%d bytes of content present)", tag, m.ID, m.Size.Content)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("loaded %s: the engine does not list it as whole (a blob its manifest names is missing from the content store)", tag)
 }
 
 // removeImage undoes a load that failed its check: the tag goes, and the

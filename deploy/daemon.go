@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/moby/client"
 )
 
@@ -29,6 +30,10 @@ type Daemon struct {
 	APIVersion string
 	Store      Store
 	Driver     string // the storage driver, e.g. overlay2, fuse-overlayfs
+
+	// heldDescriptors, when set (by tests only), changes the base's layer
+	// descriptors that a delta load names, as a wrong source of them would.
+	heldDescriptors func(v1.Image) v1.Image
 }
 
 // ErrNoDaemon wraps every failure to reach the daemon, so that commands
