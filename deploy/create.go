@@ -325,7 +325,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	if err != nil && omit != nil && how.Held {
 		// A delta the engine took wrongly: it would load and run, but
 		// docker save of it would be incomplete. Take the full path.
-		res.Warnings = append(res.Warnings, fmt.Sprintf("the delta load did not give the image expected (%v); it was removed and the whole image sent instead", err))
+		res.Warnings = append(res.Warnings, fmt.Sprintf("the delta load did not give the image expected (%v): it was removed and the whole image sent instead", err))
 		d.removeImage(tag, "")
 		res.LoadPath = "full: containerd image store, after a delta load failed its check"
 		// Assembled again on the base as ds01 has it, whose descriptors
@@ -345,7 +345,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	}
 	if err != nil {
 		d.removeImage(tag, res.Replaced)
-		return nil, err
+		return nil, fmt.Errorf("%w; the image was removed", err)
 	}
 	res.ImageID = id
 	if req.RecordDir != "" {
@@ -396,11 +396,11 @@ func (d *Daemon) verifyLoaded(ctx context.Context, tag string, img v1.Image) (st
 	}
 	want := cfg.RootFS.DiffIDs
 	if len(ins.RootFS.Layers) != len(want) {
-		return "", fmt.Errorf("loaded %s has %d layers, want %d; it was removed", tag, len(ins.RootFS.Layers), len(want))
+		return "", fmt.Errorf("loaded %s has %d layers, want %d", tag, len(ins.RootFS.Layers), len(want))
 	}
 	for i, l := range ins.RootFS.Layers {
 		if l != want[i].String() {
-			return "", fmt.Errorf("loaded %s: layer %d is %s, want %s; it was removed", tag, i, l, want[i])
+			return "", fmt.Errorf("loaded %s: layer %d is %s, want %s", tag, i, l, want[i])
 		}
 	}
 	// On the containerd store the ID is the manifest digest (ggcr #1954),
@@ -410,7 +410,7 @@ func (d *Daemon) verifyLoaded(ctx context.Context, tag string, img v1.Image) (st
 		id, _ = img.Digest()
 	}
 	if ins.ID != id.String() {
-		return "", fmt.Errorf("loaded %s has ID %s, want %s; it was removed", tag, ins.ID, id)
+		return "", fmt.Errorf("loaded %s has ID %s, want %s", tag, ins.ID, id)
 	}
 	if d.Store == Containerd {
 		if err := d.contentWhole(ctx, tag, ins.ID); err != nil {

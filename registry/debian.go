@@ -30,6 +30,10 @@ import (
 type Debian struct {
 	Suite    string
 	Packages []string
+	// AptOpts are apt settings for the build, e.g.
+	// `Acquire::Check-Valid-Until "false"` for sid, whose Release file on a
+	// mirror may be stale.
+	AptOpts []string
 }
 
 var (
@@ -45,7 +49,11 @@ var (
 var DebianCreated = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func (b Debian) key() string {
-	sum := sha256.Sum256([]byte(fmt.Sprintf("v1|minbase|%s|%s|%d", b.Suite, strings.Join(b.Packages, ","), DebianCreated.Unix())))
+	in := fmt.Sprintf("v1|minbase|%s|%s|%d", b.Suite, strings.Join(b.Packages, ","), DebianCreated.Unix())
+	if len(b.AptOpts) > 0 {
+		in += "|" + strings.Join(b.AptOpts, "|")
+	}
+	sum := sha256.Sum256([]byte(in))
 	return hex.EncodeToString(sum[:])[:12]
 }
 
@@ -79,7 +87,11 @@ func (b Debian) Tar(ctx context.Context, dir string) (string, error) {
 	}
 	// mmdebstrap picks its output format from the extension.
 	tmp := strings.TrimSuffix(out, ".tar") + ".partial.tar"
-	cmd := exec.CommandContext(ctx, "mmdebstrap", "--variant=minbase", "--include="+strings.Join(b.Packages, ","), b.Suite, tmp, mirror)
+	args := []string{"--variant=minbase", "--include=" + strings.Join(b.Packages, ",")}
+	for _, o := range b.AptOpts {
+		args = append(args, "--aptopt="+o)
+	}
+	cmd := exec.CommandContext(ctx, "mmdebstrap", append(args, b.Suite, tmp, mirror)...)
 	cmd.Env = append(os.Environ(), fmt.Sprintf("SOURCE_DATE_EPOCH=%d", DebianCreated.Unix()))
 	// mmdebstrap reads extra sources from a stdin that is not a terminal:
 	// give it an empty one.

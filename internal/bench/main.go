@@ -49,6 +49,7 @@ var (
 	clean   = flag.Bool("clean", false, "remove the cached bench bases from the daemon and exit")
 	skip    = flag.String("skip", "", "comma-separated measurements to skip: deploy,pull,build,old,ggcr,full,crane,packages,containerd")
 	only    = flag.String("only", "", "run only this part: packages, containerd")
+	engine  = flag.String("engine", "sid", "the containerd-store engine to measure on: sid (Docker 28.5) or trixie (Docker 26.1)")
 )
 
 const prefix = "ds01bench"
@@ -998,12 +999,18 @@ func benchContainerd(ctx context.Context, d *deploy.Daemon) error {
 		return err
 	}
 	defer os.RemoveAll(state)
-	ce, stop, err := testbed.StartContainerdEngine(ctx, d, dir, state, prefix)
+	e := testbed.Sid
+	if *engine == "trixie" {
+		e = testbed.Trixie
+	} else if *engine != "sid" {
+		return fmt.Errorf("-engine %q: want sid or trixie", *engine)
+	}
+	ce, stop, err := testbed.StartContainerdEngine(ctx, d, e, dir, state, prefix)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	fmt.Printf("\nsecond engine: Docker API %s, %s store (%s)\n", ce.APIVersion, ce.Store, ce.Driver)
+	fmt.Printf("\nsecond engine: Debian %s's Docker, API %s, %s store (%s)\n", e.Name, ce.APIVersion, ce.Store, ce.Driver)
 	for _, label := range strings.Split(*sizes, ",") {
 		size, err := parseSize(label)
 		if err != nil {

@@ -18,9 +18,27 @@ import (
 	"github.com/ds01/ds01/registry"
 )
 
-// TrixieDocker is the root filesystem of the second engine: Debian's own
-// Docker 26 with containerd, whose image store is containerd's.
-var TrixieDocker = registry.Debian{Suite: "trixie", Packages: []string{"docker.io", "docker-cli", "containerd", "runc", "iptables", "procps", "ca-certificates"}}
+// Engine is a Docker engine with the containerd image store, built from
+// Debian's own packages.
+type Engine struct {
+	Name string
+	Root registry.Debian
+}
+
+var enginePackages = []string{"docker.io", "docker-cli", "containerd", "runc", "iptables", "procps", "ca-certificates"}
+
+var (
+	// Trixie is Debian 13's Docker 26.1 with containerd 1.7 (API 1.45):
+	// its image list leaves out an image whose blobs are missing.
+	Trixie = Engine{"trixie", registry.Debian{Suite: "trixie", Packages: enginePackages}}
+	// Sid is Debian unstable's Docker 28.5 with containerd 2.1 (API 1.51),
+	// the nearest to a fresh Engine 29 install: its image list marks such
+	// an image's manifest not Available. sid's Release file on a mirror may
+	// be stale, so its date is not checked.
+	Sid = Engine{"sid", registry.Debian{Suite: "sid", Packages: enginePackages, AptOpts: []string{`Acquire::Check-Valid-Until "false"`}}}
+	// Engines are the containerd-store engines the tests run on.
+	Engines = []Engine{Trixie, Sid}
+)
 
 // The engine's start: the cgroup v1 hierarchies are mounted afresh
 // read-write (a remount is refused while they are in use), containerd and
@@ -38,21 +56,23 @@ for m in $(awk '$3=="cgroup"{print $2}' /proc/mounts); do
   o=$c; [ "$c" = systemd ] && o=none,name=systemd
   umount "$m" && mount -t cgroup -o "$o" cgroup "$m" || true
 done
-containerd >/tmp/containerd.log 2>&1 &
+containerd >/ds01run/containerd.log 2>&1 &
 for i in $(seq 100); do [ -S /run/containerd/containerd.sock ] && break; sleep 0.1; done
 exec dockerd --containerd /run/containerd/containerd.sock -H unix:///ds01run/docker.sock
 `
 
-const engineConfig = `{"features":{"containerd-snapshotter":true},"storage-driver":"overlayfs","iptables":false,"bridge":"none"}`
+// The engine has a bridge of its own, in its own network namespace, and
+// leaves iptables alone: its containers talk to nothing outside.
+const engineConfig = `{"features":{"containerd-snapshotter":true},"storage-driver":"overlayfs","iptables":false,"ip6tables":false}`
 
-// ContainerdEngine starts a Docker engine that keeps images in the
+// ContainerdEngine starts e, a Docker engine that keeps images in the
 // containerd image store, as fresh Engine 29 installs do, inside a
 // container of the machine's daemon, and connects to it. Its root
 // filesystem is built with mmdebstrap once per machine (about 20 s) and
-// cached beside the test bases. It has no bridge network: its containers
-// run with --network none. It cannot reach the host's loopback. A test
-// that cannot start it fails.
-func ContainerdEngine(t testing.TB, outer *deploy.Daemon) *deploy.Daemon {
+// cached beside the test bases. The host's /tmp is its /tmp, so that a
+// test's directories bind-mount into its containers by the same path. It
+// cannot reach the host's loopback. A test that cannot start it fails.
+func ContainerdEngine(t testing.TB, outer *deploy.Daemon, e Engine) *deploy.Daemon {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -60,7 +80,7 @@ func ContainerdEngine(t testing.TB, outer *deploy.Daemon) *deploy.Daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ce, stop, err := StartContainerdEngine(ctx, outer, dir, t.TempDir(), Prefix(t))
+	ce, stop, err := StartContainerdEngine(ctx, outer, e, dir, t.TempDir(), Prefix(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,8 +91,8 @@ func ContainerdEngine(t testing.TB, outer *deploy.Daemon) *deploy.Daemon {
 // StartContainerdEngine is ContainerdEngine for programs (the bench):
 // the root filesystem cached in cache, the engine's state in state, its
 // image and container named with prefix. stop removes them.
-func StartContainerdEngine(ctx context.Context, outer *deploy.Daemon, cache, state, prefix string) (*deploy.Daemon, func(), error) {
-	tarPath, err := TrixieDocker.Tar(ctx, cache)
+func StartContainerdEngine(ctx context.Context, outer *deploy.Daemon, e Engine, cache, state, prefix string) (*deploy.Daemon, func(), error) {
+	tarPath, err := e.Root.Tar(ctx, cache)
 	if err != nil {
 		return nil, nil, fmt.Errorf("building the containerd engine's root filesystem: %w", err)
 	}
@@ -84,7 +104,7 @@ func StartContainerdEngine(ctx context.Context, outer *deploy.Daemon, cache, sta
 	if err != nil {
 		return nil, nil, err
 	}
-	tag := prefix + "/containerd-engine:latest"
+	tag := prefix + "/containerd-engine-" + e.Name + ":latest"
 	var stops []func()
 	stop := func() {
 		for i := len(stops) - 1; i >= 0; i-- {
@@ -98,7 +118,7 @@ func StartContainerdEngine(ctx context.Context, outer *deploy.Daemon, cache, sta
 		stop()
 		return nil, nil, err
 	}
-	for _, d := range []string{"docker", "containerd", "tmp", "run"} {
+	for _, d := range []string{"docker", "containerd", "run"} {
 		if err := os.MkdirAll(filepath.Join(state, d), 0o755); err != nil {
 			stop()
 			return nil, nil, err
@@ -112,7 +132,7 @@ func StartContainerdEngine(ctx context.Context, outer *deploy.Daemon, cache, sta
 		return mount.Mount{Type: mount.TypeBind, Source: filepath.Join(state, src), Target: dst}
 	}
 	created, err := outer.ContainerCreate(ctx, client.ContainerCreateOptions{
-		Name: prefix + "-containerd-engine",
+		Name: prefix + "-containerd-engine-" + e.Name,
 		Config: &container.Config{Image: tag, Cmd: []string{"sh", "-c", engineStart},
 			Labels: map[string]string{"ds01.purpose": "test-containerd-engine"}},
 		HostConfig: &container.HostConfig{
@@ -129,7 +149,8 @@ func StartContainerdEngine(ctx context.Context, outer *deploy.Daemon, cache, sta
 			// started without a bridge deletes any docker0 it sees, and
 			// in the host's namespace that is the machine daemon's.
 			Mounts: []mount.Mount{
-				bind("docker", "/var/lib/docker"), bind("containerd", "/var/lib/containerd"), bind("tmp", "/tmp"),
+				bind("docker", "/var/lib/docker"), bind("containerd", "/var/lib/containerd"),
+				{Type: mount.TypeBind, Source: os.TempDir(), Target: os.TempDir()},
 				bind("run", "/ds01run"), {Type: mount.TypeBind, Source: filepath.Join(state, "daemon.json"), Target: "/etc/docker/daemon.json", ReadOnly: true},
 			},
 		},
