@@ -6,6 +6,7 @@ package assemble
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -27,6 +28,13 @@ const (
 	LabelUserID       = "aime.mlc.DS01_USER_ID"
 	LabelGroupID      = "aime.mlc.DS01_GROUP_ID"
 	LabelUsername     = "aime.mlc.DS01_USERNAME"
+	// LabelLayers records the image's layer descriptors (media type,
+	// digest, size) as the manifest ds01 loads lists them. The containerd
+	// image store keeps an image's layers under exactly those descriptors,
+	// and the Docker API shows only diff IDs: this record is how a later
+	// build on the image (another user's, say) names them without reading
+	// anything back. Written only when every descriptor is known.
+	LabelLayers = "ds01.layers"
 )
 
 // Options are the inputs of one build besides the base.
@@ -162,6 +170,12 @@ func Image(base v1.Image, files *layers.Files, opts Options) (Result, error) {
 		LabelUsername:     a.Name,
 	})
 	maps.Copy(labels, opts.Labels)
+	delete(labels, LabelLayers)
+	if rec, ok, err := LayersRecord(img); err != nil {
+		return Result{}, err
+	} else if ok {
+		labels[LabelLayers] = rec
+	}
 	c.Labels = labels
 	// Numeric, so that runAsNonRoot-style checks can read it. The UID
 	// alone, not UID:GID: given a group, runc skips /etc/group and the
@@ -237,4 +251,41 @@ c.ServerApp.root_dir = "/workspace"
 		".local/share/jupyter/kernels/" + project + "/kernel.json": []byte(kernel),
 		".jupyter/jupyter_server_config.py":                        []byte(config),
 	}
+}
+
+// LayersRecord is the LabelLayers value for img: its layer descriptors,
+// media type, digest and size only. ok is false when a size is unknown, as
+// for a base seen through the graphdriver store, which never needs them.
+func LayersRecord(img v1.Image) (rec string, ok bool, err error) {
+	m, err := img.Manifest()
+	if err != nil {
+		return "", false, fmt.Errorf("reading manifest: %w", err)
+	}
+	descs := make([]v1.Descriptor, 0, len(m.Layers))
+	for _, l := range m.Layers {
+		if l.Size <= 0 {
+			return "", false, nil
+		}
+		descs = append(descs, v1.Descriptor{MediaType: l.MediaType, Digest: l.Digest, Size: l.Size})
+	}
+	b, err := json.Marshal(descs)
+	return string(b), err == nil, err
+}
+
+// ParseLayersRecord reads a LabelLayers value, checking that it names
+// exactly the n layers of the image it labels.
+func ParseLayersRecord(rec string, n int) ([]v1.Descriptor, error) {
+	var descs []v1.Descriptor
+	if err := json.Unmarshal([]byte(rec), &descs); err != nil {
+		return nil, fmt.Errorf("reading label %s: %w", LabelLayers, err)
+	}
+	if len(descs) != n {
+		return nil, fmt.Errorf("label %s names %d layers, the image has %d", LabelLayers, len(descs), n)
+	}
+	for i, d := range descs {
+		if d.Size <= 0 || d.Digest.Algorithm != "sha256" || len(d.Digest.Hex) != 64 || d.MediaType == "" {
+			return nil, fmt.Errorf("label %s: layer %d is not a whole descriptor", LabelLayers, i)
+		}
+	}
+	return descs, nil
 }

@@ -122,6 +122,21 @@ func TestImage(t *testing.T) {
 	if h := cfg.History[len(cfg.History)-1]; !strings.Contains(h.CreatedBy, "ds01: user alice (1722830498:1722830498)") {
 		t.Errorf("last history entry %+v", h)
 	}
+	// The label records the manifest's layer descriptors, the user layer's
+	// last, and reads back as them.
+	m, _ := res.Image.Manifest()
+	descs, err := ParseLayersRecord(c.Labels[LabelLayers], len(ls))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range descs {
+		if d.Digest != m.Layers[i].Digest || d.Size != m.Layers[i].Size || d.MediaType != m.Layers[i].MediaType {
+			t.Errorf("label layer %d = %+v; manifest has %+v", i, d, m.Layers[i])
+		}
+	}
+	if _, err := ParseLayersRecord(c.Labels[LabelLayers], len(ls)+1); err == nil {
+		t.Error("a record for one layer fewer than the image has was accepted")
+	}
 	// --env overrides the defaults and the base's.
 	withEnv := build(t, base, Options{Account: alice, Env: []string{"HF_HOME=/data/hf", "CUDA_HOME=/opt/cuda"}})
 	wcfg, _ := withEnv.Image.ConfigFile()
@@ -144,4 +159,24 @@ func TestImageRefusesRoot(t *testing.T) {
 	if _, err := Image(base, files, Options{Account: passwd.Account{Name: "x", UID: 0, GID: 0}}); err == nil || !strings.Contains(err.Error(), "ID 0") {
 		t.Fatalf("err = %v", err)
 	}
+}
+
+func FuzzParseLayersRecord(f *testing.F) {
+	f.Add(`[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":3}]`, 1)
+	f.Add(`[]`, 0)
+	f.Add(`[{"digest":"sha256:zz","size":-1}]`, 1)
+	f.Fuzz(func(t *testing.T, rec string, n int) {
+		descs, err := ParseLayersRecord(rec, n)
+		if err != nil {
+			return
+		}
+		if len(descs) != n {
+			t.Fatalf("%d descriptors for %d layers", len(descs), n)
+		}
+		for _, d := range descs {
+			if d.Size <= 0 || len(d.Digest.Hex) != 64 || d.MediaType == "" {
+				t.Fatalf("accepted %+v", d)
+			}
+		}
+	})
 }

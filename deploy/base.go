@@ -20,6 +20,7 @@ import (
 	"github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/client"
 
+	"github.com/ds01/ds01/assemble"
 	"github.com/ds01/ds01/layers"
 )
 
@@ -87,7 +88,22 @@ func (d *Daemon) Base(ctx context.Context, ref string) (*Base, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Base{Ref: ref, ID: ins.ID, RepoDigests: ins.RepoDigests, Image: &daemonImage{raw: raw, cfg: cfg}}, nil
+	img := &daemonImage{raw: raw, cfg: cfg}
+	if d.Store == Containerd && cfg.Config.Labels[assemble.LabelLayers] != "" {
+		// An image ds01 loaded itself: the engine holds its layers under the
+		// descriptors ds01's manifest listed, recorded in the label.
+		if img.descs, err = assemble.ParseLayersRecord(cfg.Config.Labels[assemble.LabelLayers], len(diffIDs)); err != nil {
+			return nil, fmt.Errorf("%s: %w", ref, err)
+		}
+	}
+	return &Base{Ref: ref, ID: ins.ID, RepoDigests: ins.RepoDigests, Image: img}, nil
+}
+
+// Described says whether the base's layer descriptors are known as the
+// daemon holds them, which a delta load on the containerd store needs.
+func (b *Base) Described() bool {
+	di, ok := b.Image.(*daemonImage)
+	return !ok || di.descs != nil
 }
 
 // history turns the daemon's history (newest first, no empty_layer flag)
@@ -114,18 +130,28 @@ func history(items []image.HistoryResponseItem, layers int) []v1.History {
 type daemonImage struct {
 	raw []byte
 	cfg *v1.ConfigFile
+	// descs, when known, are the layers' descriptors as the containerd
+	// store holds them; else the graphdriver store's view applies.
+	descs []v1.Descriptor
 }
 
 var _ v1.Image = (*daemonImage)(nil)
 
 func (i *daemonImage) Layers() ([]v1.Layer, error) {
 	var out []v1.Layer
-	for _, h := range i.cfg.RootFS.DiffIDs {
-		out = append(out, daemonLayer{h})
+	for n, h := range i.cfg.RootFS.DiffIDs {
+		out = append(out, i.layer(n, h))
 	}
 	return out, nil
 }
-func (i *daemonImage) MediaType() (types.MediaType, error) { return types.DockerManifestSchema2, nil }
+
+// MediaType follows the recorded layers: OCI layers go in an OCI manifest.
+func (i *daemonImage) MediaType() (types.MediaType, error) {
+	if len(i.descs) > 0 && i.descs[0].MediaType.IsLayer() && strings.HasPrefix(string(i.descs[0].MediaType), "application/vnd.oci.") {
+		return types.OCIManifestSchema1, nil
+	}
+	return types.DockerManifestSchema2, nil
+}
 func (i *daemonImage) Size() (int64, error) {
 	b, err := i.RawManifest()
 	return int64(len(b)), err
@@ -143,17 +169,35 @@ func (i *daemonImage) Digest() (v1.Hash, error) {
 	return v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", sha256.Sum256(b))}, nil
 }
 
-// Manifest describes the layers as the graphdriver store holds them:
-// uncompressed, digest = diff ID. Their sizes are unknown without reading
-// them, and nothing ds01 does with a daemon base needs them.
+func (i *daemonImage) layer(n int, h v1.Hash) daemonLayer {
+	l := daemonLayer{h: h}
+	if i.descs != nil {
+		l.desc = &i.descs[n]
+	}
+	return l
+}
+
+// Manifest describes the layers by their recorded descriptors or, without
+// them, as the graphdriver store holds them: uncompressed, digest = diff
+// ID. Their sizes are then unknown without reading them, and nothing ds01
+// does with such a base needs them.
 func (i *daemonImage) Manifest() (*v1.Manifest, error) {
 	cn, _ := i.ConfigName()
+	mt, _ := i.MediaType()
+	ct := types.DockerConfigJSON
+	if mt == types.OCIManifestSchema1 {
+		ct = types.OCIConfigJSON
+	}
 	m := &v1.Manifest{
 		SchemaVersion: 2,
-		MediaType:     types.DockerManifestSchema2,
-		Config:        v1.Descriptor{MediaType: types.DockerConfigJSON, Size: int64(len(i.raw)), Digest: cn},
+		MediaType:     mt,
+		Config:        v1.Descriptor{MediaType: ct, Size: int64(len(i.raw)), Digest: cn},
 	}
-	for _, h := range i.cfg.RootFS.DiffIDs {
+	for n, h := range i.cfg.RootFS.DiffIDs {
+		if i.descs != nil {
+			m.Layers = append(m.Layers, i.descs[n])
+			continue
+		}
 		m.Layers = append(m.Layers, v1.Descriptor{MediaType: types.DockerUncompressedLayer, Digest: h})
 	}
 	return m, nil
@@ -162,10 +206,17 @@ func (i *daemonImage) RawManifest() ([]byte, error) {
 	m, _ := i.Manifest()
 	return json.Marshal(m)
 }
-func (i *daemonImage) LayerByDigest(h v1.Hash) (v1.Layer, error) { return i.LayerByDiffID(h) }
+func (i *daemonImage) LayerByDigest(h v1.Hash) (v1.Layer, error) {
+	for n, d := range i.descs {
+		if d.Digest == h {
+			return i.layer(n, i.cfg.RootFS.DiffIDs[n]), nil
+		}
+	}
+	return i.LayerByDiffID(h)
+}
 func (i *daemonImage) LayerByDiffID(h v1.Hash) (v1.Layer, error) {
-	if slices.Contains(i.cfg.RootFS.DiffIDs, h) {
-		return daemonLayer{h}, nil
+	if n := slices.Index(i.cfg.RootFS.DiffIDs, h); n >= 0 {
+		return i.layer(n, h), nil
 	}
 	return nil, fmt.Errorf("layer %s is not in this image", h)
 }
@@ -174,9 +225,17 @@ func (i *daemonImage) LayerByDiffID(h v1.Hash) (v1.Layer, error) {
 // only the daemon holds: ds01 never exports a base from the daemon.
 var ErrLayerInDaemon = errors.New("layer is held by the Docker daemon only and is never exported by ds01")
 
-type daemonLayer struct{ h v1.Hash }
+type daemonLayer struct {
+	h    v1.Hash
+	desc *v1.Descriptor // as the containerd store holds it, when known
+}
 
-func (l daemonLayer) Digest() (v1.Hash, error) { return l.h, nil }
+func (l daemonLayer) Digest() (v1.Hash, error) {
+	if l.desc != nil {
+		return l.desc.Digest, nil
+	}
+	return l.h, nil
+}
 func (l daemonLayer) DiffID() (v1.Hash, error) { return l.h, nil }
 func (l daemonLayer) Compressed() (io.ReadCloser, error) {
 	return nil, fmt.Errorf("%s: %w", l.h, ErrLayerInDaemon)
@@ -185,9 +244,17 @@ func (l daemonLayer) Uncompressed() (io.ReadCloser, error) {
 	return nil, fmt.Errorf("%s: %w", l.h, ErrLayerInDaemon)
 }
 func (l daemonLayer) Size() (int64, error) {
+	if l.desc != nil {
+		return l.desc.Size, nil
+	}
 	return 0, fmt.Errorf("%s: %w", l.h, ErrLayerInDaemon)
 }
-func (l daemonLayer) MediaType() (types.MediaType, error) { return types.DockerUncompressedLayer, nil }
+func (l daemonLayer) MediaType() (types.MediaType, error) {
+	if l.desc != nil {
+		return l.desc.MediaType, nil
+	}
+	return types.DockerUncompressedLayer, nil
+}
 
 // BaseFiles copies the files of want out of a container of the image that
 // is created, never started, and always removed, Ctrl-C included. Files are

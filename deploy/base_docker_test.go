@@ -22,6 +22,8 @@ import (
 
 var hbaker = passwd.Account{Name: "h-baker", UID: 1722830498, GID: 1722830498, Groups: []string{"sudo", "video"}}
 
+var alice = passwd.Account{Name: "alice", UID: 20000000, GID: 20000000, Groups: []string{"sudo", "video"}}
+
 func diffIDs(t *testing.T, img v1.Image) []v1.Hash {
 	t.Helper()
 	cfg, err := img.ConfigFile()

@@ -14,6 +14,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/internal/testbed"
 	"github.com/ds01/ds01/registry"
@@ -138,14 +141,49 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 			saveWhole(t, ce, wtag, res.Base.Image)
 			testbed.AssertUserInside(t, ce, wtag, files, hbaker)
 
-			// A base only the engine holds cannot be sent without exporting it:
-			// offline and not in the cache, a clear error.
-			_, e := ce.Create(ctx, deploy.CreateRequest{Login: "x", Account: hbaker, Project: project + "-x", BaseRef: tag,
+			// ds01's own image as a base (flow 2's case), offline: its
+			// descriptors come from its ds01.layers label, and the build is a
+			// delta.
+			onTag, err := ce.Create(ctx, deploy.CreateRequest{Login: "alice", Account: alice, Project: project + "-a", BaseRef: tag,
+				Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache, Offline: true}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			testbed.RemoveImage(t, ce, "ds01-20000000/"+project+"-a:latest")
+			if !strings.Contains(onTag.LoadPath, "ds01's record") || onTag.Sent >= 1<<20 {
+				t.Errorf("on ds01's own image: load path %q, sent %d", onTag.LoadPath, onTag.Sent)
+			}
+			saveWhole(t, ce, "ds01-20000000/"+project+"-a:latest", res.Base.Image)
+
+			// A base only the engine knows (committed there: its inherited
+			// label names one layer too few) cannot be sent without
+			// exporting it: offline and not in the cache, a clear error.
+			cc, err := ce.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{Image: tag, User: "0", Cmd: []string{"sh", "-c", "echo x >/committed"}},
+				HostConfig: &container.HostConfig{NetworkMode: "none"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ce.ContainerStart(ctx, cc.ID, client.ContainerStartOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			wr := ce.ContainerWait(ctx, cc.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
+			select {
+			case <-wr.Result:
+			case err := <-wr.Error:
+				t.Fatal(err)
+			}
+			committed := testbed.Prefix(t) + "/committed:1"
+			testbed.RemoveImage(t, ce, committed)
+			_, err = ce.ContainerCommit(ctx, cc.ID, client.ContainerCommitOptions{Reference: committed})
+			ce.ContainerRemove(ctx, cc.ID, client.ContainerRemoveOptions{Force: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, e := ce.Create(ctx, deploy.CreateRequest{Login: "x", Account: hbaker, Project: project + "-x", BaseRef: committed,
 				Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache, Offline: true}})
 			if !errors.Is(e, deploy.ErrOffline) || !strings.Contains(e.Error(), "containerd image store") {
 				t.Errorf("engine-only base, offline: %v", e)
 			}
-
 		})
 	}
 }

@@ -160,10 +160,12 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		ro.Log = req.Log
 	}
 	if req.DryRun && d.Store == Containerd {
-		ins, err := d.ImageInspect(ctx, req.BaseRef)
-		pulled := err == nil && !ro.Offline && slices.ContainsFunc(ins.RepoDigests, func(rd string) bool { return strings.HasSuffix(rd, "@"+ins.ID) })
-		if cd := cachedDigest(ro.Cache, req.BaseRef); !pulled && (cd == "" || err != nil || ins.ID != cd) {
-			res.LoadPath = "dry run, nothing loaded; containerd image store: the engine does not hold the base as ds01's cache has it, so it would be streamed in once (from the cache, pulled first if missing), then the user layer loaded as a delta"
+		if _, _, ok := d.heldBase(ctx, req.BaseRef, "", ro); !ok && !(ro.Refresh && !ro.Offline) {
+			from := "pulled into ds01's cache first"
+			if cd := cachedDigest(ro.Cache, req.BaseRef); cd != "" {
+				from = "taken from ds01's cache (" + cd + ")"
+			}
+			res.LoadPath = "dry run, nothing loaded; containerd image store: the engine does not hold the base under descriptors ds01 knows, so it would be " + from + " and streamed in once, then the user layer loaded as a delta"
 			return res, nil
 		}
 	} else if req.DryRun {
@@ -188,8 +190,8 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 
 	if !req.Packages.Empty() {
 		switch {
-		case d.Store == Containerd:
-			return nil, errors.New("packages on the containerd image store are not built yet (issue 8); nothing was changed")
+		case how.Full:
+			return nil, fmt.Errorf("packages on the containerd image store need the base held under descriptors ds01 knows, and the engine did not keep %s as ds01's cache has it; nothing was changed", req.BaseRef)
 		case req.DryRun:
 			res.LoadPath = "dry run, nothing installed or loaded: the packages would be installed in a throwaway container of the base (or taken from ds01's cache), then the user layer added"
 			return res, nil
@@ -286,7 +288,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 
 	res.LoadPath = "delta: graphdriver store, base layers left out of the archive"
 	if how.Held {
-		res.LoadPath = "delta: containerd image store, the engine holds the base under the manifest ds01 read (IDs match), base layers left out"
+		res.LoadPath = "delta: containerd image store, base layers left out, named by the descriptors the engine holds them under, from " + how.Descriptors
 	}
 	var omit func(v1.Hash) bool
 	if how.Full {

@@ -23,6 +23,7 @@ import (
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/client"
 
+	"github.com/ds01/ds01/assemble"
 	"github.com/ds01/ds01/layers"
 	"github.com/ds01/ds01/registry"
 )
@@ -225,6 +226,13 @@ func (d *Daemon) PackageLayer(ctx context.Context, base *Base, pk Packages, o Pa
 	if err != nil {
 		return nil, err
 	}
+	if d.Store == Containerd {
+		// The user layer goes on this image next: record the descriptors
+		// the engine will hold its layers under, as assemble does.
+		if img, err = withLayersRecord(img); err != nil {
+			return nil, err
+		}
+	}
 	omit := map[v1.Hash]bool{}
 	for _, h := range base.layerIDs() {
 		omit[h] = true
@@ -232,7 +240,29 @@ func (d *Daemon) PackageLayer(ctx context.Context, base *Base, pk Packages, o Pa
 	if _, err := d.Load(ctx, img, res.Image, func(h v1.Hash) bool { return omit[h] }); err != nil {
 		return nil, fmt.Errorf("loading the package layer: %w", err)
 	}
+	if _, err := d.verifyLoaded(ctx, res.Image, img); err != nil {
+		d.removeImage(res.Image, "")
+		return nil, fmt.Errorf("loading the package layer onto the base: %w; the image was removed", err)
+	}
 	return &res, nil
+}
+
+// withLayersRecord sets the ds01.layers label of img to its own layers.
+func withLayersRecord(img v1.Image) (v1.Image, error) {
+	rec, ok, err := assemble.LayersRecord(img)
+	if err != nil || !ok {
+		return img, err
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cfg = cfg.DeepCopy()
+	if cfg.Config.Labels == nil {
+		cfg.Config.Labels = map[string]string{}
+	}
+	cfg.Config.Labels[assemble.LabelLayers] = rec
+	return mutate.ConfigFile(img, cfg)
 }
 
 func (d *Daemon) installPackages(ctx context.Context, base *Base, pk Packages, key string, o PackageOptions) (*PackageResult, error) {

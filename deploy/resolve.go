@@ -10,6 +10,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/ds01/ds01/assemble"
 	"github.com/ds01/ds01/registry"
 )
 
@@ -39,9 +40,11 @@ type Resolution struct {
 	// the new image.
 	Full bool
 	// Held is set on the containerd image store when the engine holds the
-	// base under the cached manifest: the new image's archive leaves the
+	// base under known descriptors: the new image's archive leaves the
 	// base out.
 	Held bool
+	// Descriptors says where a held base's layer descriptors came from.
+	Descriptors string
 }
 
 // ErrOffline is a base that is neither in the daemon nor in the cache
@@ -158,35 +161,56 @@ func cachedBase(ctx context.Context, ref, want string, o ResolveOptions) (v1.Ima
 	return img, e, res, nil
 }
 
-// resolveFull serves the base from the cache on the containerd image
-// store. There an image's ID is its manifest digest, so when the engine
-// holds the ref under the cached manifest's digest, it holds the base's
-// layers under exactly the descriptors that manifest lists: a new image's
-// manifest can list them and its archive leave them out. When it does not,
-// ds01 streams the base in once, in that form, and checks again. A base
-// known only to the daemon cannot be sent without exporting it.
-func (d *Daemon) resolveFull(ctx context.Context, ref, want string, o ResolveOptions) (*Base, Resolution, error) {
-	// A base the engine pulled itself: its ID is the manifest digest it
-	// was pulled by, so that manifest, read from the registry without its
-	// layers, lists the descriptors the engine holds.
-	if ins, err := d.ImageInspect(ctx, ref); err == nil && !o.Offline && (want == "" || want == ins.ID) {
-		for _, rd := range ins.RepoDigests {
-			if !strings.HasSuffix(rd, "@"+ins.ID) {
-				continue
-			}
-			img, err := registry.RemoteImage(ctx, rd, o.Pull)
-			if err != nil {
-				break // fall back to the cache
-			}
-			if dg, err := img.Digest(); err != nil || dg.String() != ins.ID {
-				break
-			}
-			cn, err := img.ConfigName()
-			if err != nil {
-				break
-			}
-			return &Base{Ref: ref, ID: cn.String(), RepoDigests: []string{rd}, Image: img}, Resolution{From: "daemon", Held: true}, nil
+// heldBase finds the layer descriptors of a base the containerd image
+// store holds, without reading a layer: there an image's ID is its
+// manifest digest and its layers are kept under exactly the descriptors
+// that manifest lists, which the Docker API does not show. In order:
+// ds01's own record of an image it loaded (the ds01.layers label); the
+// manifest in ds01's cache whose digest is the engine's ID; the registry,
+// by the digest the engine pulled it by. ok is false when none knows them.
+func (d *Daemon) heldBase(ctx context.Context, ref, want string, o ResolveOptions) (*Base, Resolution, bool) {
+	ins, err := d.ImageInspect(ctx, ref)
+	if err != nil || (want != "" && want != ins.ID) {
+		return nil, Resolution{}, false
+	}
+	if b, err := d.Base(ctx, ref); err == nil && b.Described() {
+		return b, Resolution{From: "daemon", Held: true, Descriptors: "ds01's record in the image's " + assemble.LabelLayers + " label"}, true
+	}
+	if o.Cache != nil {
+		if img, err := o.Cache.Image(ins.ID); err == nil {
+			return &Base{Ref: ref, ID: ins.ID, RepoDigests: ins.RepoDigests, Image: img},
+				Resolution{From: "daemon", Held: true, Descriptors: "the manifest in ds01's cache with the engine's ID"}, true
 		}
+	}
+	if o.Offline {
+		return nil, Resolution{}, false
+	}
+	for _, rd := range ins.RepoDigests {
+		if !strings.HasSuffix(rd, "@"+ins.ID) {
+			continue
+		}
+		img, err := registry.RemoteImage(ctx, rd, o.Pull)
+		if err != nil {
+			continue
+		}
+		if dg, err := img.Digest(); err != nil || dg.String() != ins.ID {
+			continue
+		}
+		return &Base{Ref: ref, ID: ins.ID, RepoDigests: []string{rd}, Image: img},
+			Resolution{From: "daemon", Held: true, Descriptors: "its registry, by the digest the engine pulled it by (" + rd + ")"}, true
+	}
+	return nil, Resolution{}, false
+}
+
+// resolveFull resolves a base on the containerd image store: one whose
+// descriptors heldBase finds; else the base from ds01's cache (pulled
+// into it first if missing), streamed into the engine once in that form,
+// after which the engine holds it under the cached manifest's digest. A
+// base known only to the engine, with no record of its descriptors, cannot
+// be sent without exporting it.
+func (d *Daemon) resolveFull(ctx context.Context, ref, want string, o ResolveOptions) (*Base, Resolution, error) {
+	if b, res, ok := d.heldBase(ctx, ref, want, o); ok {
+		return b, res, nil
 	}
 	if o.Cache == nil {
 		return nil, Resolution{}, fmt.Errorf("base %s: the containerd image store needs the base in ds01's cache", ref)
@@ -198,12 +222,9 @@ func (d *Daemon) resolveFull(ctx context.Context, ref, want string, o ResolveOpt
 		}
 		return nil, Resolution{}, err
 	}
-	cn, err := img.ConfigName()
-	if err != nil {
-		return nil, Resolution{}, err
-	}
 	o.Cache.Touch(ref, time.Now())
-	b := &Base{Ref: ref, ID: cn.String(), RepoDigests: []string{ref + "@" + e.Digest}, Image: img}
+	b := &Base{Ref: ref, ID: e.Digest, RepoDigests: []string{ref + "@" + e.Digest}, Image: img}
+	res.Descriptors = "the manifest in ds01's cache, the engine holding it under that digest"
 	if ins, err := d.ImageInspect(ctx, ref); err == nil && ins.ID == e.Digest {
 		res.Held = true
 		return b, res, nil
@@ -217,6 +238,7 @@ func (d *Daemon) resolveFull(ctx context.Context, ref, want string, o ResolveOpt
 		res.Held = true
 	} else {
 		res.Full = true // send the base with the image, and say so
+		res.Descriptors = ""
 	}
 	return b, res, nil
 }
