@@ -54,18 +54,24 @@ func checkInside(t *testing.T, d *deploy.Daemon, container, workspace string, fi
 	}
 }
 
-// The three flows of the second seed, on the real daemon.
+// The three flows of the second seed, on each engine.
 func TestContainerDeployFlows(t *testing.T) {
-	d := testbed.Docker(t)
+	for _, e := range engines(t) {
+		t.Run(e.name, func(t *testing.T) { testContainerDeployFlows(t, e) })
+	}
+}
+
+func testContainerDeployFlows(t *testing.T, e engine) {
+	d := e.d
 	ctx := context.Background()
+	c := e.cli(t)
 	// A catalog-style base: no DS01 labels.
-	base := loadBase(t, d, testbed.Base(t, testbed.Bookworm), "aime-pytorch")
+	base := e.loadBase(t, c, testbed.Base(t, testbed.Bookworm), "aime-pytorch")
 	baseIns, _ := d.ImageInspect(ctx, base)
 	files, err := d.BaseFiles(ctx, baseIns.ID, layers.UserWant)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newCLI(t)
 	name := testbed.Prefix(t)
 	tag := "ds01-1722830498/" + name + ":latest"
 	testbed.RemoveImage(t, d, tag)

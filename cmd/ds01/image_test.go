@@ -108,97 +108,103 @@ func loadBase(t *testing.T, d *deploy.Daemon, img v1.Image, name string) string 
 	return tag
 }
 
+// image create, update, list and retire on each engine, with a bullseye
+// and a bookworm base.
 func TestImageCreate(t *testing.T) {
-	for _, base := range []registry.Debian{testbed.Bullseye, testbed.Bookworm} {
-		t.Run(base.Suite, func(t *testing.T) {
-			d := testbed.Docker(t)
-			ctx := context.Background()
-			stack := testbed.Base(t, base)
-			baseTag := loadBase(t, d, stack, base.Suite)
-			project := testbed.Prefix(t) + "-" + base.Suite
-			tag := "ds01-1722830498/" + project + ":latest"
-			testbed.RemoveImage(t, d, tag)
-			c := newCLI(t)
+	for _, e := range engines(t) {
+		for _, base := range []registry.Debian{testbed.Bullseye, testbed.Bookworm} {
+			t.Run(e.name+"/"+base.Suite, func(t *testing.T) { testImageCreate(t, e, base) })
+		}
+	}
+}
 
-			out, code := c.run(append(asBaker, "image", "create", project+":latest", "--base", baseTag)...)
-			if code != 0 {
-				t.Fatalf("exit %d:\n%s", code, out)
-			}
-			m, s := idRE.FindStringSubmatch(out), sentRE.FindStringSubmatch(out)
-			if m == nil || s == nil {
-				t.Fatalf("output names no image ID or bytes sent:\n%s", out)
-			}
-			if n, _ := strconv.Atoi(s[1]); n >= 1<<20 {
-				t.Errorf("sent %d bytes to a daemon that holds the base; want well under 1 MB", n)
-			}
-			ins, err := d.ImageInspect(ctx, tag)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if ins.ID != m[1] {
-				t.Errorf("daemon has %s, ds01 said %s", ins.ID, m[1])
-			}
-			baseIns, _ := d.ImageInspect(ctx, baseTag)
-			if len(ins.RootFS.Layers) != len(baseIns.RootFS.Layers)+1 {
-				t.Errorf("%d layers on a %d-layer base; want one more", len(ins.RootFS.Layers), len(baseIns.RootFS.Layers))
-			}
-			hist, err := d.ImageHistory(ctx, tag)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if top := hist.Items[0]; top.Size >= 1<<20 || !strings.Contains(top.CreatedBy, "ds01: user h-baker") {
-				t.Errorf("top layer: %d bytes, %q; want ds01's, under 1 MB", top.Size, top.CreatedBy)
-			}
-			files, err := d.BaseFiles(ctx, baseIns.ID, layers.UserWant)
-			if err != nil {
-				t.Fatal(err)
-			}
-			testbed.AssertUserInside(t, d, tag, files, hbaker)
+func testImageCreate(t *testing.T, e engine, base registry.Debian) {
+	d := e.d
+	ctx := context.Background()
+	stack := testbed.Base(t, base)
+	c := e.cli(t)
+	baseTag := e.loadBase(t, c, stack, base.Suite)
+	project := testbed.Prefix(t) + "-" + base.Suite
+	tag := "ds01-1722830498/" + project + ":latest"
+	testbed.RemoveImage(t, d, tag)
 
-			// Same inputs, same image ID: again with --force, and by update.
-			out2, code := c.run(append(asBaker, "image", "create", project, "--base", baseTag, "--force")...)
-			if m2 := idRE.FindStringSubmatch(out2); code != 0 || m2 == nil || m2[1] != m[1] {
-				t.Errorf("second create: exit %d, want image %s:\n%s", code, m[1], out2)
-			}
-			out3, code := c.run(append(asBaker, "image", "update", project)...)
-			if m3 := idRE.FindStringSubmatch(out3); code != 0 || m3 == nil || m3[1] != m[1] {
-				t.Errorf("update: exit %d, want image %s:\n%s", code, m[1], out3)
-			}
-			// Without --force an existing image is not replaced.
-			if out, code := c.run(append(asBaker, "image", "create", project, "--base", baseTag)...); code != 1 || !strings.Contains(out, "image update "+project) {
-				t.Errorf("create over an existing image: exit %d:\n%s", code, out)
-			}
+	out, code := c.run(append(asBaker, "image", "create", project+":latest", "--base", baseTag)...)
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	m, s := idRE.FindStringSubmatch(out), sentRE.FindStringSubmatch(out)
+	if m == nil || s == nil {
+		t.Fatalf("output names no image ID or bytes sent:\n%s", out)
+	}
+	if n, _ := strconv.Atoi(s[1]); n >= 1<<20 {
+		t.Errorf("sent %d bytes to a daemon that holds the base; want well under 1 MB", n)
+	}
+	ins, err := d.ImageInspect(ctx, tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ins.ID != m[1] {
+		t.Errorf("daemon has %s, ds01 said %s", ins.ID, m[1])
+	}
+	baseIns, _ := d.ImageInspect(ctx, baseTag)
+	if len(ins.RootFS.Layers) != len(baseIns.RootFS.Layers)+1 {
+		t.Errorf("%d layers on a %d-layer base; want one more", len(ins.RootFS.Layers), len(baseIns.RootFS.Layers))
+	}
+	hist, err := d.ImageHistory(ctx, tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if top := hist.Items[0]; top.Size >= 1<<20 || !strings.Contains(top.CreatedBy, "ds01: user h-baker") {
+		t.Errorf("top layer: %d bytes, %q; want ds01's, under 1 MB", top.Size, top.CreatedBy)
+	}
+	files, err := d.BaseFiles(ctx, baseIns.ID, layers.UserWant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testbed.AssertUserInside(t, d, tag, files, hbaker)
 
-			out, code = c.run(append(asBaker, "image", "list", "--json")...)
-			var list []deploy.ImageInfo
-			if err := json.Unmarshal([]byte(out), &list); code != 0 || err != nil {
-				t.Fatalf("image list --json: exit %d, %v:\n%s", code, err, out)
-			}
-			found := false
-			for _, im := range list {
-				if im.Tag == tag {
-					found = im.Matches && im.Project == project && im.Base == baseTag
-				}
-			}
-			if !found {
-				t.Errorf("image list does not show %s as matching: %+v", tag, list)
-			}
-			// Another user's UID sees a mismatch on update.
-			if out, code := c.run("--user", "h.baker@hertie-school.lan", "--uid", "1722830498", "--gid", "1000", "image", "update", project); code != 1 || !strings.Contains(out, "--force") {
-				t.Errorf("update with another GID: exit %d:\n%s", code, out)
-			}
+	// Same inputs, same image ID: again with --force, and by update.
+	out2, code := c.run(append(asBaker, "image", "create", project, "--base", baseTag, "--force")...)
+	if m2 := idRE.FindStringSubmatch(out2); code != 0 || m2 == nil || m2[1] != m[1] {
+		t.Errorf("second create: exit %d, want image %s:\n%s", code, m[1], out2)
+	}
+	out3, code := c.run(append(asBaker, "image", "update", project)...)
+	if m3 := idRE.FindStringSubmatch(out3); code != 0 || m3 == nil || m3[1] != m[1] {
+		t.Errorf("update: exit %d, want image %s:\n%s", code, m[1], out3)
+	}
+	// Without --force an existing image is not replaced.
+	if out, code := c.run(append(asBaker, "image", "create", project, "--base", baseTag)...); code != 1 || !strings.Contains(out, "image update "+project) {
+		t.Errorf("create over an existing image: exit %d:\n%s", code, out)
+	}
 
-			out, code = c.run(append(asBaker, "image", "retire", project)...)
-			if code != 0 {
-				t.Fatalf("retire: exit %d:\n%s", code, out)
-			}
-			if _, err := d.ImageInspect(ctx, tag); err == nil {
-				t.Error("image still there after retire")
-			}
-			if _, err := os.Stat(filepath.Join(c.config, "images", project+".json")); !os.IsNotExist(err) {
-				t.Errorf("record still there after retire: %v", err)
-			}
-		})
+	out, code = c.run(append(asBaker, "image", "list", "--json")...)
+	var list []deploy.ImageInfo
+	if err := json.Unmarshal([]byte(out), &list); code != 0 || err != nil {
+		t.Fatalf("image list --json: exit %d, %v:\n%s", code, err, out)
+	}
+	found := false
+	for _, im := range list {
+		if im.Tag == tag {
+			found = im.Matches && im.Project == project && im.Base == baseTag
+		}
+	}
+	if !found {
+		t.Errorf("image list does not show %s as matching: %+v", tag, list)
+	}
+	// Another user's UID sees a mismatch on update.
+	if out, code := c.run("--user", "h.baker@hertie-school.lan", "--uid", "1722830498", "--gid", "1000", "image", "update", project); code != 1 || !strings.Contains(out, "--force") {
+		t.Errorf("update with another GID: exit %d:\n%s", code, out)
+	}
+
+	out, code = c.run(append(asBaker, "image", "retire", project)...)
+	if code != 0 {
+		t.Fatalf("retire: exit %d:\n%s", code, out)
+	}
+	if _, err := d.ImageInspect(ctx, tag); err == nil {
+		t.Error("image still there after retire")
+	}
+	if _, err := os.Stat(filepath.Join(c.config, "images", project+".json")); !os.IsNotExist(err) {
+		t.Errorf("record still there after retire: %v", err)
 	}
 }
 
