@@ -133,6 +133,8 @@ type daemonImage struct {
 	// descs, when known, are the layers' descriptors as the containerd
 	// store holds them; else the graphdriver store's view applies.
 	descs []v1.Descriptor
+	// mediaType is the manifest's, when read from the content store.
+	mediaType types.MediaType
 }
 
 var _ v1.Image = (*daemonImage)(nil)
@@ -147,6 +149,9 @@ func (i *daemonImage) Layers() ([]v1.Layer, error) {
 
 // MediaType follows the recorded layers: OCI layers go in an OCI manifest.
 func (i *daemonImage) MediaType() (types.MediaType, error) {
+	if i.mediaType != "" {
+		return i.mediaType, nil
+	}
 	if len(i.descs) > 0 && i.descs[0].MediaType.IsLayer() && strings.HasPrefix(string(i.descs[0].MediaType), "application/vnd.oci.") {
 		return types.OCIManifestSchema1, nil
 	}

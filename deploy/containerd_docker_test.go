@@ -179,11 +179,27 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			socket := ce.ContainerdSocket
+			ce.ContainerdSocket = ""
 			_, e := ce.Create(ctx, deploy.CreateRequest{Login: "x", Account: hbaker, Project: project + "-x", BaseRef: committed,
 				Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache, Offline: true}})
+			ce.ContainerdSocket = socket
 			if !errors.Is(e, deploy.ErrOffline) || !strings.Contains(e.Error(), "containerd image store") {
 				t.Errorf("engine-only base, offline: %v", e)
 			}
+			// With containerd's socket (root), its content store has them.
+			xtag := "ds01-1722830498/" + project + "-x:latest"
+			testbed.RemoveImage(t, ce, xtag)
+			onCommitted, err := ce.Create(ctx, deploy.CreateRequest{Login: "x", Account: hbaker, Project: project + "-x", BaseRef: committed,
+				Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache, Offline: true}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(onCommitted.LoadPath, "containerd's content store") || onCommitted.Sent >= 1<<20 {
+				t.Errorf("engine-only base, content store: load path %q, sent %d", onCommitted.LoadPath, onCommitted.Sent)
+			}
+			saveWhole(t, ce, xtag, onCommitted.Base.Image)
+			testbed.AssertUserInside(t, ce, xtag, files, hbaker)
 		})
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/moby/client"
@@ -30,6 +32,11 @@ type Daemon struct {
 	APIVersion string
 	Store      Store
 	Driver     string // the storage driver, e.g. overlay2, fuse-overlayfs
+	// ContainerdSocket is the socket of the engine's containerd, read for
+	// base descriptors on the containerd image store when this process may
+	// use it: CONTAINERD_ADDRESS, else, when the daemon is the local one,
+	// the first default socket that exists.
+	ContainerdSocket string
 
 	// heldDescriptors, when set (by tests only), changes the base's layer
 	// descriptors that a delta load names, as a wrong source of them would.
@@ -65,6 +72,16 @@ func connected(ctx context.Context, c *client.Client) (*Daemon, error) {
 	for _, kv := range info.Info.DriverStatus {
 		if kv[0] == "driver-type" && kv[1] == "io.containerd.snapshotter.v1" {
 			d.Store = Containerd
+		}
+	}
+	d.ContainerdSocket = strings.TrimPrefix(os.Getenv("CONTAINERD_ADDRESS"), "unix://")
+	if h := c.DaemonHost(); d.ContainerdSocket == "" && (h == "unix:///var/run/docker.sock" || h == "unix:///run/docker.sock") {
+		// Another engine's containerd must not be taken for this one's.
+		for _, s := range DefaultContainerdSockets {
+			if _, err := os.Stat(s); err == nil {
+				d.ContainerdSocket = s
+				break
+			}
 		}
 	}
 	return d, nil

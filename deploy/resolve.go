@@ -167,7 +167,8 @@ func cachedBase(ctx context.Context, ref, want string, o ResolveOptions) (v1.Ima
 // that manifest lists, which the Docker API does not show. In order:
 // ds01's own record of an image it loaded (the ds01.layers label); the
 // manifest in ds01's cache whose digest is the engine's ID; the registry,
-// by the digest the engine pulled it by. ok is false when none knows them.
+// by the digest the engine pulled it by; containerd's content store, when
+// its socket may be used. ok is false when none knows them.
 func (d *Daemon) heldBase(ctx context.Context, ref, want string, o ResolveOptions) (*Base, Resolution, bool) {
 	ins, err := d.ImageInspect(ctx, ref)
 	if err != nil || (want != "" && want != ins.ID) {
@@ -182,11 +183,8 @@ func (d *Daemon) heldBase(ctx context.Context, ref, want string, o ResolveOption
 				Resolution{From: "daemon", Held: true, Descriptors: "the manifest in ds01's cache with the engine's ID"}, true
 		}
 	}
-	if o.Offline {
-		return nil, Resolution{}, false
-	}
 	for _, rd := range ins.RepoDigests {
-		if !strings.HasSuffix(rd, "@"+ins.ID) {
+		if o.Offline || !strings.HasSuffix(rd, "@"+ins.ID) {
 			continue
 		}
 		img, err := registry.RemoteImage(ctx, rd, o.Pull)
@@ -198,6 +196,16 @@ func (d *Daemon) heldBase(ctx context.Context, ref, want string, o ResolveOption
 		}
 		return &Base{Ref: ref, ID: ins.ID, RepoDigests: []string{rd}, Image: img},
 			Resolution{From: "daemon", Held: true, Descriptors: "its registry, by the digest the engine pulled it by (" + rd + ")"}, true
+	}
+	if usableSocket(d.ContainerdSocket) {
+		img, err := contentStoreImage(ctx, d.ContainerdSocket, ins.ID)
+		if err == nil {
+			return &Base{Ref: ref, ID: ins.ID, RepoDigests: ins.RepoDigests, Image: img},
+				Resolution{From: "daemon", Held: true, Descriptors: "containerd's content store at " + d.ContainerdSocket}, true
+		}
+		if o.Log != nil {
+			fmt.Fprintf(o.Log, "base %s: not from containerd's content store: %v\n", ref, err)
+		}
 	}
 	return nil, Resolution{}, false
 }

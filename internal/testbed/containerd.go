@@ -44,8 +44,8 @@ var (
 // read-write (a remount is refused while they are in use), containerd and
 // dockerd start with their state on bind mounts from the host's disk
 // (containerd's overlayfs snapshotter cannot mount on top of the host's
-// fuse-overlayfs, nor in the container's /tmp), and the socket appears in
-// a bind-mounted directory.
+// fuse-overlayfs, nor in the container's /tmp), and the sockets of both
+// appear in a bind-mounted directory.
 const engineStart = `set -e
 mount -o remount,rw /sys
 if awk '$2=="/sys/fs/cgroup"&&$3=="cgroup2"{f=1} END{exit !f}' /proc/mounts; then
@@ -56,9 +56,9 @@ for m in $(awk '$3=="cgroup"{print $2}' /proc/mounts); do
   o=$c; [ "$c" = systemd ] && o=none,name=systemd
   umount "$m" && mount -t cgroup -o "$o" cgroup "$m" || true
 done
-containerd >/ds01run/containerd.log 2>&1 &
-for i in $(seq 100); do [ -S /run/containerd/containerd.sock ] && break; sleep 0.1; done
-exec dockerd --containerd /run/containerd/containerd.sock -H unix:///ds01run/docker.sock
+containerd --address /ds01run/containerd.sock >/ds01run/containerd.log 2>&1 &
+for i in $(seq 100); do [ -S /ds01run/containerd.sock ] && break; sleep 0.1; done
+exec dockerd --containerd /ds01run/containerd.sock -H unix:///ds01run/docker.sock
 `
 
 // The engine has a bridge of its own, in its own network namespace, and
@@ -172,6 +172,9 @@ func StartContainerdEngine(ctx context.Context, outer *deploy.Daemon, e Engine, 
 		if _, err := os.Stat(filepath.Join(state, "run", "docker.sock")); err == nil {
 			d, err := deploy.ConnectHost(ctx, sock)
 			if err == nil {
+				// Its containerd's socket is beside dockerd's, for the tests
+				// of the content-store source of base descriptors.
+				d.ContainerdSocket = filepath.Join(state, "run", "containerd.sock")
 				stops = append(stops, func() { d.Close() })
 				return d, stop, nil
 			}
