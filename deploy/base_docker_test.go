@@ -10,6 +10,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/moby/moby/client"
 
 	"github.com/ds01/ds01/assemble"
@@ -40,8 +41,21 @@ func TestDaemonBaseDeltaLoad(t *testing.T) {
 	d := testbed.Docker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	stackImg := testbed.Base(t, testbed.Bullseye)
 	prefix := testbed.Prefix(t)
+	// A base ID of this test's own (a label), so that the containers that
+	// other tests, running at the same time, make of bullseye are not
+	// taken for ones this test left.
+	bullseye := testbed.Base(t, testbed.Bullseye)
+	cf, err := bullseye.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.Config.Labels["ds01test.prefix"] = prefix
+	stackImg, err := mutate.ConfigFile(bullseye, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
 	baseTag := prefix + "/bullseye-base:latest"
 	testbed.RemoveImage(t, d, baseTag)
 	full, err := d.Load(ctx, stackImg, baseTag, nil)

@@ -209,6 +209,12 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		if base, err = d.Base(ctx, pr.Image); err != nil {
 			return nil, err
 		}
+		if d.Store == Containerd {
+			if !base.Described() {
+				return nil, fmt.Errorf("the package image %s carries no record of its layer descriptors; remove it (docker rmi %s) and build again", pr.Image, pr.Image)
+			}
+			how.Descriptors = "ds01's record in the image's " + assemble.LabelLayers + " label (the shared package image " + pr.Image + ")"
+		}
 	}
 
 	t = time.Now()
@@ -305,6 +311,13 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	}
 	if req.DryRun {
 		res.ImageID = cfgName.String()
+		if d.Store == Containerd {
+			dg, err := built.Image.Digest()
+			if err != nil {
+				return nil, err
+			}
+			res.ImageID = dg.String()
+		}
 		res.LoadPath = "dry run, nothing loaded; would load " + res.LoadPath
 		return res, nil
 	}

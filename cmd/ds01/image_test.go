@@ -93,6 +93,7 @@ var hbaker = passwd.Account{Name: "h-baker", UID: 1722830498, GID: 1722830498}
 var (
 	idRE   = regexp.MustCompile(`(?m)^ds01-\d+/\S+  (sha256:[0-9a-f]{64})$`)
 	sentRE = regexp.MustCompile(`sent (\d+) bytes`)
+	dryRE  = regexp.MustCompile(`(?m)^ds01-\d+/\S+  (sha256:[0-9a-f]{64})  \(dry run: nothing loaded\)$`)
 )
 
 // loadBase puts img into the daemon under a test tag, removed afterwards.
@@ -128,11 +129,26 @@ func testImageCreate(t *testing.T, e engine, base registry.Debian) {
 	tag := "ds01-1722830498/" + project + ":latest"
 	testbed.RemoveImage(t, d, tag)
 
+	// A dry run names the load path and the ID the image will have.
+	wantPath := map[deploy.Store]string{deploy.GraphDriver: "would load delta: graphdriver store",
+		deploy.Containerd: "would load delta: containerd image store, base layers left out, named by the descriptors the engine holds them under, from the manifest in ds01's cache"}[d.Store]
+	dry, code := c.run(append(asBaker, "image", "create", project, "--base", baseTag, "--dry-run")...)
+	dm := dryRE.FindStringSubmatch(dry)
+	if code != 0 || dm == nil || !strings.Contains(dry, wantPath) {
+		t.Fatalf("dry run: exit %d, want an ID and %q:\n%s", code, wantPath, dry)
+	}
+	if _, err := d.ImageInspect(ctx, tag); err == nil {
+		t.Fatal("a dry run made the image")
+	}
+
 	out, code := c.run(append(asBaker, "image", "create", project+":latest", "--base", baseTag)...)
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
 	m, s := idRE.FindStringSubmatch(out), sentRE.FindStringSubmatch(out)
+	if m != nil && m[1] != dm[1] {
+		t.Errorf("the dry run said %s, the image is %s", dm[1], m[1])
+	}
 	if m == nil || s == nil {
 		t.Fatalf("output names no image ID or bytes sent:\n%s", out)
 	}
@@ -164,9 +180,12 @@ func testImageCreate(t *testing.T, e engine, base registry.Debian) {
 	testbed.AssertUserInside(t, d, tag, files, hbaker)
 
 	// Same inputs, same image ID: again with --force, and by update.
-	out2, code := c.run(append(asBaker, "image", "create", project, "--base", baseTag, "--force")...)
+	out2, code := c.run(append(asBaker, "image", "create", project, "--base", baseTag, "--force", "-v")...)
 	if m2 := idRE.FindStringSubmatch(out2); code != 0 || m2 == nil || m2[1] != m[1] {
 		t.Errorf("second create: exit %d, want image %s:\n%s", code, m[1], out2)
+	}
+	if want := "load path: " + strings.TrimPrefix(wantPath, "would load "); !strings.Contains(out2, want) {
+		t.Errorf("-v does not say %q:\n%s", want, out2)
 	}
 	out3, code := c.run(append(asBaker, "image", "update", project)...)
 	if m3 := idRE.FindStringSubmatch(out3); code != 0 || m3 == nil || m3[1] != m[1] {

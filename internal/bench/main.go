@@ -49,7 +49,7 @@ var (
 	clean   = flag.Bool("clean", false, "remove the cached bench bases from the daemon and exit")
 	skip    = flag.String("skip", "", "comma-separated measurements to skip: deploy,pull,build,old,ggcr,full,crane,packages,containerd")
 	only    = flag.String("only", "", "run only this part: packages, containerd")
-	engine  = flag.String("engine", "sid", "the containerd-store engine to measure on: sid (Docker 28.5) or trixie (Docker 26.1)")
+	engine  = flag.String("engines", "sid,trixie", "the containerd-store engines to measure on, comma-separated: sid (Docker 28.5), trixie (Docker 26.1)")
 )
 
 const prefix = "ds01bench"
@@ -987,9 +987,22 @@ func writeBenchPackages(dir string) error {
 	return nil
 }
 
-// benchContainerd measures image create against a full re-send on the
-// second engine, the one with the containerd image store, for each size.
+// benchContainerd measures image create against a full re-send on each
+// engine with the containerd image store, for each size.
 func benchContainerd(ctx context.Context, d *deploy.Daemon) error {
+	for _, name := range strings.Split(*engine, ",") {
+		i := slices.IndexFunc(testbed.Engines, func(e testbed.Engine) bool { return e.Name == name })
+		if i < 0 {
+			return fmt.Errorf("-engines: no engine %q; want sid or trixie", name)
+		}
+		if err := benchEngine(ctx, d, testbed.Engines[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func benchEngine(ctx context.Context, d *deploy.Daemon, e testbed.Engine) error {
 	dir, err := benchCache()
 	if err != nil {
 		return err
@@ -999,12 +1012,6 @@ func benchContainerd(ctx context.Context, d *deploy.Daemon) error {
 		return err
 	}
 	defer os.RemoveAll(state)
-	e := testbed.Sid
-	if *engine == "trixie" {
-		e = testbed.Trixie
-	} else if *engine != "sid" {
-		return fmt.Errorf("-engine %q: want sid or trixie", *engine)
-	}
 	ce, stop, err := testbed.StartContainerdEngine(ctx, d, e, dir, state, prefix)
 	if err != nil {
 		return err
