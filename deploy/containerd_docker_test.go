@@ -153,7 +153,7 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 			if !strings.Contains(onTag.LoadPath, "ds01's record") || onTag.Sent >= 1<<20 {
 				t.Errorf("on ds01's own image: load path %q, sent %d", onTag.LoadPath, onTag.Sent)
 			}
-			saveWhole(t, ce, "ds01-20000000/"+project+"-a:latest", res.Base.Image)
+			saveWhole(t, ce, "ds01-20000000/"+project+"-a:latest", onTag.Base.Image)
 
 			// A base only the engine knows (committed there: its inherited
 			// label names one layer too few) cannot be sent without
@@ -202,6 +202,51 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 			testbed.AssertUserInside(t, ce, xtag, files, hbaker)
 		})
 	}
+
+	// A base the engine pulled itself from a registry it reaches (on the
+	// machine daemon's bridge gateway), gzip layers as a registry has
+	// them: ds01, with an empty cache, reads the manifest and config by
+	// the digest the engine pulled, fetches no layer, and sends a delta.
+	t.Run("engine-pulled", func(t *testing.T) {
+		greg := testbed.StartRegistryOn(t, testbed.BridgeGateway(t, d))
+		ref := greg.Host + "/" + testbed.Prefix(t) + "/pulled:1"
+		r, _ := name.ParseReference(ref)
+		if err := remote.Write(r, gzipBase); err != nil {
+			t.Fatal(err)
+		}
+		testbed.RemoveImage(t, ce, ref)
+		pull, err := ce.ImagePull(ctx, ref, client.ImagePullOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pull.Wait(ctx); err != nil {
+			t.Fatalf("the engine pulling %s: %v", ref, err)
+		}
+		cache, err := registry.OpenCache(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		project := testbed.Prefix(t)
+		tag := "ds01-1722830498/" + project + ":latest"
+		testbed.RemoveImage(t, ce, tag)
+		res, err := ce.Create(ctx, deploy.CreateRequest{Login: "h.baker@hertie-school.lan", Account: hbaker, Project: project, BaseRef: ref,
+			Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(res.LoadPath, "its registry, by the digest the engine pulled it by") || res.Sent >= 1<<20 || res.Resolution.Loaded != 0 {
+			t.Errorf("engine-pulled base: load path %q, sent %d, base streamed %d", res.LoadPath, res.Sent, res.Resolution.Loaded)
+		}
+		if entries, _ := cache.Entries(); len(entries) != 0 {
+			t.Errorf("the base was pulled into the cache: %v", entries)
+		}
+		saveWhole(t, ce, tag, res.Base.Image)
+		files, ok := cache.Files(res.Base.ID)
+		if !ok {
+			t.Fatal("base files not indexed")
+		}
+		testbed.AssertUserInside(t, ce, tag, files, hbaker)
+	})
 }
 
 // saveWhole checks that docker save of tag writes every blob: the base's

@@ -3,6 +3,7 @@ package testbed
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,7 +64,38 @@ exec dockerd --containerd /ds01run/containerd.sock -H unix:///ds01run/docker.soc
 
 // The engine has a bridge of its own, in its own network namespace, and
 // leaves iptables alone: its containers talk to nothing outside.
-const engineConfig = `{"features":{"containerd-snapshotter":true},"storage-driver":"overlayfs","iptables":false,"ip6tables":false}`
+// Registries on private addresses (the tests' on the machine daemon's
+// bridge gateway) are spoken to over plain HTTP, as ds01 does.
+const engineConfig = `{"features":{"containerd-snapshotter":true},"storage-driver":"overlayfs","iptables":false,"ip6tables":false,` +
+	`"insecure-registries":["10.0.0.0/8","172.16.0.0/12","192.168.0.0/16"]}`
+
+// BridgeGateway is the host's address on the machine daemon's default
+// bridge: what the containerd engines, in containers there, reach the
+// host by.
+func BridgeGateway(t testing.TB, outer *deploy.Daemon) string {
+	t.Helper()
+	n, err := outer.NetworkInspect(context.Background(), "bridge", client.NetworkInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range n.Network.IPAM.Config {
+		if c.Gateway.IsValid() {
+			return c.Gateway.String()
+		}
+	}
+	// Engine 20.10 often leaves the gateway out: the bridge's own address.
+	br := n.Network.Options["com.docker.network.bridge.name"]
+	if iface, err := net.InterfaceByName(br); err == nil {
+		addrs, _ := iface.Addrs()
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil {
+				return ipn.IP.String()
+			}
+		}
+	}
+	t.Fatalf("the machine daemon's bridge network (%q) has no gateway address", br)
+	return ""
+}
 
 // ContainerdEngine starts e, a Docker engine that keeps images in the
 // containerd image store, as fresh Engine 29 installs do, inside a

@@ -12,9 +12,9 @@ import (
 )
 
 // Registry is a running CNCF distribution registry (Debian's
-// docker-registry package) on a loopback port.
+// docker-registry package) on a loopback port, or another local address.
 type Registry struct {
-	Host string // 127.0.0.1:port
+	Host string // 127.0.0.1:port, or ip:port
 	Dir  string // its storage
 	cmd  *exec.Cmd
 }
@@ -30,9 +30,24 @@ func StartRegistry(t testing.TB) *Registry {
 	return r
 }
 
+// StartRegistryOn starts a registry on ip, a local address (the machine
+// daemon's bridge gateway, say, which the containerd engines reach), that
+// lives until the test ends.
+func StartRegistryOn(t testing.TB, ip string) *Registry {
+	t.Helper()
+	r, err := startRegistry(t.TempDir(), ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Stop)
+	return r
+}
+
 // StartRegistryIn starts a registry keeping its storage and config in dir;
 // the caller stops it.
-func StartRegistryIn(dir string) (*Registry, error) {
+func StartRegistryIn(dir string) (*Registry, error) { return startRegistry(dir, "127.0.0.1") }
+
+func startRegistry(dir, ip string) (*Registry, error) {
 	bin, err := exec.LookPath("docker-registry")
 	if err != nil {
 		return nil, fmt.Errorf("docker-registry is not installed (apt-get install docker-registry; scripts/setup does): %w", err)
@@ -40,7 +55,7 @@ func StartRegistryIn(dir string) (*Registry, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		return nil, err
 	}
