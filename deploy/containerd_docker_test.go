@@ -3,7 +3,6 @@ package deploy_test
 import (
 	"archive/tar"
 	"context"
-	"errors"
 	"strings"
 	"testing"
 
@@ -179,24 +178,44 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			socket := ce.ContainerdSocket
-			ce.ContainerdSocket = ""
-			_, e := ce.Create(ctx, deploy.CreateRequest{Login: "x", Account: hbaker, Project: project + "-x", BaseRef: committed,
-				Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache, Offline: true}})
-			ce.ContainerdSocket = socket
-			if !errors.Is(e, deploy.ErrOffline) || !strings.Contains(e.Error(), "containerd image store") {
-				t.Errorf("engine-only base, offline: %v", e)
-			}
 			// With containerd's socket (root), its content store has them.
 			xtag := "ds01-1722830498/" + project + "-x:latest"
 			testbed.RemoveImage(t, ce, xtag)
-			onCommitted, err := ce.Create(ctx, deploy.CreateRequest{Login: "x", Account: hbaker, Project: project + "-x", BaseRef: committed,
-				Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache, Offline: true}})
+			xreq := deploy.CreateRequest{Login: "x", Account: hbaker, Project: project + "-x", BaseRef: committed, Replace: true,
+				Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache, Offline: true}}
+			onCommitted, err := ce.Create(ctx, xreq)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if !strings.Contains(onCommitted.LoadPath, "containerd's content store") || onCommitted.Sent >= 1<<20 {
 				t.Errorf("engine-only base, content store: load path %q, sent %d", onCommitted.LoadPath, onCommitted.Sent)
+			}
+			// Without it, the base is read out of the engine once into the
+			// cache, with a notice, and then found there by the engine's ID.
+			socket := ce.ContainerdSocket
+			ce.ContainerdSocket = ""
+			defer func() { ce.ContainerdSocket = socket }()
+			exported, err := ce.Create(ctx, xreq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(exported.LoadPath, "read out of it once into ds01's cache") || exported.Resolution.Exported < tc.min ||
+				!strings.Contains(strings.Join(exported.Warnings, "\n"), "read out of the engine once (docker save)") || exported.Sent >= 1<<20 {
+				t.Errorf("engine-only base, no socket: load path %q, exported %d, sent %d, warnings %q", exported.LoadPath, exported.Resolution.Exported, exported.Sent, exported.Warnings)
+			}
+			if exported.ImageID != onCommitted.ImageID {
+				t.Errorf("content store and export give different images: %s, %s", onCommitted.ImageID, exported.ImageID)
+			}
+			again, err = ce.Create(ctx, xreq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(again.LoadPath, "the manifest in ds01's cache with the engine's ID") || again.Resolution.Exported != 0 || len(again.Warnings) != 0 {
+				t.Errorf("after the export: load path %q, exported %d, warnings %q", again.LoadPath, again.Resolution.Exported, again.Warnings)
+			}
+			// Without ds01's cache there is nowhere to keep it: a clear error.
+			if _, e := ce.Create(ctx, deploy.CreateRequest{Login: "x", Account: hbaker, Project: project + "-y", BaseRef: committed}); e == nil || !strings.Contains(e.Error(), "needs ds01's cache") {
+				t.Errorf("engine-only base, no cache: %v", e)
 			}
 			saveWhole(t, ce, xtag, onCommitted.Base.Image)
 			testbed.AssertUserInside(t, ce, xtag, files, hbaker)

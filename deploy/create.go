@@ -161,11 +161,15 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	}
 	if req.DryRun && d.Store == Containerd {
 		if _, _, ok := d.heldBase(ctx, req.BaseRef, "", ro); !ok && !(ro.Refresh && !ro.Offline) {
+			if _, err := d.ImageInspect(ctx, req.BaseRef); err == nil {
+				res.LoadPath = "dry run, nothing loaded; containerd image store: the engine holds the base but no source names its layer descriptors, so it would be read out of the engine once (docker save) into ds01's cache, then the user layer loaded as a delta"
+				return res, nil
+			}
 			from := "pulled into ds01's cache first"
 			if cd := cachedDigest(ro.Cache, req.BaseRef); cd != "" {
 				from = "taken from ds01's cache (" + cd + ")"
 			}
-			res.LoadPath = "dry run, nothing loaded; containerd image store: the engine does not hold the base under descriptors ds01 knows, so it would be " + from + " and streamed in once, then the user layer loaded as a delta"
+			res.LoadPath = "dry run, nothing loaded; containerd image store: the engine does not hold the base, so it would be " + from + " and streamed in once, then the user layer loaded as a delta"
 			return res, nil
 		}
 	} else if req.DryRun {
@@ -183,6 +187,9 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	base, how, err := d.ResolveBase(ctx, req.BaseRef, ro)
 	if err != nil {
 		return nil, err
+	}
+	if how.Notice != "" {
+		res.Warnings = append(res.Warnings, how.Notice)
 	}
 	res.Base, res.Resolution = base, how
 	step("resolve base", t)

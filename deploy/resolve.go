@@ -45,6 +45,11 @@ type Resolution struct {
 	Held bool
 	// Descriptors says where a held base's layer descriptors came from.
 	Descriptors string
+	// Exported is the bytes of a base read out of the engine into ds01's
+	// cache, when no other source knew its descriptors.
+	Exported int64
+	// Notice is a line for the user about a slow path taken, and why.
+	Notice string
 }
 
 // ErrOffline is a base that is neither in the daemon nor in the cache
@@ -178,7 +183,7 @@ func (d *Daemon) heldBase(ctx context.Context, ref, want string, o ResolveOption
 		return b, Resolution{From: "daemon", Held: true, Descriptors: "ds01's record in the image's " + assemble.LabelLayers + " label"}, true
 	}
 	if o.Cache != nil {
-		if img, err := o.Cache.Image(ins.ID); err == nil {
+		if img, err := o.Cache.ImageFor(ins.ID); err == nil {
 			return &Base{Ref: ref, ID: ins.ID, RepoDigests: ins.RepoDigests, Image: img},
 				Resolution{From: "daemon", Held: true, Descriptors: "the manifest in ds01's cache with the engine's ID"}, true
 		}
@@ -221,7 +226,10 @@ func (d *Daemon) resolveFull(ctx context.Context, ref, want string, o ResolveOpt
 		return b, res, nil
 	}
 	if o.Cache == nil {
-		return nil, Resolution{}, fmt.Errorf("base %s: the containerd image store needs the base in ds01's cache", ref)
+		return nil, Resolution{}, fmt.Errorf("base %s: the containerd image store needs ds01's cache for a base whose layer descriptors are not known", ref)
+	}
+	if ins, err := d.ImageInspect(ctx, ref); err == nil && (want == "" || want == ins.ID) {
+		return d.exportBase(ctx, ref, ins.ID, ins.RepoDigests, o)
 	}
 	img, e, res, err := cachedBase(ctx, ref, want, o)
 	if err != nil {
@@ -249,6 +257,34 @@ func (d *Daemon) resolveFull(ctx context.Context, ref, want string, o ResolveOpt
 		res.Descriptors = ""
 	}
 	return b, res, nil
+}
+
+// exportBase reads a base the engine holds, whose layer descriptors no
+// other source knows (not loaded by ds01, not in its cache, its registry
+// unreachable, containerd's socket not usable), out of the engine once
+// with docker save into ds01's cache. The engine's own manifest is then
+// in the cache under the engine's ID, and every later build is a delta.
+// The engine's image is used, never replaced by another of the same name.
+func (d *Daemon) exportBase(ctx context.Context, ref, id string, repoDigests []string, o ResolveOptions) (*Base, Resolution, error) {
+	notice := fmt.Sprintf("base %s: the engine holds it, but no record of ds01's, cache entry, reachable registry or usable containerd socket names its layer descriptors; it is read out of the engine once (docker save) into ds01's cache, and later builds on it are deltas", ref)
+	if o.Log != nil {
+		fmt.Fprintln(o.Log, notice)
+	}
+	rc, err := d.ImageSave(ctx, []string{ref})
+	if err != nil {
+		return nil, Resolution{}, fmt.Errorf("base %s: docker save: %w", ref, err)
+	}
+	_, n, err := o.Cache.ImportArchive(ref, rc)
+	rc.Close()
+	if err != nil {
+		return nil, Resolution{}, fmt.Errorf("base %s: reading it out of the engine into ds01's cache: %w", ref, err)
+	}
+	img, err := o.Cache.ImageFor(id)
+	if err != nil {
+		return nil, Resolution{}, fmt.Errorf("base %s: the engine's docker save did not hold its image %s: %w", ref, id, err)
+	}
+	return &Base{Ref: ref, ID: id, RepoDigests: repoDigests, Image: img}, Resolution{From: "daemon", Held: true, Exported: n, Notice: notice,
+		Descriptors: fmt.Sprintf("the engine's own manifest, read out of it once into ds01's cache (%d bytes)", n)}, nil
 }
 
 // progressFor turns LoadProgress into a per-chunk callback for streaming

@@ -41,10 +41,13 @@ func (c *Cache) initLayout() error {
 	if err := os.MkdirAll(filepath.Join(c.ociDir(), "blobs", "sha256"), 0o2775); err != nil {
 		return fmt.Errorf("creating cache %s: %w", c.ociDir(), err)
 	}
-	lf := filepath.Join(c.ociDir(), "oci-layout")
-	if _, err := os.Stat(lf); err != nil {
-		if err := WriteFileAtomic(lf, []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
-			return err
+	for name, empty := range map[string]string{"oci-layout": `{"imageLayoutVersion":"1.0.0"}`, "index.json": `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`} {
+		// A layout reader wants both, even before the first ref.
+		p := filepath.Join(c.ociDir(), name)
+		if _, err := os.Stat(p); err != nil {
+			if err := WriteFileAtomic(p, []byte(empty)); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
