@@ -14,9 +14,9 @@ test:
 test-short:
     go test -short ./...
 
-# every fuzz target for a bounded time each
-fuzz time="30s":
-    scripts/fuzz {{time}}
+# every fuzz target for a bounded number of inputs each
+fuzz budget="100000x":
+    scripts/fuzz {{budget}}
 
 # benchmarks, with ratios against the alternatives measured in the same run
 bench *args:

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
 	"syscall"
 	"time"
 
@@ -20,6 +19,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/ds01/ds01/registry"
 )
 
 // DefaultContainerdSockets are where the containerd of a local Docker
@@ -92,16 +93,11 @@ func contentStoreImage(ctx context.Context, socket, id string) (*daemonImage, er
 		if err != nil {
 			return nil, fmt.Errorf("index %s: %w", mdg, err)
 		}
-		mdg = ""
-		for _, m := range idx.Manifests {
-			if m.Platform != nil && m.Platform.OS == runtime.GOOS && m.Platform.Architecture == runtime.GOARCH {
-				mdg, mt = m.Digest.String(), m.MediaType
-				break
-			}
+		m, err := registry.HostManifest(idx.Manifests)
+		if err != nil {
+			return nil, fmt.Errorf("index %s: %w", target.Digest, err)
 		}
-		if mdg == "" {
-			return nil, fmt.Errorf("index %s has no %s/%s manifest", target.Digest, runtime.GOOS, runtime.GOARCH)
-		}
+		mdg, mt = m.Digest.String(), m.MediaType
 	}
 	if !mt.IsImage() {
 		return nil, fmt.Errorf("image %s: %s is not an image manifest", id, mt)

@@ -176,13 +176,22 @@ func (c *Cache) manifestFor(digest string) (string, error) {
 	if probe.Manifests == nil {
 		return digest, nil
 	}
+	m, err := HostManifest(probe.Manifests)
+	if err != nil {
+		return "", fmt.Errorf("index %s: %w", digest, err)
+	}
+	return m.Digest.String(), nil
+}
+
+// HostManifest picks the host platform's image manifest from an index's.
+func HostManifest(manifests []v1.Descriptor) (v1.Descriptor, error) {
 	p := HostPlatform()
-	for _, m := range probe.Manifests {
+	for _, m := range manifests {
 		if m.Platform != nil && m.Platform.OS == p.OS && m.Platform.Architecture == p.Architecture && m.MediaType.IsImage() {
-			return m.Digest.String(), nil
+			return m, nil
 		}
 	}
-	return "", fmt.Errorf("index %s has no %s/%s image", digest, p.OS, p.Architecture)
+	return v1.Descriptor{}, fmt.Errorf("no %s/%s image among %d manifests", p.OS, p.Architecture, len(manifests))
 }
 
 // ImageFor opens a cached image by the digest of its manifest or of an
