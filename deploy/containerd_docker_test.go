@@ -3,11 +3,14 @@ package deploy_test
 import (
 	"archive/tar"
 	"context"
+	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -230,7 +233,11 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 		greg := testbed.StartRegistryOn(t, testbed.BridgeGateway(t, d))
 		ref := greg.Host + "/" + testbed.Prefix(t) + "/pulled:1"
 		r, _ := name.ParseReference(ref)
-		if err := remote.Write(r, gzipBase); err != nil {
+		// A multi-arch index, as CUDA framework images are: the engine's ID
+		// is then the index's digest.
+		idx := mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: gzipBase,
+			Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: runtime.GOARCH}}})
+		if err := remote.WriteIndex(r, idx); err != nil {
 			t.Fatal(err)
 		}
 		testbed.RemoveImage(t, ce, ref)
@@ -252,6 +259,9 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 			Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache}})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if idxDigest, _ := idx.Digest(); res.Base.ID != idxDigest.String() {
+			t.Errorf("base ID %s; want the index digest %s, the engine's ID", res.Base.ID, idxDigest)
 		}
 		if !strings.Contains(res.LoadPath, "its registry, by the digest the engine pulled it by") || res.Sent >= 1<<20 || res.Resolution.Loaded != 0 {
 			t.Errorf("engine-pulled base: load path %q, sent %d, base streamed %d", res.LoadPath, res.Sent, res.Resolution.Loaded)

@@ -192,11 +192,14 @@ func (d *Daemon) heldBase(ctx context.Context, ref, want string, o ResolveOption
 		if o.Offline || !strings.HasSuffix(rd, "@"+ins.ID) {
 			continue
 		}
+		// By digest, so go-containerregistry checks what the registry
+		// sends against the engine's ID; an index (a multi-arch base, whose
+		// index digest is the engine's ID) gives the host platform's image.
 		img, err := registry.RemoteImage(ctx, rd, o.Pull)
 		if err != nil {
-			continue
-		}
-		if dg, err := img.Digest(); err != nil || dg.String() != ins.ID {
+			if o.Log != nil {
+				fmt.Fprintf(o.Log, "base %s: not from its registry: %v\n", ref, err)
+			}
 			continue
 		}
 		return &Base{Ref: ref, ID: ins.ID, RepoDigests: []string{rd}, Image: img},
