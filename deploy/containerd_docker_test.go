@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"archive/tar"
 	"context"
+	"io"
 	"runtime"
 	"strings"
 	"testing"
@@ -224,6 +225,66 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 			testbed.AssertUserInside(t, ce, xtag, files, hbaker)
 		})
 	}
+
+	// A base an administrator docker-loaded from a plain docker-archive
+	// (uncompressed layers, one of 256 MB of incompressible bytes), which
+	// no source describes when containerd's socket cannot be used: it is
+	// read out of the engine once into ds01's cache, and the image create
+	// sends under 1 MB, then and after.
+	t.Run("docker-archive-256mb", func(t *testing.T) {
+		plainBig, err := random.Layer(256<<20, types.DockerUncompressedLayer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := registry.ImageFromLayers("archive", bl[0], plainBig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref := testbed.Prefix(t) + "/archive:1"
+		tagRef, _ := name.NewTag(ref)
+		testbed.RemoveImage(t, ce, ref)
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(tarball.Write(tagRef, img, pw)) }()
+		lr, err := ce.ImageLoad(ctx, pr, client.ImageLoadWithQuiet(true))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, lr)
+		lr.Close()
+		socket := ce.ContainerdSocket
+		ce.ContainerdSocket = ""
+		defer func() { ce.ContainerdSocket = socket }()
+		cache, err := registry.OpenCache(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		project := testbed.Prefix(t)
+		tag := "ds01-1722830498/" + project + ":latest"
+		testbed.RemoveImage(t, ce, tag)
+		req := deploy.CreateRequest{Login: "h.baker@hertie-school.lan", Account: hbaker, Project: project, BaseRef: ref, Replace: true,
+			Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache, Offline: true}}
+		first, err := ce.Create(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(first.LoadPath, "read out of it once into ds01's cache") || first.Sent >= 1<<20 || first.Resolution.Exported < 256<<20 {
+			t.Errorf("docker-loaded base: load path %q, sent %d, exported %d", first.LoadPath, first.Sent, first.Resolution.Exported)
+		}
+		second, err := ce.Create(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if second.Sent >= 1<<20 || second.Resolution.Exported != 0 || second.ImageID != first.ImageID {
+			t.Errorf("second create: sent %d, exported %d, image %s (first %s)", second.Sent, second.Resolution.Exported, second.ImageID, first.ImageID)
+		}
+		t.Logf("docker-loaded 256 MB base: read out once (%d bytes), then image create sent %d and %d bytes", first.Resolution.Exported, first.Sent, second.Sent)
+		saveWhole(t, ce, tag, first.Base.Image)
+		files, ok := cache.Files(first.Base.ID)
+		if !ok {
+			t.Fatal("base files not indexed")
+		}
+		testbed.AssertUserInside(t, ce, tag, files, hbaker)
+	})
 
 	// A base the engine pulled itself from a registry it reaches (on the
 	// machine daemon's bridge gateway), gzip layers as a registry has
