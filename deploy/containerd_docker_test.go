@@ -157,6 +157,16 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 				t.Errorf("on ds01's own image: load path %q, sent %d", onTag.LoadPath, onTag.Sent)
 			}
 			saveWhole(t, ce, "ds01-20000000/"+project+"-a:latest", onTag.Base.Image)
+			// A wrong descriptor there has no whole image to fall back on:
+			// the bytes are the engine's only. A clear error, nothing left.
+			_, e := wrong.Create(ctx, deploy.CreateRequest{Login: "alice", Account: alice, Project: project + "-b", BaseRef: tag,
+				Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache, Offline: true}})
+			if e == nil || !strings.Contains(e.Error(), "cannot send base "+tag+" whole") || !strings.Contains(e.Error(), "ds01 base pull") {
+				t.Errorf("wrong descriptor on a record-described base: %v", e)
+			}
+			if _, err := ce.ImageInspect(ctx, "ds01-20000000/"+project+"-b:latest"); err == nil {
+				t.Error("the failed build left its image")
+			}
 
 			// A base only the engine knows (committed there: its inherited
 			// label names one layer too few) cannot be sent without

@@ -347,6 +347,12 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	if err != nil && omit != nil && how.Held {
 		// A delta the engine took wrongly: it would load and run, but
 		// docker save of it would be incomplete. Take the full path.
+		if _, bytesless := base.Image.(*daemonImage); bytesless {
+			// Descriptors from a record or the content store, no bytes.
+			d.removeImage(tag, res.Replaced)
+			return nil, fmt.Errorf("the delta load of %s did not give the image expected (%v), and ds01 cannot send base %s whole: its layers are known from %s, their bytes only to the engine; the image was removed. Put the base in ds01's cache (`ds01 base pull %s`) and run again",
+				tag, err, req.BaseRef, how.Descriptors, req.BaseRef)
+		}
 		res.Warnings = append(res.Warnings, fmt.Sprintf("the delta load did not give the image expected (%v): it was removed and the whole image sent instead", err))
 		d.removeImage(tag, "")
 		res.LoadPath = "full: containerd image store, after a delta load failed its check"

@@ -387,9 +387,8 @@ func TestImageCreateBadInput(t *testing.T) {
 			if ents, _ := os.ReadDir(filepath.Join(c.config, "images")); len(ents) > 0 {
 				t.Errorf("left records %v", ents)
 			}
-			cs, _ := d.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: client.Filters{}.Add("label", "ds01.purpose")})
-			if len(cs.Items) > 0 {
-				t.Errorf("left container %s", cs.Items[0].ID)
+			if left := testbed.LeftContainers(t, d); len(left) > 0 {
+				t.Errorf("left containers %v", left)
 			}
 		})
 	}

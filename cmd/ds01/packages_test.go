@@ -233,9 +233,8 @@ func assertNothingLeft(t *testing.T, d interface {
 	if len(imgs.Items) > 0 {
 		t.Errorf("left image %v", imgs.Items[0].RepoTags)
 	}
-	cs, _ := d.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: client.Filters{}.Add("label", "ds01.purpose")})
-	if len(cs.Items) > 0 {
-		t.Errorf("left container %v", cs.Items[0].Names)
+	if left := testbed.LeftContainers(t, d); len(left) > 0 {
+		t.Errorf("left containers %v", left)
 	}
 	if after, _ := os.ReadDir(filepath.Join(c.cache, "packages", "layers")); len(after) != layersBefore {
 		t.Errorf("package layers in the cache: %d before, %d after", layersBefore, len(after))

@@ -166,7 +166,7 @@ func StartContainerdEngine(ctx context.Context, outer *deploy.Daemon, e Engine, 
 	created, err := outer.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name: prefix + "-containerd-engine-" + e.Name,
 		Config: &container.Config{Image: tag, Cmd: []string{"sh", "-c", engineStart},
-			Labels: map[string]string{"ds01.purpose": "test-containerd-engine"}},
+			Labels: map[string]string{"ds01test.purpose": "containerd-engine"}},
 		HostConfig: &container.HostConfig{
 			// Plain --privileged fails on these machines; this does not.
 			CapAdd:      []string{"ALL"},

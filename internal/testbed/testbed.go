@@ -76,3 +76,36 @@ func RemoveImage(t testing.TB, d *deploy.Daemon, ref string) {
 		d.ImageRemove(ctx, ref, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 	})
 }
+
+// LeftContainers lists the containers ds01 makes for itself (reading a
+// base's files, installing packages: label ds01.purpose) that are still
+// there a few seconds later: other tests running at the same time make
+// such containers for a moment, a leak keeps them.
+func LeftContainers(t testing.TB, d interface {
+	ContainerList(context.Context, client.ContainerListOptions) (client.ContainerListResult, error)
+}) []string {
+	t.Helper()
+	list := func() map[string]bool {
+		cs, err := d.ContainerList(context.Background(), client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", "ds01.purpose")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids := map[string]bool{}
+		for _, c := range cs.Items {
+			ids[c.ID] = true
+		}
+		return ids
+	}
+	first := list()
+	if len(first) == 0 {
+		return nil
+	}
+	time.Sleep(3 * time.Second)
+	var left []string
+	for id := range list() {
+		if first[id] {
+			left = append(left, id)
+		}
+	}
+	return left
+}
