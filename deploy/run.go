@@ -22,10 +22,11 @@ type RunResult struct {
 // own), waits for it, and removes it whatever happens, Ctrl-C included.
 func (d *Daemon) Run(ctx context.Context, image, user string, cmd ...string) (RunResult, error) {
 	created, err := d.ContainerCreate(ctx, client.ContainerCreateOptions{
-		Config: &container.Config{Image: image, User: user, Cmd: cmd},
+		Config: &container.Config{Image: image, User: user, Cmd: cmd, Hostname: "ds01"},
 		// One-off commands need no network, and an engine may have no
-		// bridge.
-		HostConfig: &container.HostConfig{NetworkMode: "none"},
+		// bridge. Without one Docker does not put the hostname in
+		// /etc/hosts, and sudo complains it cannot resolve it.
+		HostConfig: &container.HostConfig{NetworkMode: "none", ExtraHosts: []string{"ds01:127.0.0.1"}},
 	})
 	if err != nil {
 		return RunResult{}, fmt.Errorf("creating a container of %s: %w", image, err)

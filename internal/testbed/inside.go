@@ -54,6 +54,9 @@ touch ~/.local/bin/probe && echo "local=writable"
 	if out.ExitCode != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", out.ExitCode, out.Stdout, out.Stderr)
 	}
+	if strings.Contains(out.Stderr, "sudo:") {
+		t.Errorf("sudo complained inside the container: %s", out.Stderr)
+	}
 	got := map[string]string{}
 	for _, l := range strings.Split(out.Stdout, "\n") {
 		if k, v, ok := strings.Cut(l, "="); ok {
