@@ -195,7 +195,16 @@ func (d *Daemon) heldBase(ctx context.Context, ref, want string, o ResolveOption
 		// By digest, so go-containerregistry checks what the registry
 		// sends against the engine's ID; an index (a multi-arch base, whose
 		// index digest is the engine's ID) gives the host platform's image.
-		img, err := registry.RemoteImage(ctx, rd, o.Pull)
+		// A bounded first question: a server that lost its network
+		// without --offline goes on to the next source rather than
+		// waiting out TCP. The image keeps ctx for what it fetches later.
+		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		_, err := registry.RemoteDigest(rctx, rd, o.Pull)
+		cancel()
+		var img v1.Image
+		if err == nil {
+			img, err = registry.RemoteImage(ctx, rd, o.Pull)
+		}
 		if err != nil {
 			if o.Log != nil {
 				fmt.Fprintf(o.Log, "base %s: not from its registry: %v\n", ref, err)
