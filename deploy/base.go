@@ -47,6 +47,11 @@ func (d *Daemon) Base(ctx context.Context, ref string) (*Base, error) {
 		}
 		return nil, fmt.Errorf("inspecting %s: %w", ref, err)
 	}
+	return d.baseFrom(ctx, ref, ins)
+}
+
+// baseFrom is Base for an image already inspected.
+func (d *Daemon) baseFrom(ctx context.Context, ref string, ins client.ImageInspectResult) (*Base, error) {
 	hist, err := d.ImageHistory(ctx, ins.ID)
 	if err != nil {
 		return nil, fmt.Errorf("reading history of %s: %w", ref, err)

@@ -160,8 +160,8 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		ro.Log = req.Log
 	}
 	if req.DryRun && d.Store == Containerd {
-		if _, _, ok := d.heldBase(ctx, req.BaseRef, "", ro); !ok && !(ro.Refresh && !ro.Offline) {
-			if _, err := d.ImageInspect(ctx, req.BaseRef); err == nil {
+		if _, _, ins, ok := d.heldBase(ctx, req.BaseRef, "", ro); !ok && !(ro.Refresh && !ro.Offline) {
+			if ins != nil {
 				res.LoadPath = "dry run, nothing loaded; containerd image store: the engine holds the base but no source names its layer descriptors, so it would be read out of the engine once (docker save) into ds01's cache, then the user layer loaded as a delta"
 				return res, nil
 			}

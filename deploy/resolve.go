@@ -9,6 +9,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/moby/moby/client"
 
 	"github.com/ds01/ds01/assemble"
 	"github.com/ds01/ds01/registry"
@@ -173,19 +174,21 @@ func cachedBase(ctx context.Context, ref, want string, o ResolveOptions) (v1.Ima
 // ds01's own record of an image it loaded (the ds01.layers label); the
 // manifest in ds01's cache whose digest is the engine's ID; the registry,
 // by the digest the engine pulled it by; containerd's content store, when
-// its socket may be used. ok is false when none knows them.
-func (d *Daemon) heldBase(ctx context.Context, ref, want string, o ResolveOptions) (*Base, Resolution, bool) {
-	ins, err := d.ImageInspect(ctx, ref)
-	if err != nil || (want != "" && want != ins.ID) {
-		return nil, Resolution{}, false
+// its socket may be used. ok is false when none knows them; ins is the
+// engine's image when it holds ref (the one --pull wants, if given).
+func (d *Daemon) heldBase(ctx context.Context, ref, want string, o ResolveOptions) (b *Base, res Resolution, ins *client.ImageInspectResult, ok bool) {
+	found, err := d.ImageInspect(ctx, ref)
+	if err != nil || (want != "" && want != found.ID) {
+		return nil, Resolution{}, nil, false
 	}
-	if b, err := d.Base(ctx, ref); err == nil && b.Described() {
-		return b, Resolution{From: "daemon", Held: true, Descriptors: "ds01's record in the image's " + assemble.LabelLayers + " label"}, true
+	ins = &found
+	if b, err := d.baseFrom(ctx, ref, found); err == nil && b.Described() {
+		return b, Resolution{From: "daemon", Held: true, Descriptors: "ds01's record in the image's " + assemble.LabelLayers + " label"}, ins, true
 	}
 	if o.Cache != nil {
 		if img, err := o.Cache.ImageFor(ins.ID); err == nil {
 			return &Base{Ref: ref, ID: ins.ID, RepoDigests: ins.RepoDigests, Image: img},
-				Resolution{From: "daemon", Held: true, Descriptors: "the manifest in ds01's cache with the engine's ID"}, true
+				Resolution{From: "daemon", Held: true, Descriptors: "the manifest in ds01's cache with the engine's ID"}, ins, true
 		}
 	}
 	for _, rd := range ins.RepoDigests {
@@ -212,35 +215,36 @@ func (d *Daemon) heldBase(ctx context.Context, ref, want string, o ResolveOption
 			continue
 		}
 		return &Base{Ref: ref, ID: ins.ID, RepoDigests: []string{rd}, Image: img},
-			Resolution{From: "daemon", Held: true, Descriptors: "its registry, by the digest the engine pulled it by (" + rd + ")"}, true
+			Resolution{From: "daemon", Held: true, Descriptors: "its registry, by the digest the engine pulled it by (" + rd + ")"}, ins, true
 	}
 	if usableSocket(d.ContainerdSocket) {
 		img, err := contentStoreImage(ctx, d.ContainerdSocket, ins.ID)
 		if err == nil {
 			return &Base{Ref: ref, ID: ins.ID, RepoDigests: ins.RepoDigests, Image: img},
-				Resolution{From: "daemon", Held: true, Descriptors: "containerd's content store at " + d.ContainerdSocket}, true
+				Resolution{From: "daemon", Held: true, Descriptors: "containerd's content store at " + d.ContainerdSocket}, ins, true
 		}
 		if o.Log != nil {
 			fmt.Fprintf(o.Log, "base %s: not from containerd's content store: %v\n", ref, err)
 		}
 	}
-	return nil, Resolution{}, false
+	return nil, Resolution{}, ins, false
 }
 
 // resolveFull resolves a base on the containerd image store: one whose
 // descriptors heldBase finds; else the base from ds01's cache (pulled
 // into it first if missing), streamed into the engine once in that form,
 // after which the engine holds it under the cached manifest's digest. A
-// base known only to the engine, with no record of its descriptors, cannot
-// be sent without exporting it.
+// base the engine holds with no record of its descriptors is read out of
+// the engine once into the cache (exportBase).
 func (d *Daemon) resolveFull(ctx context.Context, ref, want string, o ResolveOptions) (*Base, Resolution, error) {
-	if b, res, ok := d.heldBase(ctx, ref, want, o); ok {
+	b, res, ins, ok := d.heldBase(ctx, ref, want, o)
+	if ok {
 		return b, res, nil
 	}
 	if o.Cache == nil {
 		return nil, Resolution{}, fmt.Errorf("base %s: the containerd image store needs ds01's cache for a base whose layer descriptors are not known", ref)
 	}
-	if ins, err := d.ImageInspect(ctx, ref); err == nil && (want == "" || want == ins.ID) {
+	if ins != nil {
 		return d.exportBase(ctx, ref, ins.ID, ins.RepoDigests, o)
 	}
 	img, e, res, err := cachedBase(ctx, ref, want, o)
@@ -251,12 +255,10 @@ func (d *Daemon) resolveFull(ctx context.Context, ref, want string, o ResolveOpt
 		return nil, Resolution{}, err
 	}
 	o.Cache.Touch(ref, time.Now())
-	b := &Base{Ref: ref, ID: e.Digest, RepoDigests: []string{ref + "@" + e.Digest}, Image: img}
+	// The engine lacks ref, or holds another image than --pull wants
+	// (heldBase found it by the engine's ID otherwise): stream it in.
+	b = &Base{Ref: ref, ID: e.Digest, RepoDigests: []string{ref + "@" + e.Digest}, Image: img}
 	res.Descriptors = "the manifest in ds01's cache, the engine holding it under that digest"
-	if ins, err := d.ImageInspect(ctx, ref); err == nil && ins.ID == e.Digest {
-		res.Held = true
-		return b, res, nil
-	}
 	st, err := d.LoadWithProgress(ctx, img, ref, nil, o.progressFor(img))
 	res.Loaded = st.Sent
 	if err != nil {
