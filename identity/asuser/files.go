@@ -1,0 +1,315 @@
+package asuser
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrLink is a symbolic link where ds01 resolves paths without them.
+var ErrLink = errors.New("a symbolic link (ds01 follows no links in the places it reads or writes for you; replace it with a directory or file)")
+
+// ErrNotRegular is a file that is not a regular file (a FIFO, a device, a
+// directory), which a reader would block on or misread.
+var ErrNotRegular = errors.New("not a regular file (ds01 reads only regular files here)")
+
+// ErrTooLarge is a file over the cap its reader set.
+var ErrTooLarge = errors.New("larger than ds01 reads")
+
+// Dir is a directory opened as the user, from which paths are resolved
+// beneath it and without symbolic links.
+type Dir struct {
+	cred Cred
+	fd   int
+	path string
+}
+
+// OpenDir opens path as c. The path itself is resolved first (an
+// administrator's /home may be a link to /data/home); what lies beneath
+// it is reached only without links.
+func OpenDir(c Cred, path string) (*Dir, error) {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return nil, err
+	}
+	d := &Dir{cred: c, path: real}
+	err = c.Do(func() error {
+		fd, err := unix.Open(real, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		d.fd = fd
+		return err
+	})
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: real, Err: err}
+	}
+	return d, nil
+}
+
+// Close releases the directory.
+func (d *Dir) Close() error { return unix.Close(d.fd) }
+
+// Path is where rel lies on the host.
+func (d *Dir) Path(rel string) string { return filepath.Join(d.path, rel) }
+
+func (d *Dir) open(dirfd int, rel string, flags int, mode uint32) (int, error) {
+	fd, err := unix.Openat2(dirfd, rel, &unix.OpenHow{
+		Flags:   uint64(flags | unix.O_CLOEXEC),
+		Mode:    uint64(mode),
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if errors.Is(err, unix.ELOOP) {
+		return -1, ErrLink
+	}
+	return fd, err
+}
+
+func (d *Dir) pathErr(op, rel string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &os.PathError{Op: op, Path: d.Path(rel), Err: err}
+}
+
+// MkdirAll makes rel and its missing parents as the user, with mode, and
+// returns the topmost directory it made ("" when all were there), so that
+// a caller that fails later can take back exactly what it made.
+func (d *Dir) MkdirAll(rel string, mode os.FileMode) (made string, err error) {
+	err = d.cred.Do(func() error {
+		made, err = d.mkdirAll(rel, mode)
+		return err
+	})
+	return made, d.pathErr("mkdir", rel, err)
+}
+
+func (d *Dir) mkdirAll(rel string, mode os.FileMode) (string, error) {
+	made := ""
+	cur := ""
+	for _, part := range strings.Split(filepath.Clean(rel), "/") {
+		if part == "" || part == "." {
+			continue
+		}
+		next := filepath.Join(cur, part)
+		parent, err := d.open(d.fd, orDot(cur), unix.O_PATH|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return made, err
+		}
+		err = unix.Mkdirat(parent, part, uint32(mode.Perm()))
+		unix.Close(parent)
+		switch {
+		case err == nil:
+			if made == "" {
+				made = next
+			}
+		case errors.Is(err, unix.EEXIST):
+			fd, err := d.open(d.fd, next, unix.O_PATH|unix.O_DIRECTORY, 0)
+			if err != nil {
+				if errors.Is(err, unix.ENOTDIR) {
+					return made, fmt.Errorf("%s is not a directory", d.Path(next))
+				}
+				return made, err
+			}
+			unix.Close(fd)
+		default:
+			return made, err
+		}
+		cur = next
+	}
+	return made, nil
+}
+
+func orDot(s string) string {
+	if s == "" {
+		return "."
+	}
+	return s
+}
+
+// WriteFile replaces rel with data as the user, atomically: a temporary
+// file made with O_EXCL beside it, written, synced and renamed over rel,
+// so no reader sees half a file and nothing is followed on the way.
+func (d *Dir) WriteFile(rel string, data []byte, mode os.FileMode) error {
+	dir, base := filepath.Split(filepath.Clean(rel))
+	err := d.cred.Do(func() error {
+		if _, err := d.mkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		parent, err := d.open(d.fd, orDot(filepath.Clean(dir)), unix.O_PATH|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(parent)
+		tmp := ".tmp-" + base + "-" + randomSuffix()
+		fd, err := unix.Openat(parent, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(mode.Perm()))
+		if err != nil {
+			return err
+		}
+		f := os.NewFile(uintptr(fd), tmp)
+		_, err = f.Write(data)
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = unix.Renameat(parent, tmp, parent, base)
+		}
+		if err != nil {
+			unix.Unlinkat(parent, tmp, 0)
+		}
+		return err
+	})
+	return d.pathErr("write", rel, err)
+}
+
+func randomSuffix() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// ReadFile reads rel as the user: no links, a regular file, at most limit
+// bytes (a larger one is ErrTooLarge).
+func (d *Dir) ReadFile(rel string, limit int64) ([]byte, error) {
+	var data []byte
+	err := d.cred.Do(func() error {
+		fd, err := d.open(d.fd, rel, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+		if err != nil {
+			return err
+		}
+		data, err = readCapped(fd, limit)
+		return err
+	})
+	return data, d.pathErr("read", rel, err)
+}
+
+// Remove deletes the file rel as the user; the link itself, if rel is
+// one, never what it points to.
+func (d *Dir) Remove(rel string) error {
+	dir, base := filepath.Split(filepath.Clean(rel))
+	err := d.cred.Do(func() error {
+		parent, err := d.open(d.fd, orDot(filepath.Clean(dir)), unix.O_PATH|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(parent)
+		return unix.Unlinkat(parent, base, 0)
+	})
+	return d.pathErr("remove", rel, err)
+}
+
+// RemoveEmptyDir deletes the directory rel as the user if it is empty.
+func (d *Dir) RemoveEmptyDir(rel string) error {
+	dir, base := filepath.Split(filepath.Clean(rel))
+	err := d.cred.Do(func() error {
+		parent, err := d.open(d.fd, orDot(filepath.Clean(dir)), unix.O_PATH|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(parent)
+		return unix.Unlinkat(parent, base, unix.AT_REMOVEDIR)
+	})
+	return d.pathErr("remove", rel, err)
+}
+
+// RealDir is the host path of the directory rel, reached without links,
+// for handing to Docker as a bind source.
+func (d *Dir) RealDir(rel string) (string, error) {
+	var real string
+	err := d.cred.Do(func() error {
+		fd, err := d.open(d.fd, orDot(rel), unix.O_PATH|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		real, err = fdPath(fd)
+		return err
+	})
+	return real, d.pathErr("open", rel, err)
+}
+
+func fdPath(fd int) (string, error) {
+	return os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+}
+
+// readCapped reads a regular file's fd up to limit bytes and closes it.
+func readCapped(fd int, limit int64) ([]byte, error) {
+	f := os.NewFile(uintptr(fd), "")
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, ErrNotRegular
+	}
+	if st.Size > limit {
+		return nil, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, st.Size, limit)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, limit)
+	}
+	return data, nil
+}
+
+// ReadFile reads a file the user names (a catalog, a requirements file)
+// with the user's rights: links are followed as the user would follow
+// them, but it must be a regular file of at most limit bytes, opened
+// without blocking so a FIFO is refused at once.
+func ReadFile(c Cred, path string, limit int64) ([]byte, error) {
+	var data []byte
+	err := c.Do(func() error {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		data, err = readCapped(fd, limit)
+		return err
+	})
+	if err != nil {
+		return nil, &os.PathError{Op: "read", Path: path, Err: err}
+	}
+	return data, nil
+}
+
+// Access is what a bound directory must allow the user.
+type Access uint32
+
+const (
+	Read      Access = unix.R_OK | unix.X_OK
+	ReadWrite Access = unix.R_OK | unix.W_OK | unix.X_OK
+)
+
+// UserDir resolves a directory the user names (--workspace, --data) as
+// the user and checks the user's rights on it, so that ds01 binds only
+// what the user may use; it returns the directory's host path with every
+// link resolved.
+func UserDir(c Cred, path string, want Access) (string, error) {
+	var real string
+	err := c.Do(func() error {
+		fd, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.Faccessat2(fd, "", uint32(want), unix.AT_EACCESS|unix.AT_EMPTY_PATH); err != nil {
+			return err
+		}
+		real, err = fdPath(fd)
+		return err
+	})
+	if err != nil {
+		return "", &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return real, nil
+}
