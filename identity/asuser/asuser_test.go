@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ds01/ds01/identity/asuser"
 	"github.com/ds01/ds01/internal/testbed"
@@ -140,5 +141,38 @@ func TestUserDir(t *testing.T) {
 	}
 	if real, err := asuser.UserDir(c, u.Home, asuser.ReadWrite); err != nil || real != u.Home {
 		t.Errorf("own home: %q, %v", real, err)
+	}
+}
+
+func TestLock(t *testing.T) {
+	u, c, _ := setup(t)
+	home, err := asuser.OpenDir(c, u.Home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer home.Close()
+	unlock, err := home.Lock(".ds01-config/images/.lock-p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan bool)
+	go func() {
+		u2, err := home.Lock(".ds01-config/images/.lock-p")
+		if err == nil {
+			u2()
+		}
+		got <- err == nil
+	}()
+	select {
+	case <-got:
+		t.Fatal("a second holder got the lock while the first held it")
+	case <-time.After(200 * time.Millisecond):
+	}
+	unlock()
+	if ok := <-got; !ok {
+		t.Error("the second holder did not get the lock after it was released")
+	}
+	if uid, _ := owner(t, filepath.Join(u.Home, ".ds01-config/images/.lock-p")); uid != u.UID {
+		t.Errorf("lock file owned by %d, want the user", uid)
 	}
 }

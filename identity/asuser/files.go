@@ -313,3 +313,41 @@ func UserDir(c Cred, path string, want Access) (string, error) {
 	}
 	return real, nil
 }
+
+// Lock takes an exclusive lock on the file rel (made as the user if
+// missing, reached without links), waiting for another holder; unlock
+// releases it. Locks serialise ds01's own work on one thing of a user's
+// (a project), so they live where that user's records are.
+func (d *Dir) Lock(rel string) (unlock func(), err error) {
+	var fd int
+	err = d.cred.Do(func() error {
+		dir, _ := filepath.Split(filepath.Clean(rel))
+		if _, err := d.mkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		fd, err = d.open(d.fd, rel, unix.O_RDWR|unix.O_CREAT|unix.O_NONBLOCK, 0o600)
+		if err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+			unix.Close(fd)
+			return ErrNotRegular
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, d.pathErr("lock", rel, err)
+	}
+	for {
+		err = unix.Flock(fd, unix.LOCK_EX)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, d.pathErr("lock", rel, err)
+	}
+	return func() { unix.Flock(fd, unix.LOCK_UN); unix.Close(fd) }, nil
+}
