@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -14,10 +13,10 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	units "github.com/docker/go-units"
 	"github.com/moby/moby/api/types/container"
-	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/client"
 
 	"github.com/ds01/ds01/assemble"
+	"github.com/ds01/ds01/identity/asuser"
 	"github.com/ds01/ds01/passwd"
 )
 
@@ -30,6 +29,9 @@ const (
 	LabelGPUs      = "ds01.gpus"
 	LabelCreatedAt = "ds01.created_at"
 	LabelInterface = "ds01.interface"
+	// LabelSetuidRisk marks a container whose binds root let past the
+	// setuid rule (see binds).
+	LabelSetuidRisk = "ds01.setuid_risk"
 	// mlcVersion is the AIME container format these labels follow.
 	mlcVersion = "4"
 )
@@ -50,18 +52,36 @@ type DeployRequest struct {
 	Image string
 	// GPUs: "", "all", a count, or "device=0,2".
 	GPUs string
-	// ShmSize of /dev/shm, e.g. "16g"; empty shares the host's IPC
-	// namespace, as AIME does.
-	ShmSize      string
+	// ShmSize of the container's own /dev/shm, e.g. "16g"; empty is half
+	// the host's memory (see DefaultShmSize).
+	ShmSize string
+	// IPCHost shares the host's IPC namespace, as AIME does (root only:
+	// every user's /dev/shm files are then open to the container).
+	IPCHost      bool
 	CgroupParent string
 	// Memlock is the locked-memory limit in bytes; 0 means unlimited, what
 	// GPU work (pinned memory, NCCL) wants and AIME sets.
-	Memlock      int64
-	Workspace    string // host directory for /workspace; created if missing
+	Memlock int64
+	// Workspace is the host directory for /workspace; "" is
+	// Home/workspace/NAME, made as the user if missing.
+	Workspace    string
+	Home         string
 	Data, Models string // host directories for /data and /models; must exist
-	Start        bool
-	Force        bool
-	DryRun       bool
+	// Cred is whose rights bind sources are resolved and made with: the
+	// user's (see binds).
+	Cred asuser.Cred
+	// Root is set when root itself asked (not a user through sudo): only
+	// root may share the host's IPC namespace, pick a cgroup parent other
+	// than the user's slice, or accept the setuid risk.
+	Root bool
+	// SetuidRule applies the setuid rule to every bind (ds01 acts as root
+	// for a user who is not root-equivalent); AcceptSetuidRisk is root's
+	// logged way past it.
+	SetuidRule       bool
+	AcceptSetuidRisk bool
+	Start            bool
+	Force            bool
+	DryRun           bool
 	// Assemble is the build request used when the image needs the user
 	// layer (its Project, BaseRef and Account are filled in here).
 	Assemble CreateRequest
@@ -74,6 +94,7 @@ type DeployResult struct {
 	Image     string
 	Flow      string
 	Assembled *CreateResult // when the flow assembled an image
+	Sources   Sources       // the host directories bound in
 	Create    client.ContainerCreateOptions
 	Started   bool
 }
@@ -104,6 +125,9 @@ func (d *Daemon) Deploy(ctx context.Context, req DeployRequest) (*DeployResult, 
 	if _, _, err := ImageName(a.UID, req.Name); err != nil {
 		return nil, fmt.Errorf("container name: %w", err)
 	}
+	if err := req.checkRootOnly(); err != nil {
+		return nil, err
+	}
 	image := req.Image
 	if image == "" {
 		image = fmt.Sprintf("ds01-%d/%s:latest", a.UID, req.Name)
@@ -122,6 +146,17 @@ func (d *Daemon) Deploy(ctx context.Context, req DeployRequest) (*DeployResult, 
 	if _, err := d.ContainerInspect(ctx, res.Container, client.ContainerInspectOptions{}); err == nil {
 		return nil, fmt.Errorf("container %s exists: open it with `ds01 container open %s`, or retire it first with `ds01 container retire %s`", res.Container, req.Name, req.Name)
 	}
+	srcs, err := req.sources()
+	if err != nil {
+		return nil, err
+	}
+	res.Sources = srcs
+	ok := false
+	defer func() {
+		if !ok {
+			srcs.undo()
+		}
+	}()
 
 	has, uid, gid := SetupLabels(ins.Config.Labels)
 	me, mine := strconv.FormatUint(uint64(a.UID), 10), strconv.FormatUint(uint64(a.GID), 10)
@@ -146,7 +181,7 @@ func (d *Daemon) Deploy(ctx context.Context, req DeployRequest) (*DeployResult, 
 		res.Assembled, res.Image = built, built.Tag
 	}
 
-	opts, err := req.createOptions(res.Container, res.Image)
+	opts, err := req.createOptions(res.Container, res.Image, srcs)
 	if err != nil {
 		return nil, err
 	}
@@ -159,15 +194,8 @@ func (d *Daemon) Deploy(ctx context.Context, req DeployRequest) (*DeployResult, 
 	if req.DryRun {
 		return res, nil
 	}
-	made, err := ensureDir(req.Workspace, a)
-	if err != nil {
-		return nil, fmt.Errorf("workspace %s: %w", req.Workspace, err)
-	}
 	created, err := d.ContainerCreate(ctx, opts)
 	if err != nil {
-		if made {
-			os.Remove(req.Workspace) // only if still empty
-		}
 		return nil, fmt.Errorf("creating %s: %w", res.Container, err)
 	}
 	res.ID = created.ID
@@ -184,20 +212,21 @@ func (d *Daemon) Deploy(ctx context.Context, req DeployRequest) (*DeployResult, 
 		}
 		res.Started = true
 	}
+	ok = true
 	return res, nil
 }
 
 // createOptions is the container as AIME makes it, plus DS01's labels.
-func (req DeployRequest) createOptions(name, image string) (client.ContainerCreateOptions, error) {
+func (req DeployRequest) createOptions(name, image string, srcs Sources) (client.ContainerCreateOptions, error) {
 	a := req.Account
 	labels := map[string]string{
 		"aime.mlc":              req.Login,
 		"aime.mlc.NAME":         req.Name,
 		"aime.mlc.USER":         req.Login,
 		"aime.mlc.MLC_VERSION":  mlcVersion,
-		"aime.mlc.WORK_MOUNT":   req.Workspace,
-		"aime.mlc.DATA_MOUNT":   orDash(req.Data),
-		"aime.mlc.MODELS_MOUNT": orDash(req.Models),
+		"aime.mlc.WORK_MOUNT":   srcs.Workspace.Path,
+		"aime.mlc.DATA_MOUNT":   orDash(srcs.Data.Path),
+		"aime.mlc.MODELS_MOUNT": orDash(srcs.Models.Path),
 		"aime.mlc.FRAMEWORK":    "custom",
 		"aime.mlc.GPUS":         orDash(req.GPUs),
 		"aime.mlc.ARCH":         orDash(req.Assemble.Catalog["arch"]),
@@ -210,39 +239,47 @@ func (req DeployRequest) createOptions(name, image string) (client.ContainerCrea
 		LabelCreatedAt:          time.Now().UTC().Format(time.RFC3339),
 		LabelInterface:          "cli",
 	}
+	if req.AcceptSetuidRisk {
+		labels[LabelSetuidRisk] = "accepted-by-root"
+	}
 	if fw := req.Assemble.Catalog["framework"]; fw != "" {
 		labels["aime.mlc.FRAMEWORK"] = fw
 	}
-	mounts := []mount.Mount{{Type: mount.TypeBind, Source: req.Workspace, Target: "/workspace"}}
-	for _, m := range []struct{ src, dst string }{{req.Data, "/data"}, {req.Models, "/models"}} {
-		if m.src == "" {
-			continue
-		}
-		if fi, err := os.Stat(m.src); err != nil || !fi.IsDir() {
-			return client.ContainerCreateOptions{}, fmt.Errorf("%s for %s: not a directory on this host", m.src, m.dst)
-		}
-		mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: m.src, Target: m.dst})
-	}
+	mounts := srcs.mounts()
 	memlock := int64(-1)
 	if req.Memlock > 0 {
 		memlock = req.Memlock
 	}
+	groups := []string{"video"}
+	for _, g := range a.HostGroups {
+		if g.GID >= 1000 && g.GID != 65534 {
+			// By number: what bound directories are shared by.
+			groups = append(groups, strconv.FormatUint(uint64(g.GID), 10))
+		}
+	}
 	hc := &container.HostConfig{
 		Mounts:   mounts,
-		GroupAdd: []string{"video"},
+		GroupAdd: groups,
+		// Few users need to make device nodes or set file capabilities,
+		// and either is a way to root on the host through a bound
+		// directory (see binds).
+		CapDrop: []string{"MKNOD", "SETFCAP"},
 		Resources: container.Resources{
 			CgroupParent: req.CgroupParent,
 			Ulimits:      []*container.Ulimit{{Name: "memlock", Soft: memlock, Hard: memlock}, {Name: "stack", Soft: 67108864, Hard: 67108864}},
 		},
 	}
-	if req.ShmSize != "" {
+	switch {
+	case req.IPCHost:
+		hc.IpcMode = container.IPCModeHost
+	case req.ShmSize != "":
 		n, err := units.RAMInBytes(req.ShmSize)
 		if err != nil || n <= 0 {
 			return client.ContainerCreateOptions{}, fmt.Errorf("--shm-size %q: give a size like 8g or 512m", req.ShmSize)
 		}
-		hc.ShmSize = n
-	} else {
-		hc.IpcMode = container.IPCModeHost
+		hc.IpcMode, hc.ShmSize = container.IPCModePrivate, n
+	default:
+		hc.IpcMode, hc.ShmSize = container.IPCModePrivate, DefaultShmSize()
 	}
 	if req.GPUs != "" {
 		dr, err := ParseGPUs(req.GPUs)
@@ -294,24 +331,6 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// ensureDir makes a host directory the user owns, if it is missing, and
-// says whether it did.
-func ensureDir(dir string, a passwd.Account) (bool, error) {
-	if fi, err := os.Stat(dir); err == nil {
-		if !fi.IsDir() {
-			return false, errors.New("not a directory")
-		}
-		return false, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return false, err
-	}
-	if os.Getuid() == 0 {
-		return true, os.Chown(dir, int(a.UID), int(a.GID))
-	}
-	return true, nil
 }
 
 // ContainerInfo is one container as `container list` shows it.

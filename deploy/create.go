@@ -98,10 +98,9 @@ type CreateRequest struct {
 	// the user's home gets a kernel for the project and a safe server
 	// configuration.
 	Presets []string
-	// RecordDir is where the record of the build is written (see Record);
-	// RecordOwner, when not nil, the UID and GID it belongs to.
-	RecordDir   string
-	RecordOwner *[2]int
+	// Records is where the record of the build is written (see Record),
+	// as its user; nil writes none.
+	Records *Records
 	// Log gets one line per step when not nil (--verbose).
 	Log io.Writer
 }
@@ -376,8 +375,8 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		return nil, fmt.Errorf("%w; the image was removed", err)
 	}
 	res.ImageID = id
-	if req.RecordDir != "" {
-		if err := WriteRecord(req.RecordDir, RecordFromResult(req, res, time.Now()), req.RecordOwner); err != nil {
+	if req.Records != nil {
+		if err := req.Records.Write(RecordFromResult(req, res, time.Now())); err != nil {
 			// The record is what image update rebuilds from: without it
 			// the image is half made. Take it back.
 			d.removeImage(tag, res.Replaced)

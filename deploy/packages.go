@@ -51,19 +51,36 @@ var aptName = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$`)
 
 // Validate checks the request before anything runs.
 func (p Packages) Validate() error {
-	for _, a := range p.Apt {
-		if !aptName.MatchString(a) {
-			return fmt.Errorf("--apt %q is not a Debian package name (name or name=version)", a)
-		}
+	if err := aptOK(p.Apt); err != nil {
+		return err
 	}
-	for _, s := range p.Pip {
-		if strings.TrimSpace(s) == "" || strings.ContainsAny(s, "\n\r") || strings.HasPrefix(strings.TrimSpace(s), "-") {
-			return fmt.Errorf("--pip %q is not a requirement specifier (options belong in a --requirements file)", s)
-		}
+	if err := specsOK("--pip", p.Pip); err != nil {
+		return err
 	}
 	if p.FindLinks != "" {
 		if fi, err := os.Stat(p.FindLinks); err != nil || !fi.IsDir() {
 			return fmt.Errorf("wheel directory %s: not a directory on this host", p.FindLinks)
+		}
+	}
+	return nil
+}
+
+func aptOK(names []string) error {
+	for _, a := range names {
+		if !aptName.MatchString(a) {
+			return fmt.Errorf("--apt %q is not a Debian package name (name or name=version)", a)
+		}
+	}
+	return nil
+}
+
+// specsOK refuses anything but a requirement specifier: a line of pip's
+// requirements or constraints file that starts with '-' is an option
+// (--index-url, -e, -r) and would take pip elsewhere.
+func specsOK(what string, specs []string) error {
+	for _, s := range specs {
+		if strings.TrimSpace(s) == "" || strings.ContainsAny(s, "\n\r") || strings.HasPrefix(strings.TrimSpace(s), "-") {
+			return fmt.Errorf("%s %q is not a requirement specifier (options belong in a --requirements file)", what, s)
 		}
 	}
 	return nil

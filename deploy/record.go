@@ -1,11 +1,19 @@
 package deploy
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"time"
+
+	"github.com/distribution/reference"
+
+	"github.com/ds01/ds01/identity/asuser"
 )
 
 // Record is every input of an image build, kept in
@@ -74,75 +82,177 @@ func RecordFromResult(req CreateRequest, res *CreateResult, now time.Time) Recor
 	return r
 }
 
-func recordPath(dir, project string) string { return filepath.Join(dir, project+".json") }
+// maxRecord caps a record read back: it lies in the user's home, and a
+// real one is a few KB.
+const maxRecord = 1 << 20
 
-// WriteRecord stores r in dir atomically. When owner is not nil (root
-// acting for a user) the file and any directory it creates belong to that
-// user.
-func WriteRecord(dir string, r Record, owner *[2]int) error {
-	if err := mkdirOwned(dir, owner); err != nil {
-		return fmt.Errorf("creating %s: %w", dir, err)
+// Records is a user's directory of image records, reached as that user:
+// every write is made with the user's credentials beneath a directory
+// opened as the user, and nothing on the way is a link (a record
+// directory pointed at root's would otherwise let root's write chown or
+// replace root's files).
+type Records struct {
+	dir *asuser.Dir
+	rel string // beneath dir: .ds01-config/images, or images under DS01_CONFIG
+}
+
+// OpenRecords opens the records directory rel beneath root (the user's
+// home, or $DS01_CONFIG) as cred.
+func OpenRecords(cred asuser.Cred, root, rel string) (*Records, error) {
+	d, err := asuser.OpenDir(cred, root)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s for image records: %w", root, err)
 	}
-	data, err := json.MarshalIndent(r, "", "  ")
+	return &Records{dir: d, rel: rel}, nil
+}
+
+// Close releases the directory.
+func (r *Records) Close() error { return r.dir.Close() }
+
+// Path is where a project's record lies on the host.
+func (r *Records) Path(project string) string { return r.dir.Path(r.file(project)) }
+
+// Dir is the records directory on the host.
+func (r *Records) Dir() string { return r.dir.Path(r.rel) }
+
+func (r *Records) file(project string) string { return filepath.Join(r.rel, project+".json") }
+
+// Write stores rec atomically, as the user.
+func (r *Records) Write(rec Record) error {
+	data, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {
 		return err
 	}
-	p := recordPath(dir, r.Project)
-	tmp, err := os.CreateTemp(dir, ".tmp-"+r.Project+"-*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", p, err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(append(data, '\n'))
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil && owner != nil {
-		err = os.Chown(tmp.Name(), owner[0], owner[1])
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), p)
-	}
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", p, err)
+	if err := r.dir.WriteFile(r.file(rec.Project), append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("writing the record of %s: %w", rec.Project, err)
 	}
 	return nil
 }
 
-func mkdirOwned(dir string, owner *[2]int) error {
-	if _, err := os.Stat(dir); err == nil {
-		return nil
-	}
-	if err := mkdirOwned(filepath.Dir(dir), owner); err != nil {
-		return err
-	}
-	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
-		return err
-	}
-	if owner != nil {
-		return os.Chown(dir, owner[0], owner[1])
-	}
-	return nil
-}
-
-// ReadRecord reads the record of a project.
-func ReadRecord(dir, project string) (Record, error) {
-	var r Record
-	data, err := os.ReadFile(recordPath(dir, project))
+// Read reads a project's record: a regular file, no links, at most
+// maxRecord bytes, decoded strictly.
+func (r *Records) Read(project string) (Record, error) {
+	data, err := r.dir.ReadFile(r.file(project), maxRecord)
 	if err != nil {
-		return r, err
+		return Record{}, err
 	}
-	if err := json.Unmarshal(data, &r); err != nil {
-		return r, fmt.Errorf("%s: %w", recordPath(dir, project), err)
+	rec, err := DecodeRecord(data)
+	if err != nil {
+		return Record{}, fmt.Errorf("%s: %w", r.Path(project), err)
 	}
-	return r, nil
+	if rec.Project != project {
+		return Record{}, fmt.Errorf("%s: the record is of project %q, not %q", r.Path(project), rec.Project, project)
+	}
+	return rec, nil
 }
 
-// RemoveRecord deletes a project's record; a missing one is not an error.
-func RemoveRecord(dir, project string) error {
-	err := os.Remove(recordPath(dir, project))
-	if os.IsNotExist(err) {
+// Remove deletes a project's record as the user; a missing one is not an
+// error.
+func (r *Records) Remove(project string) error {
+	err := r.dir.Remove(r.file(project))
+	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	return err
+}
+
+// Lock serialises ds01's work on one project of the user's (create,
+// update, deploy, retire), with a lock file beside the records.
+func (r *Records) Lock(project string) (unlock func(), err error) {
+	return r.dir.Lock(filepath.Join(r.rel, ".lock-"+project))
+}
+
+// DecodeRecord reads a record's JSON: unknown fields are refused, as a
+// record is input that a user could have edited.
+func DecodeRecord(data []byte) (Record, error) {
+	var rec Record
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rec); err != nil {
+		return Record{}, fmt.Errorf("not a ds01 record: %w", err)
+	}
+	if dec.More() {
+		return Record{}, errors.New("not a ds01 record: data after the record")
+	}
+	return rec, nil
+}
+
+// ProjectOf is the project of uid's image tag ds01-{UID}/{project}:latest,
+// and whether tag is one.
+func ProjectOf(uid uint32, tag string) (string, bool) {
+	rest, ok := strings.CutPrefix(tag, fmt.Sprintf("ds01-%d/", uid))
+	if !ok {
+		return "", false
+	}
+	want, project, err := ImageName(uid, rest)
+	return project, err == nil && (want == tag || want == tag+":latest")
+}
+
+// Check validates a record read back for uid:gid as if every field had
+// been typed on the command line by that user: a record lies in the
+// user's home, and image update run by root must not take more from it
+// than the user could ask for directly.
+func (r Record) Check(uid, gid uint32) error {
+	tag, _, err := ImageName(uid, r.Project)
+	if err != nil {
+		return fmt.Errorf("record: %w", err)
+	}
+	if r.Image != tag {
+		return fmt.Errorf("record: image %q is not the project's %s", r.Image, tag)
+	}
+	if r.UID != uid || r.GID != gid {
+		return fmt.Errorf("%w: the record of %s is for UID/GID %d:%d", ErrOtherUser, r.Project, r.UID, r.GID)
+	}
+	if _, err := reference.ParseNormalizedNamed(r.Base.Ref); err != nil {
+		return fmt.Errorf("record: base %q: %w", r.Base.Ref, err)
+	}
+	if err := ValidateEnv(r.Env); err != nil {
+		return fmt.Errorf("record: %w", err)
+	}
+	for _, p := range r.Presets {
+		if !presetName.MatchString(p) {
+			return fmt.Errorf("record: preset %q is not a preset name", p)
+		}
+	}
+	if r.SourceDateEpoch != nil && *r.SourceDateEpoch < 0 {
+		return fmt.Errorf("record: source_date_epoch %d is before 1970", *r.SourceDateEpoch)
+	}
+	return r.checkPackages()
+}
+
+var presetName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+
+func (r Record) checkPackages() error {
+	var asked Packages
+	if r.Packages != nil {
+		asked = *r.Packages
+	}
+	if asked.FindLinks != "" && !filepath.IsAbs(asked.FindLinks) {
+		return fmt.Errorf("record: wheel directory %q is not an absolute path", asked.FindLinks)
+	}
+	if err := specsOK("--pip", append(append([]string{}, asked.Pip...), asked.Constraints...)); err != nil {
+		return fmt.Errorf("record: %w", err)
+	}
+	if err := aptOK(asked.Apt); err != nil {
+		return fmt.Errorf("record: %w", err)
+	}
+	if in := r.Installed; in != nil {
+		if err := specsOK("installed pip package", append(append([]string{}, in.Pip...), in.PipAsked...)); err != nil {
+			return fmt.Errorf("record: %w", err)
+		}
+		if err := aptOK(append(append([]string{}, in.Apt...), in.AptAsked...)); err != nil {
+			return fmt.Errorf("record: %w", err)
+		}
+	}
+	return nil
+}
+
+// ValidateEnv checks KEY=VALUE entries for the image's environment.
+func ValidateEnv(env []string) error {
+	for _, kv := range env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" || strings.ContainsAny(k, " \t\n\r") {
+			return fmt.Errorf("--env %q: give KEY=VALUE", kv)
+		}
+	}
+	return nil
 }

@@ -37,6 +37,9 @@ type Account struct {
 	// Groups are supplementary groups the user joins where the base has
 	// them (ds01 asks for sudo and video); a missing one is skipped.
 	Groups []string
+	// HostGroups are the user's groups on the host, carried into the
+	// image (see joinHostGroups).
+	HostGroups []HostGroup
 }
 
 // HomeDir is the account's home, defaulted.
@@ -106,6 +109,12 @@ func isSystem(name string, id uint64, ok bool) bool {
 func (db *DB) AddUser(a Account) (Result, error) {
 	saved := db.files
 	res, err := db.addUser(a)
+	if err == nil {
+		before := res.Unchanged
+		snap := db.snapshot()
+		db.joinHostGroups(a.Name, a.HostGroups, &res)
+		res.Unchanged = before && slices.Equal(snap, db.snapshot())
+	}
 	if err != nil {
 		// Existing files are only edited once every check has passed; what
 		// may have happened before is the creation of missing files.
@@ -243,23 +252,11 @@ func (db *DB) addUser(a Account) (Result, error) {
 		}
 	}
 
-	addMember := func(l []string) []string {
-		if slices.Contains(l, a.Name) {
-			return l
-		}
-		return append(l, a.Name)
-	}
 	for _, g := range a.Groups {
-		e, ok := gr.Lookup(g)
-		if !ok || g == res.PrimaryGroup {
+		if _, ok := gr.Lookup(g); !ok || g == res.PrimaryGroup {
 			continue
 		}
-		gr.editList(e.Line, 3, addMember)
-		if gs := db.files[GShadow]; gs != nil {
-			if ge, ok := gs.Lookup(g); ok {
-				gs.editList(ge.Line, 3, addMember)
-			}
-		}
+		db.addMember(g, a.Name)
 		res.Joined = append(res.Joined, g)
 	}
 	res.Unchanged = slices.Equal(before, db.snapshot())

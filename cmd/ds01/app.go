@@ -99,11 +99,11 @@ func newApp() *cli.Command {
 	root := &cli.Command{
 		Name:  "ds01",
 		Usage: "per-user images with the user baked in, assembled in well under a second, and containers from them",
-		Description: "Every command acts for the calling user (through sudo, for SUDO_USER).\n" +
-			"Root may act for another user with --user LOGIN [--uid N --gid N].\n" +
+		Description: "Every command acts for the calling user; through sudo, for SUDO_USER with that user's rights alone.\n" +
+			"Root itself may act for another user with --user LOGIN [--uid N --gid N].\n" +
 			"The DS01 script names work too: ds01 image-create …, or a symlink named image-create.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "user", Usage: "act for this login (root only); the image user is its sanitized name", Sources: cli.EnvVars("DS01_USER")},
+			&cli.StringFlag{Name: "user", Usage: "act for this login (root itself only, not through sudo); the image user is its sanitized name", Sources: cli.EnvVars("DS01_USER")},
 			&cli.Uint32Flag{Name: "uid", Usage: "with --user: the UID to use instead of the host's (root only)"},
 			&cli.Uint32Flag{Name: "gid", Usage: "with --user: the GID to use instead of the host's (root only)"},
 		},
@@ -151,17 +151,35 @@ func caller(cmd *cli.Command) (identity.Identity, error) {
 	return id, nil
 }
 
-func lookupHost(login string) (uint32, uint32, error) {
+// lookupHost finds a login through NSS (LDAP too, as the binary is built
+// with cgo's resolver where the host has it), with its groups.
+func lookupHost(login string) (identity.Account, error) {
 	u, err := user.Lookup(login)
 	if err != nil {
-		return 0, 0, err
+		return identity.Account{}, err
 	}
 	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
 	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
 	if err1 != nil || err2 != nil {
-		return 0, 0, fmt.Errorf("host account %s has non-numeric IDs %q:%q", login, u.Uid, u.Gid)
+		return identity.Account{}, fmt.Errorf("host account %s has non-numeric IDs %q:%q", login, u.Uid, u.Gid)
 	}
-	return uint32(uid), uint32(gid), nil
+	a := identity.Account{Login: u.Username, UID: uint32(uid), GID: uint32(gid)}
+	ids, err := u.GroupIds()
+	if err != nil {
+		return identity.Account{}, fmt.Errorf("groups of %s: %w", login, err)
+	}
+	for _, s := range ids {
+		g, err := strconv.ParseUint(s, 10, 32)
+		if err != nil || uint32(g) == a.GID {
+			continue
+		}
+		hg := passwd.HostGroup{GID: uint32(g)}
+		if grp, err := user.LookupGroupId(s); err == nil {
+			hg.Name = grp.Name
+		}
+		a.Groups = append(a.Groups, hg)
+	}
+	return a, nil
 }
 
 func usernameCmd() *cli.Command {
@@ -273,8 +291,10 @@ func containerDeploy() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "image", Usage: "image `REF`; default ds01-{UID}/NAME:latest"},
 			&cli.StringFlag{Name: "gpus", Usage: "GPUs: all, a count, or device=0,2"},
-			&cli.StringFlag{Name: "shm-size", Usage: "size of /dev/shm (default: the host's IPC namespace)"},
-			&cli.StringFlag{Name: "cgroup-parent", Usage: "cgroup parent (default: your slice ds01-{name}.slice when it exists)"},
+			&cli.StringFlag{Name: "shm-size", Usage: "size of the container's own /dev/shm (default: half the host's memory, used only as written)"},
+			&cli.StringFlag{Name: "ipc", Usage: "IPC namespace: private (default), or host as AIME does (root itself only: every user's /dev/shm is then shared)"},
+			&cli.StringFlag{Name: "cgroup-parent", Usage: "cgroup parent (root itself only; default: your slice ds01-{name}.slice when it exists)"},
+			&cli.BoolFlag{Name: "accept-setuid-risk", Usage: "bind directories on a filesystem the host mounts without nosuid,nodev (root itself only; logged)"},
 			&cli.StringFlag{Name: "memlock", Value: "unlimited", Usage: "locked-memory limit: unlimited (for pinned memory and NCCL), or a size like 8m where the daemon may not raise it"},
 			&cli.StringFlag{Name: "workspace", Usage: "host `DIR` mounted at /workspace (default ~/workspace/NAME)"},
 			&cli.StringFlag{Name: "data", Usage: "host `DIR` mounted at /data"},

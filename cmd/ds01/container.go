@@ -64,6 +64,17 @@ func runContainerDeploy(ctx context.Context, cmd *cli.Command) error {
 		GPUs: cmd.String("gpus"), ShmSize: cmd.String("shm-size"), CgroupParent: cmd.String("cgroup-parent"),
 		Workspace: cmd.String("workspace"), Data: cmd.String("data"), Models: cmd.String("models"),
 		Start: cmd.Bool("start"), Force: cmd.Bool("force"), DryRun: cmd.Bool("dry-run"),
+		Cred: id.Cred(), Root: id.Root, SetuidRule: id.ActsForUser(), AcceptSetuidRisk: cmd.Bool("accept-setuid-risk"),
+	}
+	switch ipc := cmd.String("ipc"); ipc {
+	case "", "private":
+	case "host":
+		req.IPCHost = true
+	default:
+		return usagef("--ipc %q: give private (the default) or host (root only)", ipc)
+	}
+	if req.IPCHost && req.ShmSize != "" {
+		return usagef("--shm-size sizes the container's own /dev/shm, and --ipc host uses the host's: give one")
 	}
 	if m := cmd.String("memlock"); m != "unlimited" {
 		n, err := units.RAMInBytes(m)
@@ -80,7 +91,7 @@ func runContainerDeploy(ctx context.Context, cmd *cli.Command) error {
 		if err != nil {
 			return fmt.Errorf("%w; give the workspace with --workspace DIR", err)
 		}
-		req.Workspace = deploy.Workspace(home, name)
+		req.Home = home
 	}
 	if err := fillBuild(cmd, id, &req.Assemble); err != nil {
 		return err
@@ -105,7 +116,7 @@ func runContainerDeploy(ctx context.Context, cmd *cli.Command) error {
 	if res.Started {
 		state = "created and started"
 	}
-	fmt.Fprintf(out, "%s %s from %s; workspace %s\nopen it with: ds01 container open %s\n", res.Container, state, res.Image, req.Workspace, name)
+	fmt.Fprintf(out, "%s %s from %s; workspace %s\nopen it with: ds01 container open %s\n", res.Container, state, res.Image, res.Sources.Workspace.Path, name)
 	return nil
 }
 
@@ -117,7 +128,7 @@ func runContainerList(ctx context.Context, cmd *cli.Command) error {
 	defer d.Close()
 	uid := &id.UID
 	if cmd.Bool("all") {
-		if !id.Privileged {
+		if !id.Root {
 			return usagef("--all lists every user's containers and is for root only")
 		}
 		uid = nil
@@ -167,7 +178,9 @@ func runContainerRetire(ctx context.Context, cmd *cli.Command) error {
 					fmt.Fprintf(out, "  /%s\n", p)
 				}
 			}
-			recordSave(id, name, cname, saved)
+			if err := recordSave(id, cname, saved); err != nil {
+				return fmt.Errorf("saved %s into %s, but its record could not note it (image update would then drop the saved layer without asking; the container was left as it is): %w", cname, saved.Tag, err)
+			}
 		}
 	}
 	if err := d.Retire(ctx, c.ID); err != nil {
@@ -180,20 +193,29 @@ func runContainerRetire(ctx context.Context, cmd *cli.Command) error {
 	return nil
 }
 
-// recordSave notes a saved layer in the project's record, so that image
-// update knows a rebuild would drop it.
-func recordSave(id identity.Identity, project, container string, s *deploy.SaveResult) {
-	dir, owner, err := recordsDir(id)
-	if err != nil {
-		return
+// recordSave notes a saved layer in the record of the project whose image
+// received it, so that image update knows a rebuild would drop it. A
+// project without a record (an image made some other way) has nothing to
+// note it in.
+func recordSave(id identity.Identity, container string, s *deploy.SaveResult) error {
+	project, ok := deploy.ProjectOf(id.UID, s.Tag)
+	if !ok {
+		return nil
 	}
-	rec, err := deploy.ReadRecord(dir, project)
+	recs, err := openRecords(id)
 	if err != nil {
-		return
+		return err
+	}
+	defer recs.Close()
+	rec, err := recs.Read(project)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
 	}
 	rec.ImageID = s.ImageID
 	rec.Saved = append(rec.Saved, deploy.SavedLayer{Container: container, DiffID: s.Layer.String(), Paths: len(s.Paths), Bytes: s.Bytes, At: time.Now().UTC()})
-	deploy.WriteRecord(dir, rec, owner)
+	return recs.Write(rec)
 }
 
 func runContainerOpen(ctx context.Context, cmd *cli.Command) error {

@@ -81,7 +81,7 @@ func testContainerDeployFlows(t *testing.T, e engine) {
 
 	// 1. Unlabelled base: the user layer is assembled onto it, then the
 	// container is made; no docker run, no commit.
-	out, code := c.run(append(asBaker, "container", "deploy", name, "--image", base, "--workspace", ws, "--start", "--memlock", "8m")...)
+	out, code := c.run(append(asBaker, "container", "deploy", "--accept-setuid-risk", name, "--image", base, "--workspace", ws, "--start", "--memlock", "8m")...)
 	if code != 0 || !strings.Contains(out, "user layer assembled onto it first") {
 		t.Fatalf("flow 1: exit %d:\n%s", code, out)
 	}
@@ -96,7 +96,7 @@ func testContainerDeployFlows(t *testing.T, e engine) {
 	// 3. The labelled image now matches: the container comes straight
 	// from it, and no image is made.
 	before := imageCount(t, d)
-	out, code = c.run(append(asBaker, "container", "deploy", name, "--workspace", ws, "--start", "--memlock", "8m")...)
+	out, code = c.run(append(asBaker, "container", "deploy", "--accept-setuid-risk", name, "--workspace", ws, "--start", "--memlock", "8m")...)
 	if code != 0 || !strings.Contains(out, "labelled image for this user") {
 		t.Fatalf("flow 3: exit %d:\n%s", code, out)
 	}
@@ -123,14 +123,14 @@ func testContainerDeployFlows(t *testing.T, e engine) {
 	// Cleanups run last-first: the container goes before its image.
 	testbed.RemoveImage(t, d, "ds01-20000000/"+name+":latest")
 	removeContainer(t, d, name+"._.20000000")
-	out, code = c.run(append(other, "container", "deploy", name, "--image", tag, "--workspace", otherWS)...)
+	out, code = c.run(append(other, "container", "deploy", "--accept-setuid-risk", name, "--image", tag, "--workspace", otherWS)...)
 	if code != 1 || !strings.Contains(out, "image create "+name+" --force") || !strings.Contains(out, "1722830498:1722830498") {
 		t.Fatalf("flow 2 without --force: exit %d:\n%s", code, out)
 	}
 	if _, err := d.ContainerInspect(ctx, name+"._.20000000", client.ContainerInspectOptions{}); err == nil {
 		t.Fatal("a refused deploy left a container")
 	}
-	out, code = c.run(append(other, "container", "deploy", name, "--image", tag, "--workspace", otherWS, "--force", "--start", "--memlock", "8m")...)
+	out, code = c.run(append(other, "container", "deploy", "--accept-setuid-risk", name, "--image", tag, "--workspace", otherWS, "--force", "--start", "--memlock", "8m")...)
 	if code != 0 || !strings.Contains(out, "assembled again") {
 		t.Fatalf("flow 2 with --force: exit %d:\n%s", code, out)
 	}
@@ -162,7 +162,7 @@ func TestContainerDeployConfig(t *testing.T) {
 	os.Mkdir(models, 0o755)
 
 	// --dry-run prints the request and makes nothing.
-	out, code := c.run(append(asBaker, "container", "deploy", name, "--image", base, "--workspace", ws, "--gpus", "device=0,2", "--dry-run")...)
+	out, code := c.run(append(asBaker, "container", "deploy", "--accept-setuid-risk", name, "--image", base, "--workspace", ws, "--gpus", "device=0,2", "--dry-run")...)
 	if code != 0 || !strings.Contains(out, `"DeviceIDs": [`) {
 		t.Fatalf("dry run: exit %d:\n%s", code, out)
 	}
@@ -177,7 +177,7 @@ func TestContainerDeployConfig(t *testing.T) {
 		t.Error("dry run made the workspace")
 	}
 
-	out, code = c.run(append(asBaker, "container", "deploy", name, "--image", base, "--workspace", ws, "--data", data, "--models", models,
+	out, code = c.run(append(asBaker, "container", "deploy", "--accept-setuid-risk", name, "--image", base, "--workspace", ws, "--data", data, "--models", models,
 		"--gpus", "device=0,2", "--shm-size", "2g", "--cgroup-parent", "ds01-h-baker.slice")...)
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s", code, out)
@@ -240,7 +240,7 @@ func TestContainerDeployConfig(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("retire: exit %d:\n%s", code, out)
 	}
-	out, code = c.run(append(asBaker, "container", "deploy", name, "--workspace", ws, "--gpus", "all", "--memlock", "8m", "--start")...)
+	out, code = c.run(append(asBaker, "container", "deploy", "--accept-setuid-risk", name, "--workspace", ws, "--gpus", "all", "--memlock", "8m", "--start")...)
 	if code != 1 || !strings.Contains(out, "no GPU runtime") {
 		t.Fatalf("start without a GPU runtime: exit %d:\n%s", code, out)
 	}
@@ -249,7 +249,7 @@ func TestContainerDeployConfig(t *testing.T) {
 	}
 
 	// list shows the user's containers; another user's are not theirs.
-	out, code = c.run(append(asBaker, "container", "deploy", name, "--workspace", ws)...)
+	out, code = c.run(append(asBaker, "container", "deploy", "--accept-setuid-risk", name, "--workspace", ws)...)
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
@@ -261,7 +261,7 @@ func TestContainerDeployConfig(t *testing.T) {
 	if out, code := c.run("--user", "alice", "--uid", "20000000", "--gid", "20000000", "container", "retire", name); code != 1 || !strings.Contains(out, "no container "+name+"._.20000000") {
 		t.Errorf("retire by another user: exit %d:\n%s", code, out)
 	}
-	if out, code := c.run(append(asBaker, "container", "deploy", name, "--workspace", ws)...); code != 1 || !strings.Contains(out, "exists") {
+	if out, code := c.run(append(asBaker, "container", "deploy", "--accept-setuid-risk", name, "--workspace", ws)...); code != 1 || !strings.Contains(out, "exists") {
 		t.Errorf("deploy over an existing container: exit %d:\n%s", code, out)
 	}
 	// An image a container uses is not retired without --force.
@@ -290,7 +290,7 @@ func TestContainerRetireSave(t *testing.T) {
 		t.Fatalf("image create: exit %d:\n%s", code, out)
 	}
 	before, _ := d.ImageInspect(ctx, tag)
-	deployArgs := append(asBaker, "container", "deploy", name, "--workspace", ws, "--start", "--memlock", "8m")
+	deployArgs := append(asBaker, "container", "deploy", "--accept-setuid-risk", name, "--workspace", ws, "--start", "--memlock", "8m")
 	if out, code := c.run(deployArgs...); code != 0 {
 		t.Fatalf("deploy: exit %d:\n%s", code, out)
 	}

@@ -21,35 +21,42 @@ import (
 	"github.com/ds01/ds01/assemble"
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/identity"
+	"github.com/ds01/ds01/identity/asuser"
 	"github.com/ds01/ds01/registry"
 )
 
-// recordsDir is where a user's image records live: $DS01_CONFIG/images, or
-// ~/.ds01-config/images in the home of the user acted for. owner is set
-// when root writes there for someone else.
-func recordsDir(id identity.Identity) (dir string, owner *[2]int, err error) {
-	if int(id.UID) != os.Getuid() {
-		owner = &[2]int{int(id.UID), int(id.GID)}
-	}
+// openRecords opens where a user's image records live: $DS01_CONFIG/images,
+// or ~/.ds01-config/images in the home of the user acted for, reached with
+// that user's credentials.
+func openRecords(id identity.Identity) (*deploy.Records, error) {
 	if d := os.Getenv("DS01_CONFIG"); d != "" {
-		return filepath.Join(d, "images"), owner, nil
+		if err := mkdirAs(id.Cred(), d); err != nil {
+			return nil, err
+		}
+		return deploy.OpenRecords(id.Cred(), d, "images")
 	}
 	home, err := homeOf(id)
 	if err != nil {
-		return "", nil, fmt.Errorf("%w; set DS01_CONFIG to a directory for image records", err)
+		return nil, fmt.Errorf("%w; set DS01_CONFIG to a directory for image records", err)
 	}
-	return filepath.Join(home, ".ds01-config", "images"), owner, nil
+	return deploy.OpenRecords(id.Cred(), home, filepath.Join(".ds01-config", "images"))
 }
 
-// homeOf is the home directory of the user acted for.
+// mkdirAs makes dir, if missing, with cred's rights.
+func mkdirAs(cred asuser.Cred, dir string) error {
+	return cred.Do(func() error { return os.MkdirAll(dir, 0o755) })
+}
+
+// homeOf is the home directory of the user acted for, as the host's
+// account database has it (never $HOME, which a sudo caller may set).
 func homeOf(id identity.Identity) (string, error) {
+	if u, err := user.LookupId(strconv.FormatUint(uint64(id.UID), 10)); err == nil && u.HomeDir != "" {
+		return u.HomeDir, nil
+	}
 	if int(id.UID) == os.Getuid() {
 		if h, err := os.UserHomeDir(); err == nil {
 			return h, nil
 		}
-	}
-	if u, err := user.LookupId(strconv.FormatUint(uint64(id.UID), 10)); err == nil && u.HomeDir != "" {
-		return u.HomeDir, nil
 	}
 	return "", fmt.Errorf("no home directory for UID %d on this host", id.UID)
 }
@@ -79,7 +86,7 @@ func oneArg(cmd *cli.Command, what string) (string, error) {
 // own call sees everyone's, anyone else (or root acting for a user) only
 // those tagged ._.{UID}.
 func legacyScope(cmd *cli.Command, id identity.Identity) *uint32 {
-	if !id.Privileged || cmd.IsSet("uid") || cmd.IsSet("user") {
+	if !id.Root || cmd.IsSet("uid") || cmd.IsSet("user") {
 		return &id.UID
 	}
 	return nil
@@ -209,10 +216,8 @@ func packagesFrom(cmd *cli.Command) (deploy.Packages, error) {
 
 func envFrom(cmd *cli.Command) ([]string, error) {
 	env := cmd.StringSlice("env")
-	for _, kv := range env {
-		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" || strings.ContainsAny(k, " \t") {
-			return nil, usagef("--env %q: give KEY=VALUE", kv)
-		}
+	if err := deploy.ValidateEnv(env); err != nil {
+		return nil, usageError{err}
 	}
 	return env, nil
 }
@@ -242,7 +247,7 @@ func chooseBase(cmd *cli.Command) (string, map[string]string, error) {
 // fillBuild completes a build request with what every build of id shares:
 // who it is for, the cache, where its record goes.
 func fillBuild(cmd *cli.Command, id identity.Identity, req *deploy.CreateRequest) error {
-	dir, owner, err := recordsDir(id)
+	recs, err := openRecords(id)
 	if err != nil {
 		return err
 	}
@@ -255,7 +260,7 @@ func fillBuild(cmd *cli.Command, id identity.Identity, req *deploy.CreateRequest
 		return err
 	}
 	req.Login, req.Account, req.Version, req.Cache = id.Login, id.Account(), versionString(), cache
-	req.RecordDir, req.RecordOwner = dir, owner
+	req.Records = recs
 	req.Resolve.Cache = cache
 	if cmd.Bool("verbose") {
 		req.Log = cmd.Root().Writer
@@ -338,19 +343,23 @@ func runImageUpdate(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return usageError{err}
 	}
-	dir, _, err := recordsDir(id)
+	recs, err := openRecords(id)
 	if err != nil {
 		return err
 	}
-	rec, err := deploy.ReadRecord(dir, project)
+	defer recs.Close()
+	rec, err := recs.Read(project)
 	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("no record of how %s was made in %s; make it with `ds01 image create %s --base REF`", project, dir, project)
+		return fmt.Errorf("no record of how %s was made in %s; make it with `ds01 image create %s --base REF`", project, recs.Dir(), project)
 	} else if err != nil {
 		return err
 	}
 	if rec.UID != id.UID || rec.GID != id.GID {
 		return fmt.Errorf("image %s was made for UID/GID %d:%d, and you are %d:%d; rebuild it for you with `ds01 image create %s --base %s --force`",
 			rec.Image, rec.UID, rec.GID, id.UID, id.GID, project, rec.Base.Ref)
+	}
+	if err := rec.Check(id.UID, id.GID); err != nil {
+		return fmt.Errorf("%s: %w; the record is input like any flag, and this one would not be accepted from the command line: make the image again with `ds01 image create %s --force`", recs.Path(project), err, project)
 	}
 	if len(rec.Saved) > 0 && !cmd.Bool("discard-saved") {
 		return fmt.Errorf("%s holds %d layer(s) saved by container retire --save, which a rebuild from its recorded inputs would drop; rebuild anyway with --discard-saved", rec.Image, len(rec.Saved))
@@ -365,10 +374,19 @@ func runImageUpdate(ctx context.Context, cmd *cli.Command) error {
 			req.Packages = rec.Installed.Pinned(*rec.Packages)
 		}
 		if fl := req.Packages.FindLinks; fl != "" {
-			if _, err := os.Stat(fl); err != nil {
+			// Checked with the caller's rights, as --wheels is: a record
+			// naming a directory only root can read must not get it
+			// mounted into the install container.
+			real, err := asuser.UserDir(id.CallerCred(), fl, asuser.Read)
+			switch {
+			case errors.Is(err, os.ErrNotExist):
 				// Gone since: what it gave is in ds01's cache.
 				fmt.Fprintf(cmd.Root().ErrWriter, "warning: wheel directory %s is gone; installing from ds01's cache\n", fl)
 				req.Packages.FindLinks = ""
+			case err != nil:
+				return fmt.Errorf("the record's wheel directory: %w; ds01 mounts only a directory you may read yourself", err)
+			default:
+				req.Packages.FindLinks = real
 			}
 		}
 	}
@@ -450,8 +468,13 @@ func runImageRetire(ctx context.Context, cmd *cli.Command) error {
 	if err := d.RemoveTag(ctx, tag, cmd.Bool("force")); err != nil {
 		return err
 	}
-	if dir, _, err := recordsDir(id); err == nil {
-		deploy.RemoveRecord(dir, project)
+	recs, err := openRecords(id)
+	if err == nil {
+		err = recs.Remove(project)
+		recs.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("retired %s, but its record was not removed: %w", tag, err)
 	}
 	fmt.Fprintf(cmd.Root().Writer, "retired %s\n", tag)
 	return nil

@@ -84,7 +84,7 @@ func TestOverridesNeedRoot(t *testing.T) {
 	}
 	out, err := cmd.CombinedOutput()
 	ee, ok := err.(*exec.ExitError)
-	if !ok || ee.ExitCode() != exitUsage || !strings.Contains(string(out), "are for root only") {
+	if !ok || ee.ExitCode() != exitUsage || !strings.Contains(string(out), "are for root itself only") {
 		t.Fatalf("err = %v, output:\n%s\nwant exit 2 and a root-only refusal", err, out)
 	}
 }

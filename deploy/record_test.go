@@ -1,0 +1,102 @@
+package deploy
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func goodRecord() Record {
+	r := Record{Project: "p", Image: "ds01-1000/p:latest", Login: "u", Name: "u", UID: 1000, GID: 1000}
+	r.Base.Ref = "debian:bookworm"
+	return r
+}
+
+func TestRecordCheck(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*Record)
+		want string
+	}{
+		{"as written", func(*Record) {}, ""},
+		{"another user's", func(r *Record) { r.UID = 1001 }, "another user"},
+		{"another project's image", func(r *Record) { r.Image = "ds01-1001/p:latest" }, "is not the project's"},
+		{"bad project", func(r *Record) { r.Project = "../x" }, "not a valid image name"},
+		{"bad base", func(r *Record) { r.Base.Ref = "UPPER CASE" }, "base"},
+		{"pip option", func(r *Record) { r.Packages = &Packages{Pip: []string{"--index-url=http://x"}} }, "not a requirement specifier"},
+		{"constraint option", func(r *Record) { r.Packages = &Packages{Constraints: []string{"-e /root"}} }, "not a requirement specifier"},
+		{"installed option", func(r *Record) { r.Installed = &PackageResult{Pip: []string{"-r /etc/shadow"}} }, "not a requirement specifier"},
+		{"apt option", func(r *Record) { r.Packages = &Packages{Apt: []string{"-o=Dir::Etc=/root"}} }, "not a Debian package name"},
+		{"relative wheels", func(r *Record) { r.Packages = &Packages{FindLinks: "wheels"} }, "not an absolute path"},
+		{"env", func(r *Record) { r.Env = []string{"NOEQUALS"} }, "KEY=VALUE"},
+		{"preset", func(r *Record) { r.Presets = []string{"../../x"} }, "not a preset name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := goodRecord()
+			tc.edit(&r)
+			err := r.Check(1000, 1000)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+	r := goodRecord()
+	r.GID = 5
+	if err := r.Check(1000, 1000); !errors.Is(err, ErrOtherUser) {
+		t.Errorf("other GID: %v", err)
+	}
+}
+
+func TestDecodeRecordStrict(t *testing.T) {
+	data, _ := json.Marshal(goodRecord())
+	if _, err := DecodeRecord(data); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{`{"project":"p","extra":1}`, `{"project":"p"} {}`, `[]`, ``} {
+		if _, err := DecodeRecord([]byte(bad)); err == nil {
+			t.Errorf("%q decoded", bad)
+		}
+	}
+}
+
+func TestProjectOf(t *testing.T) {
+	for tag, want := range map[string]string{"ds01-1000/p:latest": "p", "ds01-1000/p": "p", "ds01-1001/p:latest": "", "ds01-1000/p:v2": "", "other/p:latest": ""} {
+		got, ok := ProjectOf(1000, tag)
+		if got != want && ok || ok != (want != "") {
+			t.Errorf("%s: %q %v, want %q", tag, got, ok, want)
+		}
+	}
+}
+
+func FuzzDecodeRecord(f *testing.F) {
+	data, _ := json.Marshal(goodRecord())
+	f.Add(data)
+	f.Add([]byte(`{"project":"p","packages":{"pip":["a==1"],"find_links":"/w"},"installed":{"pip":["b==2"]}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := DecodeRecord(data)
+		if err != nil {
+			return
+		}
+		if r.Check(1000, 1000) != nil {
+			return
+		}
+		// A record that passes asks for nothing a user could not type.
+		if r.Packages != nil {
+			for _, s := range append(r.Packages.Pip, r.Packages.Constraints...) {
+				if strings.HasPrefix(strings.TrimSpace(s), "-") || strings.ContainsAny(s, "\n\r") {
+					t.Fatalf("option %q passed", s)
+				}
+			}
+		}
+		if r.UID != 1000 || r.GID != 1000 {
+			t.Fatalf("record of %d:%d passed for 1000:1000", r.UID, r.GID)
+		}
+	})
+}
