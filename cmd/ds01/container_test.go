@@ -349,3 +349,43 @@ sudo rm /etc/skel/.bash_logout`)
 		t.Errorf("update over saved layers: exit %d:\n%s", code, out)
 	}
 }
+
+// Finding 10 of the trust issue: a container of another project's image
+// saves into that project, and its record notes it, so image update of
+// that project does not drop the saved files silently.
+func TestRetireSaveRecordsTheImagesProject(t *testing.T) {
+	d := testbed.Docker(t)
+	base := loadBase(t, d, testbed.Base(t, testbed.Bullseye), "saveproj")
+	c := newCLI(t)
+	project, other := testbed.Prefix(t), testbed.Prefix(t)
+	tag := "ds01-1722830498/" + project + ":latest"
+	testbed.RemoveImage(t, d, tag)
+	removeContainer(t, d, other+"._.1722830498")
+	if out, code := c.run(append(asBaker, "image", "create", project, "--base", base)...); code != 0 {
+		t.Fatalf("image create: exit %d:\n%s", code, out)
+	}
+	ws := filepath.Join(t.TempDir(), "ws")
+	if out, code := c.run(append(asBaker, "container", "deploy", "--accept-setuid-risk", other, "--image", tag, "--workspace", ws, "--start", "--memlock", "8m")...); code != 0 {
+		t.Fatalf("deploy: exit %d:\n%s", code, out)
+	}
+	if r, err := d.Exec(context.Background(), other+"._.1722830498", "1722830498:1722830498", "bash", "-lc", "echo kept > ~/kept.txt"); err != nil || r.ExitCode != 0 {
+		t.Fatalf("%v %+v", err, r)
+	}
+	if out, code := c.run(append(asBaker, "container", "retire", other, "--save")...); code != 0 || !strings.Contains(out, "into "+tag) {
+		t.Fatalf("retire --save: exit %d, want the layer saved into %s:\n%s", code, tag, out)
+	}
+	data, err := os.ReadFile(filepath.Join(c.config, "images", project+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := deploy.DecodeRecord(data)
+	if err != nil || len(rec.Saved) != 1 || rec.Saved[0].Container != other+"._.1722830498" {
+		t.Errorf("record of %s: %+v, %v; want the saved layer noted", project, rec.Saved, err)
+	}
+	if _, err := os.Stat(filepath.Join(c.config, "images", other+".json")); err == nil {
+		t.Errorf("a record was made for the container's name %s", other)
+	}
+	if out, code := c.run(append(asBaker, "image", "update", project)...); code != 1 || !strings.Contains(out, "--discard-saved") {
+		t.Errorf("update of %s over the saved layer: exit %d:\n%s", project, code, out)
+	}
+}
