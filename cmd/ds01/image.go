@@ -257,6 +257,7 @@ func fillBuild(cmd *cli.Command, id identity.Identity, req *deploy.CreateRequest
 	req.Login, req.Account, req.Version, req.Cache = id.Login, id.Account(), versionString(), cache
 	req.RecordDir, req.RecordOwner = dir, owner
 	req.Resolve.Cache = cache
+	req.Packages.Cred = callerCred(id)
 	if cmd.Bool("verbose") {
 		req.Log = cmd.Root().Writer
 	}
