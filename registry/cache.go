@@ -31,6 +31,11 @@ type Cache struct {
 // OpenCache opens the cache at dir (see CacheDir), creating it, and
 // refuses one that anyone but its user could have written (CheckTrust).
 func OpenCache(dir string) (*Cache, error) {
+	// Checked before ds01 adds anything (to a cache that is there, or
+	// under the directories that will hold a new one), and once made.
+	if err := CheckTrust(dir); err != nil {
+		return nil, err
+	}
 	// Owner-writable only: a cache shared by writing is how one user
 	// plants what another user's image is built from.
 	if err := os.MkdirAll(filepath.Join(dir, "files"), 0o755); err != nil {

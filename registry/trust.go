@@ -31,16 +31,22 @@ func CheckTrust(dir string) error {
 		return err
 	}
 	real, err := filepath.EvalSymlinks(abs)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Not made yet: what will hold it is checked.
+		for errors.Is(err, fs.ErrNotExist) && abs != "/" {
+			abs = filepath.Dir(abs)
+			real, err = filepath.EvalSymlinks(abs)
+		}
+		if err != nil {
+			return fmt.Errorf("cache %s: %w", dir, err)
+		}
+		return checkAncestors(real, uid, true)
+	}
 	if err != nil {
 		return fmt.Errorf("cache %s: %w", dir, err)
 	}
-	for p := filepath.Dir(real); ; p = filepath.Dir(p) {
-		if err := checkAncestor(p, uid); err != nil {
-			return err
-		}
-		if p == "/" {
-			break
-		}
+	if err := checkAncestors(real, uid, false); err != nil {
+		return err
 	}
 	return filepath.WalkDir(real, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
@@ -55,6 +61,23 @@ func CheckTrust(dir string) error {
 		}
 		return checkEntry(real, p, fi, uid)
 	})
+}
+
+// checkAncestors checks the directories above a cache at real, and real
+// itself when self is set (it will hold a cache not made yet).
+func checkAncestors(real string, uid uint32, self bool) error {
+	p := real
+	if !self {
+		p = filepath.Dir(real)
+	}
+	for ; ; p = filepath.Dir(p) {
+		if err := checkAncestor(p, uid); err != nil {
+			return err
+		}
+		if p == "/" {
+			return nil
+		}
+	}
 }
 
 func owner(fi fs.FileInfo) (uid, gid uint32) {
