@@ -49,6 +49,9 @@ func CheckTrust(dir string) error {
 		return err
 	}
 	return filepath.WalkDir(real, func(p string, e fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // a concurrent install's directory, removed meanwhile
+		}
 		if err != nil {
 			return fmt.Errorf("checking cache %s: %w", real, err)
 		}
