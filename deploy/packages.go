@@ -13,17 +13,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
-	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/moby/moby/api/types/container"
-	"github.com/moby/moby/api/types/mount"
-	"github.com/moby/moby/client"
 
 	"github.com/ds01/ds01/assemble"
+	"github.com/ds01/ds01/identity/asuser"
 	"github.com/ds01/ds01/layers"
 	"github.com/ds01/ds01/registry"
 )
@@ -38,10 +34,16 @@ type Packages struct {
 	// how a rebuild gets exactly the dependencies it had.
 	Constraints []string `json:"constraints,omitempty"`
 	// FindLinks is a host directory of wheels pip may install from, beside
-	// its index (mounted read-only; e.g. a site's own wheelhouse).
+	// its index (a site's own wheelhouse). Its wheels are copied for the
+	// install with Cred's rights.
 	FindLinks string `json:"find_links,omitempty"`
-	// NoIndex installs pip packages only from FindLinks and ds01's cache.
+	// NoIndex installs pip packages only from FindLinks and Cached.
 	NoIndex bool `json:"no_index,omitempty"`
+	// Cached are the wheels and .debs an earlier install of this request
+	// kept in ds01's cache: the only cached files the install sees.
+	Cached []CachedFile `json:"cached,omitempty"`
+	// Cred is whose rights read FindLinks: the caller's.
+	Cred asuser.Cred `json:"-"`
 }
 
 // Empty reports whether nothing is asked for.
@@ -57,9 +59,15 @@ func (p Packages) Validate() error {
 	if err := specsOK("--pip", p.Pip); err != nil {
 		return err
 	}
-	if p.FindLinks != "" {
-		if fi, err := os.Stat(p.FindLinks); err != nil || !fi.IsDir() {
-			return fmt.Errorf("wheel directory %s: not a directory on this host", p.FindLinks)
+	if p.FindLinks != "" && !filepath.IsAbs(p.FindLinks) {
+		return fmt.Errorf("wheel directory %q: give an absolute path", p.FindLinks)
+	}
+	if len(p.Cached) > maxPackageFiles {
+		return fmt.Errorf("%d cached package files, more than the %d ds01 takes", len(p.Cached), maxPackageFiles)
+	}
+	for _, f := range p.Cached {
+		if err := f.valid(); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -107,6 +115,9 @@ type PackageResult struct {
 	Pip      []string `json:"pip"`
 	AptAsked []string `json:"apt_asked"`
 	PipAsked []string `json:"pip_asked"`
+	// Files are the wheels and .debs the install used, kept in ds01's
+	// cache by digest: what an offline rebuild installs from.
+	Files []CachedFile `json:"files,omitempty"`
 	// Reused is set when the layer came from the cache, no install run.
 	Reused bool `json:"-"`
 	// Image is the base with the package layer, in the daemon: the base of
@@ -114,36 +125,22 @@ type PackageResult struct {
 	Image string `json:"-"`
 }
 
-// key is the cache key of a request on a base.
-func (p Packages) key(baseID string) string {
+// key is the cache key of a request on a base, with the wheels of its
+// wheel directory by digest (a changed wheelhouse is another request).
+func (p Packages) key(baseID string, findLinks []CachedFile) string {
 	apt, pip := slices.Clone(p.Apt), slices.Clone(p.Pip)
 	slices.Sort(apt)
 	slices.Sort(pip)
 	b, _ := json.Marshal(struct {
-		V                  int
-		Base, Reqs, Wheels string
-		Apt, Pip           []string
-		Constraints        []string
-		NoIndex            bool
-	}{1, baseID, p.Requirements, wheelListing(p.FindLinks), apt, pip, p.Constraints, p.NoIndex})
+		V                 int
+		Base, Reqs        string
+		Wheels, Cached    []CachedFile
+		Apt, Pip          []string
+		Constraints       []string
+		NoIndex, HasLinks bool
+	}{2, baseID, p.Requirements, findLinks, p.Cached, apt, pip, p.Constraints, p.NoIndex, p.FindLinks != ""})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
-}
-
-// wheelListing names the wheels of a directory, so that a request with a
-// changed wheelhouse is a different request.
-func wheelListing(dir string) string {
-	if dir == "" {
-		return ""
-	}
-	ents, _ := os.ReadDir(dir)
-	var b strings.Builder
-	for _, e := range ents {
-		if fi, err := e.Info(); err == nil {
-			fmt.Fprintf(&b, "%s %d\n", e.Name(), fi.Size())
-		}
-	}
-	return b.String()
 }
 
 func packagesDir(c *registry.Cache, parts ...string) string {
@@ -164,26 +161,32 @@ func notInPackageLayer(p string) bool {
 }
 
 // installScript runs as root in the throwaway container: apt first, then
-// pip into the base's own Python. Wheels and .debs are kept in ds01's
-// cache (mounted), so an offline rebuild installs the same files.
+// pip into the base's own Python. Its inputs are /ds01/in (read-only);
+// it leaves its results in the container's own /ds01/out (apt.txt,
+// pip.json, the wheels and .debs used), which ds01 copies out through the
+// Docker API. apt keeps its downloads there too, out of reach of a base's
+// docker-clean hook.
 const installScript = `set -eu
 export DEBIAN_FRONTEND=noninteractive
+mkdir -p /ds01/out/wheels /ds01/out/debs/partial
+for f in /ds01/in/debs/*.deb; do if [ -f "$f" ]; then cp "$f" /ds01/out/debs/; fi; done
+archives="-o Dir::Cache::Archives=/ds01/out/debs/"
 before=$(mktemp)
 dpkg-query -W -f '${Package}=${Version}\n' 2>/dev/null | sort > "$before" || true
 if [ -s /ds01/in/apt.txt ]; then
-  if [ -z "${DS01_OFFLINE:-}" ]; then apt-get update -q; fi
-  apt-get install -y -q --no-install-recommends ${DS01_OFFLINE:+--no-download} $(cat /ds01/in/apt.txt)
+  if [ -z "${DS01_OFFLINE:-}" ]; then apt-get $archives update -q; fi
+  apt-get $archives install -y -q --no-install-recommends ${DS01_OFFLINE:+--no-download} $(cat /ds01/in/apt.txt)
 fi
 dpkg-query -W -f '${Package}=${Version}\n' 2>/dev/null | sort | comm -13 "$before" - > /ds01/out/apt.txt || true
 if [ -s /ds01/in/requirements.txt ]; then
   py=$(command -v python3 || command -v python || true)
   if [ -z "$py" ]; then echo "ds01: the base has no python3 for pip packages" >&2; exit 3; fi
-  links="--find-links /ds01/wheels"
-  if [ -d /ds01/find-links ]; then links="$links --find-links /ds01/find-links"; fi
+  links="--find-links /ds01/in/wheels"
+  if [ -d /ds01/in/find-links ]; then links="$links --find-links /ds01/in/find-links"; fi
   if [ -z "${DS01_OFFLINE:-}" ]; then
-    "$py" -m pip download -q ${DS01_NO_INDEX:+--no-index} -d /ds01/wheels $links -c /ds01/in/constraints.txt -r /ds01/in/requirements.txt
+    "$py" -m pip download -q ${DS01_NO_INDEX:+--no-index} -d /ds01/out/wheels $links -c /ds01/in/constraints.txt -r /ds01/in/requirements.txt
   fi
-  "$py" -m pip install --no-index $links -c /ds01/in/constraints.txt --report /ds01/out/pip.json -r /ds01/in/requirements.txt
+  "$py" -m pip install --no-index --find-links /ds01/out/wheels $links -c /ds01/in/constraints.txt --report /ds01/out/pip.json -r /ds01/in/requirements.txt
 fi
 `
 
@@ -203,37 +206,97 @@ func (d *Daemon) PackageLayer(ctx context.Context, base *Base, pk Packages, o Pa
 	if o.Cache == nil {
 		return nil, errors.New("packages need ds01's cache")
 	}
-	key := pk.key(base.ID)
-	recPath := packagesDir(o.Cache, "req-"+key+".json")
-	var res PackageResult
-	if data, err := os.ReadFile(recPath); err == nil && json.Unmarshal(data, &res) == nil {
-		if _, err := os.Stat(packagesDir(o.Cache, "layers", res.DiffID.Hex+".tar")); err == nil {
-			res.Reused = true
-		}
-	}
-	if !res.Reused {
-		made, err := d.installPackages(ctx, base, pk, key, o)
-		if err != nil {
-			return nil, err
-		}
-		res = *made
-		data, _ := json.MarshalIndent(res, "", "  ")
-		if err := registry.WriteFileAtomic(recPath, data); err != nil {
-			return nil, err
-		}
-	}
-	l := layers.FromFileDigest(packagesDir(o.Cache, "layers", res.DiffID.Hex+".tar"), res.DiffID, res.Size)
-	res.Image = fmt.Sprintf("ds01-packages/%s:latest", key[:20])
-	if ins, err := d.ImageInspect(ctx, res.Image); err == nil && len(ins.RootFS.Layers) > 0 && ins.RootFS.Layers[len(ins.RootFS.Layers)-1] == res.DiffID.String() {
-		return &res, nil // base + packages already in the daemon
-	}
-	mt, err := base.Image.MediaType()
+	run, err := newRun(o.Cache)
 	if err != nil {
 		return nil, err
+	}
+	defer run.remove()
+	var links []CachedFile
+	if pk.FindLinks != "" {
+		if links, err = run.stageWheels(pk.Cred, pk.FindLinks); err != nil {
+			return nil, err
+		}
+	}
+	key := pk.key(base.ID, links)
+	res := d.reusedLayer(ctx, base, key, o)
+	if res == nil {
+		if res, err = d.installPackages(ctx, base, pk, key, run, o); err != nil {
+			return nil, err
+		}
+		data, _ := json.MarshalIndent(res, "", "  ")
+		if err := registry.WriteFileAtomic(packagesDir(o.Cache, "req-"+key+".json"), data); err != nil {
+			return nil, err
+		}
+	}
+	res.Image = packageImage(key)
+	if d.holdsPackages(ctx, base, res) {
+		return res, nil // base + packages already in the daemon
+	}
+	return res, d.loadPackages(ctx, base, res, o.Cache)
+}
+
+func packageImage(key string) string { return fmt.Sprintf("ds01-packages/%s:latest", key[:20]) }
+
+// maxRequestRecord bounds a cached request's record: its pins and files.
+const maxRequestRecord = 16 << 20
+
+// reusedLayer is the layer an earlier install of the request made, when
+// the daemon holds it on the base or its cached file still matches its
+// diff ID (re-hashed: a corrupt file is removed and the layer made again);
+// nil when there is none.
+func (d *Daemon) reusedLayer(ctx context.Context, base *Base, key string, o PackageOptions) *PackageResult {
+	data, err := registry.ReadRegular(packagesDir(o.Cache, "req-"+key+".json"), maxRequestRecord)
+	if err != nil {
+		return nil
+	}
+	var res PackageResult
+	if json.Unmarshal(data, &res) != nil || res.Key != key || res.DiffID.Algorithm != "sha256" || !hexKey64(res.DiffID.Hex) {
+		return nil
+	}
+	res.Reused, res.Image = true, packageImage(key)
+	if d.holdsPackages(ctx, base, &res) {
+		return &res
+	}
+	p := packagesDir(o.Cache, "layers", res.DiffID.Hex+".tar")
+	n, err := registry.VerifyFile(p, res.DiffID.Hex)
+	if err == nil && n == res.Size {
+		return &res
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		if o.Output != nil {
+			fmt.Fprintf(o.Output, "ds01: the cached package layer %s is damaged (%v); installing again\n", res.DiffID, err)
+		}
+		os.Remove(p)
+	}
+	return nil
+}
+
+func hexKey64(s string) bool { return len(s) == 64 && strings.Trim(s, "0123456789abcdef") == "" }
+
+// holdsPackages reports whether the daemon's package image is exactly the
+// base's layers and the package layer.
+func (d *Daemon) holdsPackages(ctx context.Context, base *Base, res *PackageResult) bool {
+	ins, err := d.ImageInspect(ctx, res.Image)
+	if err != nil {
+		return false
+	}
+	want := []string{}
+	for _, h := range base.layerIDs() {
+		want = append(want, h.String())
+	}
+	return slices.Equal(ins.RootFS.Layers, append(want, res.DiffID.String()))
+}
+
+// loadPackages loads base + the package layer from the cache as res.Image.
+func (d *Daemon) loadPackages(ctx context.Context, base *Base, res *PackageResult, c *registry.Cache) error {
+	l := layers.FromFileDigest(packagesDir(c, "layers", res.DiffID.Hex+".tar"), res.DiffID, res.Size)
+	mt, err := base.Image.MediaType()
+	if err != nil {
+		return err
 	}
 	cfg, err := base.Image.ConfigFile()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	img, err := mutate.Append(base.Image, mutate.Addendum{Layer: layers.ForManifest(l, mt), History: v1.History{
 		Created:   cfg.Created,
@@ -241,13 +304,13 @@ func (d *Daemon) PackageLayer(ctx context.Context, base *Base, pk Packages, o Pa
 		Comment:   "installed in a throwaway container and captured from its changes, no docker build",
 	}})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if d.Store == Containerd {
 		// The user layer goes on this image next: record the descriptors
 		// the engine will hold its layers under, as assemble does.
 		if img, err = withLayersRecord(img); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	omit := map[v1.Hash]bool{}
@@ -255,13 +318,13 @@ func (d *Daemon) PackageLayer(ctx context.Context, base *Base, pk Packages, o Pa
 		omit[h] = true
 	}
 	if _, err := d.Load(ctx, img, res.Image, func(h v1.Hash) bool { return omit[h] }); err != nil {
-		return nil, fmt.Errorf("loading the package layer: %w", err)
+		return fmt.Errorf("loading the package layer: %w", err)
 	}
 	if _, err := d.verifyLoaded(ctx, res.Image, img); err != nil {
 		d.removeImage(res.Image, "")
-		return nil, fmt.Errorf("loading the package layer onto the base: %w; the image was removed", err)
+		return fmt.Errorf("loading the package layer onto the base: %w; the image was removed", err)
 	}
-	return &res, nil
+	return nil
 }
 
 // withLayersRecord sets the ds01.layers label of img to its own layers.
@@ -280,164 +343,6 @@ func withLayersRecord(img v1.Image) (v1.Image, error) {
 	}
 	cfg.Config.Labels[assemble.LabelLayers] = rec
 	return mutate.ConfigFile(img, cfg)
-}
-
-func (d *Daemon) installPackages(ctx context.Context, base *Base, pk Packages, key string, o PackageOptions) (*PackageResult, error) {
-	work, err := os.MkdirTemp("", "ds01-packages-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(work)
-	in, out := filepath.Join(work, "in"), filepath.Join(work, "out")
-	for _, dir := range []string{in, out} {
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			return nil, err
-		}
-	}
-	reqs := strings.Join(pk.Pip, "\n") + "\n" + pk.Requirements
-	if err := os.WriteFile(filepath.Join(in, "requirements.txt"), []byte(strings.TrimSpace(reqs)), 0o644); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(in, "apt.txt"), []byte(strings.Join(pk.Apt, "\n")), 0o644); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(in, "constraints.txt"), []byte(strings.Join(pk.Constraints, "\n")), 0o644); err != nil {
-		return nil, err
-	}
-	// The apt lists are kept per base, so that an offline rebuild can
-	// resolve exactly the versions it installed.
-	short := strings.TrimPrefix(base.ID, "sha256:")[:16]
-	wheels, debs, lists := packagesDir(o.Cache, "wheels"), packagesDir(o.Cache, "debs"), packagesDir(o.Cache, "apt-lists", short)
-	for _, dir := range []string{wheels, debs, filepath.Join(lists, "partial"), packagesDir(o.Cache, "layers")} {
-		if err := os.MkdirAll(dir, 0o2775); err != nil {
-			return nil, fmt.Errorf("cache %s: %w", dir, err)
-		}
-	}
-	mounts := []mount.Mount{
-		{Type: mount.TypeBind, Source: in, Target: "/ds01/in", ReadOnly: true},
-		{Type: mount.TypeBind, Source: out, Target: "/ds01/out"},
-		{Type: mount.TypeBind, Source: wheels, Target: "/ds01/wheels"},
-		{Type: mount.TypeBind, Source: debs, Target: "/var/cache/apt/archives"},
-		{Type: mount.TypeBind, Source: lists, Target: "/var/lib/apt/lists"},
-	}
-	if pk.FindLinks != "" {
-		mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: pk.FindLinks, Target: "/ds01/find-links", ReadOnly: true})
-	}
-	cfg, err := base.Image.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	epoch := strconv.FormatInt(cfg.Created.Unix(), 10)
-	env := []string{"SOURCE_DATE_EPOCH=" + epoch, "PIP_NO_CACHE_DIR=1", "PIP_BREAK_SYSTEM_PACKAGES=1", "PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_ROOT_USER_ACTION=ignore", "PYTHONHASHSEED=0"}
-	if o.Offline {
-		env = append(env, "DS01_OFFLINE=1")
-	}
-	if pk.NoIndex {
-		env = append(env, "DS01_NO_INDEX=1")
-	}
-	hc := &container.HostConfig{Mounts: mounts}
-	if o.Offline {
-		hc.NetworkMode = "none"
-	}
-	created, err := d.ContainerCreate(ctx, client.ContainerCreateOptions{
-		Config: &container.Config{
-			Image: base.ID, User: "0:0", Env: env,
-			// Kept running, so that the changes are copied from a mounted
-			// root, which is many times quicker than from a stopped one.
-			Entrypoint: []string{"sh", "-c", "while :; do sleep 3600; done"},
-			Labels:     map[string]string{"ds01.purpose": "install-packages"},
-		},
-		HostConfig: hc,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("creating the install container: %w", err)
-	}
-	defer d.remove(created.ID)
-	if _, err := d.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
-		return nil, fmt.Errorf("starting the install container: %w", err)
-	}
-	var tail tailBuffer
-	w := io.Writer(&tail)
-	if o.Output != nil {
-		w = io.MultiWriter(&tail, o.Output)
-	}
-	note := func(format string, a ...any) {
-		if o.Output != nil {
-			fmt.Fprintf(o.Output, "ds01: "+format+"\n", a...)
-		}
-	}
-	t0 := time.Now()
-	code, err := d.ExecTo(ctx, created.ID, "0:0", nil, w, w, "sh", "-c", installScript)
-	if err != nil {
-		return nil, fmt.Errorf("running the install: %w", err)
-	}
-	if code != 0 {
-		return nil, fmt.Errorf("%w (exit %d); the last lines:\n%s", ErrInstall, code, tail.String())
-	}
-
-	res := &PackageResult{Key: key}
-	if data, err := os.ReadFile(filepath.Join(out, "apt.txt")); err == nil {
-		res.Apt = strings.Fields(string(data))
-		for _, a := range res.Apt {
-			name, _, _ := strings.Cut(a, "=")
-			if slices.ContainsFunc(pk.Apt, func(r string) bool { n, _, _ := strings.Cut(r, "="); return n == name }) {
-				res.AptAsked = append(res.AptAsked, a)
-			}
-		}
-	}
-	if data, err := os.ReadFile(filepath.Join(out, "pip.json")); err == nil {
-		var rep struct {
-			Install []struct {
-				Requested bool                           `json:"requested"`
-				Metadata  struct{ Name, Version string } `json:"metadata"`
-			} `json:"install"`
-		}
-		if json.Unmarshal(data, &rep) == nil {
-			for _, it := range rep.Install {
-				pin := it.Metadata.Name + "==" + it.Metadata.Version
-				res.Pip = append(res.Pip, pin)
-				if it.Requested {
-					res.PipAsked = append(res.PipAsked, pin)
-				}
-			}
-			slices.Sort(res.Pip)
-			slices.Sort(res.PipAsked)
-		}
-	}
-
-	note("install: %s", time.Since(t0).Round(time.Millisecond))
-	t0 = time.Now()
-	spool, err := layers.NewSpool("")
-	if err != nil {
-		return nil, err
-	}
-	defer spool.Close()
-	if _, err := d.CaptureChanges(ctx, created.ID, notInPackageLayer, spool); err != nil {
-		return nil, fmt.Errorf("capturing the installed files: %w", err)
-	}
-	note("captured %d paths, %d bytes of contents: %s", spool.Len(), spool.Size(), time.Since(t0).Round(time.Millisecond))
-	t0 = time.Now()
-	defer func() { note("layer written: %s", time.Since(t0).Round(time.Millisecond)) }()
-	tmp, err := os.CreateTemp(packagesDir(o.Cache, "layers"), ".tmp-*")
-	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(tmp.Name())
-	h := sha256.New()
-	counter := &countingWriter{w: io.MultiWriter(tmp, h)}
-	if err := spool.WriteTar(counter, cfg.Created.Time); err != nil {
-		tmp.Close()
-		return nil, err
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, err
-	}
-	res.DiffID = v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
-	res.Size = counter.n.Load()
-	if err := os.Rename(tmp.Name(), packagesDir(o.Cache, "layers", res.DiffID.Hex+".tar")); err != nil {
-		return nil, err
-	}
-	return res, nil
 }
 
 // tailBuffer keeps the last lines written, for error messages.
@@ -461,7 +366,8 @@ func (t *tailBuffer) String() string {
 }
 
 // Pinned is the request that rebuilds exactly this layer: the packages the
-// user named at the versions they got, the rest constrained to theirs.
+// user named at the versions they got, the rest constrained to theirs,
+// from the wheels and .debs this install kept in the cache.
 func (r PackageResult) Pinned(asked Packages) Packages {
-	return Packages{Apt: r.AptAsked, Pip: r.PipAsked, Constraints: r.Pip, FindLinks: asked.FindLinks, NoIndex: asked.NoIndex}
+	return Packages{Apt: r.AptAsked, Pip: r.PipAsked, Constraints: r.Pip, FindLinks: asked.FindLinks, NoIndex: asked.NoIndex, Cached: r.Files, Cred: asked.Cred}
 }

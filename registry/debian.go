@@ -217,7 +217,8 @@ func Mirror() (string, error) {
 }
 
 // CacheDir is ds01's cache: $DS01_CACHE, else $XDG_CACHE_HOME/ds01
-// (~/.cache/ds01). A group-writable path may be shared by a server's users.
+// (~/.cache/ds01). It has one writer (see CheckTrust): root's serves
+// every user root or a sudo rule builds for.
 func CacheDir() (string, error) {
 	if d := os.Getenv("DS01_CACHE"); d != "" {
 		return d, nil

@@ -76,7 +76,8 @@ func TestImagePackages(t *testing.T) {
 			}
 		}
 	})
-	wheels := testbed.Wheels(t, d, "../../testdata/pypkgs")
+	// A copy, moved away below: the shared one is other tests' too.
+	wheels := copyWheels(t, testbed.Wheels(t, d, "../../testdata/pypkgs"), 0o755)
 	c := newCLI(t)
 	project := testbed.Prefix(t)
 	tag := "ds01-1722830498/" + project + ":latest"
