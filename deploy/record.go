@@ -236,6 +236,15 @@ func (r Record) checkPackages() error {
 	if err := aptOK(asked.Apt); err != nil {
 		return fmt.Errorf("record: %w", err)
 	}
+	files := asked.Cached
+	if r.Installed != nil {
+		files = append(append([]CachedFile{}, files...), r.Installed.Files...)
+	}
+	for _, f := range files {
+		if err := f.valid(); err != nil {
+			return fmt.Errorf("record: %w", err)
+		}
+	}
 	if in := r.Installed; in != nil {
 		if err := specsOK("installed pip package", append(append([]string{}, in.Pip...), in.PipAsked...)); err != nil {
 			return fmt.Errorf("record: %w", err)
