@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -361,6 +362,9 @@ func (c *Cache) fetchLayer(ctx context.Context, p *remote.Puller, rm remoteManif
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) && ctx.Err() != nil {
 			return cause // another layer failed first; say why
+		}
+		if strings.Contains(err.Error(), input) {
+			return fmt.Errorf("%w (after %d bytes)", err, got)
 		}
 		return fmt.Errorf("fetching %s (%d bytes in): %w", input, got, err)
 	}

@@ -66,10 +66,9 @@ func check(r io.Reader, mt string, maxOut int64, diffID v1.Hash, input string) e
 		dec = g
 	}
 	h := sha256.New()
-	_, err := io.Copy(h, limits.Reader(dec, maxOut, func() error {
-		return fmt.Errorf("%s decompresses to more than %d bytes (%w)", input, maxOut,
-			&limits.Error{Limit: limits.Expansion, Input: input, Got: -1})
-	}))
+	l := limits.Limit{Name: "decompressed layer size", Max: maxOut, Unit: "bytes", Why: fmt.Sprintf(
+		"a layer may decompress to %d times its compressed size, and at least to %d bytes; %s", limits.Expansion.Max, limits.ExpansionFloor, limits.Expansion.Why)}
+	_, err := io.Copy(h, limits.Reader(dec, maxOut, func() error { return &limits.Error{Limit: l, Input: input, Got: -1} }))
 	if err != nil {
 		if errors.Is(err, limits.ErrLimit) || errors.Is(err, errAborted) {
 			return err
