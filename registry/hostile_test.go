@@ -342,3 +342,73 @@ func TestStalledRegistryBinary(t *testing.T) {
 		t.Errorf("took %s", el)
 	}
 }
+
+// A prune while a pull writes blobs no ref names yet is refused, and the
+// pull ends with every blob in place; once it has ended, prune runs and
+// keeps what the new ref uses.
+func TestPruneDuringPull(t *testing.T) {
+	h, host := newHostile(t)
+	content := bytes.Repeat([]byte("ds01 "), 200_000)
+	layer := gz(content)
+	h.image("slow", "t", [][]byte{layer}, []v1.Hash{digestOf(content)})
+	var m v1.Manifest
+	json.Unmarshal(h.manifests["slow/t"], &m)
+	release := make(chan struct{})
+	h.override["slow"] = func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, m.Layers[0].Digest.String()) {
+			w.Header().Set("Content-Length", fmt.Sprint(len(layer)))
+			w.Write(layer[:len(layer)/2])
+			w.(http.Flusher).Flush()
+			<-release
+			w.Write(layer[len(layer)/2:])
+			return
+		}
+		rest := strings.TrimPrefix(r.URL.Path, "/v2/slow/")
+		kind, ref, _ := strings.Cut(rest, "/")
+		if kind == "manifests" {
+			w.Header().Set("Content-Type", string(types.DockerManifestSchema2))
+			w.Write(h.manifests["slow/"+ref])
+			return
+		}
+		w.Write(h.blobs[ref].data)
+	}
+	c := newCache(t)
+	started := make(chan struct{})
+	var once sync.Once
+	done := make(chan error)
+	go func() {
+		_, err := c.Pull(context.Background(), host+"/slow:t", registry.PullOptions{Events: func(e registry.PullEvent) {
+			if e.Kind == "bytes" {
+				once.Do(func() { close(started) })
+			}
+		}})
+		done <- err
+	}()
+	<-started
+	_, err := c.Prune(false)
+	close(release)
+	if !errors.Is(err, registry.ErrPullUnderWay) || !strings.Contains(err.Error(), "run `ds01 base prune` again when it has ended") {
+		t.Errorf("prune during a pull: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("pull: %v", err)
+	}
+	e, ok := c.Lookup(host + "/slow:t")
+	if !ok {
+		t.Fatal("no entry")
+	}
+	if err := c.Complete(e.Digest); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Prune(false); err != nil {
+		t.Fatalf("prune after the pull: %v", err)
+	}
+	if err := c.Complete(e.Digest); err != nil {
+		t.Fatalf("after prune: %v", err)
+	}
+	// A blob lost all the same (by hand) is named as what it is.
+	os.Remove(blobFile(c, m.Layers[0].Digest))
+	if err := c.Complete(e.Digest); !errors.Is(err, registry.ErrMissingBlob) || !strings.Contains(err.Error(), m.Layers[0].Digest.String()) {
+		t.Errorf("a lost blob: %v", err)
+	}
+}
