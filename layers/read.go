@@ -207,17 +207,40 @@ func Find(stack []Layer, want Want) (*Files, error) {
 	// Hard links take the content of their target as it was in their own
 	// layer; the target is read from the stack by name, which is the same
 	// file unless an upper layer replaced it, a case no base we know has.
-	for _, f := range fs.byPath {
-		if f.Header.Typeflag == tar.TypeLink {
-			if t, ok := fs.byPath[clean(f.Header.Linkname)]; ok {
-				f.Data = t.Data
-				h := *t.Header
-				h.Name = f.Header.Name
-				f.Header = &h
-			}
-		}
+	for _, f := range fs.HardLinks() {
+		fs.LinkHard(f.Header.Name)
 	}
 	return fs, nil
+}
+
+// HardLinks are the entries that are hard links, not yet given their
+// target's content.
+func (fs *Files) HardLinks() []*File {
+	var out []*File
+	for _, f := range fs.byPath {
+		if f.Header.Typeflag == tar.TypeLink {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// LinkHard makes the hard link at p what its target is: the target's
+// header (renamed) and content. A target that is missing, or itself not
+// a regular file, is an error: the link would read as an empty file.
+func (fs *Files) LinkHard(p string) error {
+	f, ok := fs.byPath[clean(p)]
+	if !ok || f.Header.Typeflag != tar.TypeLink {
+		return nil
+	}
+	t, ok := fs.byPath[clean(f.Header.Linkname)]
+	if !ok || t.Header.Typeflag != tar.TypeReg {
+		return fmt.Errorf("/%s is a hard link to /%s, which is not a regular file of the base", f.Header.Name, clean(f.Header.Linkname))
+	}
+	h := *t.Header
+	h.Name = f.Header.Name
+	f.Header, f.Data = &h, t.Data
+	return nil
 }
 
 // wantSet is a Want as sets, grown while links are followed, with the
