@@ -35,7 +35,9 @@ func big(name string, size int64) entry {
 func node(name string, typ byte, mode int64, major int64) entry {
 	return entry{h: tar.Header{Name: name, Typeflag: typ, Mode: mode, Devmajor: major, Devminor: 3}}
 }
-func tdir(name string) entry { return entry{h: tar.Header{Name: name + "/", Typeflag: tar.TypeDir, Mode: 0o755}} }
+func tdir(name string) entry {
+	return entry{h: tar.Header{Name: name + "/", Typeflag: tar.TypeDir, Mode: 0o755}}
+}
 func tlink(name, target string) entry {
 	return entry{h: tar.Header{Name: name, Typeflag: tar.TypeSymlink, Linkname: target, Mode: 0o777}}
 }
