@@ -166,13 +166,8 @@ func (db *DB) addUser(a Account) (Result, error) {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("replacing user %q (UID %s, GID %s) of the base image, which holds the name or UID of %q (UID %d)", e.Name(), e.Field(2), e.Field(3), a.Name, a.UID))
 	}
 
-	for _, e := range pw.compat() {
-		// glibc's files module reads a "+name:x:UID:…" line as an
-		// account too; ds01 keeps such lines, so it must not add a second
-		// owner of their UID.
-		if id, ok := e.ID(); ok && id == uint64(a.UID) {
-			return Result{}, &ConflictError{Passwd, e.String(), fmt.Sprintf("user %q (UID %d) clashes with the NIS compat line %q, which the C library reads as an account with that UID", a.Name, a.UID, e.Name())}
-		}
+	if err := compatClash(pw, a); err != nil {
+		return Result{}, err
 	}
 
 	primary := ""
@@ -278,6 +273,18 @@ func (db *DB) addUser(a Account) (Result, error) {
 	}
 	res.Unchanged = slices.Equal(before, db.snapshot())
 	return res, nil
+}
+
+// compatClash: glibc's files module reads a "+name:x:UID:…" line as an
+// account too; ds01 keeps such lines, so it must not add a second owner
+// of their UID.
+func compatClash(pw *File, a Account) error {
+	for _, e := range pw.compat() {
+		if id, ok := e.ID(); ok && id == uint64(a.UID) {
+			return &ConflictError{Passwd, e.String(), fmt.Sprintf("user %q (UID %d) clashes with the NIS compat line %q, which the C library reads as an account with that UID", a.Name, a.UID, e.Name())}
+		}
+	}
+	return nil
 }
 
 func hasRoot(pw *File) bool {
