@@ -332,8 +332,9 @@ func TestStalledRegistryBinary(t *testing.T) {
 	}
 	h, host := newHostile(t)
 	h.override["headers"] = func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }
+	bin := testbed.Binary(t)
 	t0 := time.Now()
-	out, _, err := runDS01(t, testbed.Binary(t), t.TempDir(), "base", "pull", host+"/headers:t")
+	out, _, err := runDS01(t, bin, t.TempDir(), "base", "pull", host+"/headers:t")
 	el := time.Since(t0)
 	if err == nil || !strings.Contains(out, "sent no answer within "+limits.Headers.String()) {
 		t.Fatalf("err %v, output %q", err, out)
