@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path"
 	"slices"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/ds01/ds01/assemble"
+	"github.com/ds01/ds01/internal/limits"
 	"github.com/ds01/ds01/layers"
 )
 
@@ -286,14 +288,14 @@ func (d *Daemon) BaseFiles(ctx context.Context, imageID string, want layers.Want
 	}
 	defer d.remove(created.ID)
 
-	cp := &copier{d: d, ctx: ctx, id: created.ID, fs: layers.NewFiles()}
+	cp := &copier{d: d, ctx: ctx, id: created.ID, fs: layers.NewFiles(), want: want}
 	fs := cp.fs
 	wanted := want.Matcher()
 	// Each copy mounts the container's root (about 45 ms on
 	// fuse-overlayfs), so the small files of /etc come in one archive,
 	// unless /etc turns out to be unreasonably large.
 	done := map[string]bool{}
-	if ok, err := cp.copy("etc", true, wanted, 64<<20); err != nil {
+	if ok, err := cp.copy("etc", true, wanted, limits.EtcArchive.Max); err != nil {
 		return nil, err
 	} else if ok {
 		for _, p := range slices.Concat(want.Files, want.Headers, want.Trees) {
@@ -314,13 +316,16 @@ func (d *Daemon) BaseFiles(ctx context.Context, imageID string, want layers.Want
 		}
 		// Only a tree is read past its first entry: for a header, the
 		// stream is closed before the body (a sparse lastlog can be huge).
-		if _, err := cp.copy(p, slices.Contains(want.Trees, p), one(p), -1); err != nil {
+		if slices.Contains(want.Trees, p) {
+			if _, err := cp.copy(p, true, one(p), -1); err != nil {
+				return nil, err
+			}
+		} else if err := cp.one(p, one(p)); err != nil {
 			return nil, err
 		}
 	}
 	fetch := func(p string, data bool) error {
-		_, err := cp.copy(p, false, func(name string) (bool, bool) { return name == p, data }, -1)
-		return err
+		return cp.one(p, func(name string) (bool, bool) { return name == p, data })
 	}
 	// Follow symlinks among the wanted files: the copy gives the link, and
 	// its target is fetched in turn, resolved inside the image root.
@@ -344,16 +349,85 @@ func (d *Daemon) BaseFiles(ctx context.Context, imageID string, want layers.Want
 			break
 		}
 	}
+	if err := cp.linkHard(); err != nil {
+		return nil, err
+	}
 	return fs, nil
+}
+
+// one copies the single entry at p, after asking the engine what it is:
+// a FIFO or a device is recorded by its header and never copied (its
+// archive would open it: a FIFO hangs the engine's tar process, which
+// `docker rm -f` cannot clear).
+func (c *copier) one(p string, keep func(name string) (keep, data bool)) error {
+	st, err := c.d.ContainerStatPath(c.ctx, c.id, client.ContainerStatPathOptions{Path: "/" + p})
+	if err != nil {
+		if cerrdefs.IsNotFound(err) {
+			return nil
+		}
+		// The engine's stat follows links, and answers a loop or a chain
+		// longer than the kernel follows with a bare 500.
+		return fmt.Errorf("the Docker engine cannot say what /%s in the base is (a loop or a chain of symbolic links longer than the kernel follows does this): %w", p, err)
+	}
+	if m := st.Stat.Mode; m&(os.ModeNamedPipe|os.ModeDevice|os.ModeSocket|os.ModeCharDevice|os.ModeIrregular) != 0 {
+		if k, _ := keep(p); k {
+			c.fs.Add(p, &tar.Header{Typeflag: specialType(m), Mode: int64(m.Perm()), Size: 0}, nil)
+		}
+		return nil
+	}
+	_, err = c.copy(p, false, keep, -1)
+	return err
+}
+
+func specialType(m os.FileMode) byte {
+	switch {
+	case m&os.ModeNamedPipe != 0:
+		return tar.TypeFifo
+	case m&os.ModeCharDevice != 0:
+		return tar.TypeChar
+	case m&os.ModeDevice != 0:
+		return tar.TypeBlock
+	}
+	return tar.TypeFifo // a socket, or stranger: not a regular file either way
+}
+
+// linkHard gives the hard links among the files read with content the
+// content of their target, fetched when the archive did not carry it
+// (the containerd store's engines write /etc/passwd as a link to the
+// file of the same inode that came first): an empty passwd would make
+// an image without root.
+func (c *copier) linkHard() error {
+	wanted := c.want.Matcher()
+	for _, f := range c.fs.HardLinks() {
+		if _, data := wanted(f.Header.Name); !data {
+			continue // a header is all that is wanted of it
+		}
+		target := f.Header.Linkname
+		if t, ok := c.fs.Get(target); !ok || (t.Header.Typeflag == tar.TypeReg && t.Data == nil && t.Header.Size > 0) {
+			c.fs.Remove(target)
+			if err := c.one(target, func(name string) (bool, bool) { return name == target, true }); err != nil {
+				return err
+			}
+		}
+		if err := c.fs.LinkHard(f.Header.Name); err != nil {
+			return fmt.Errorf("reading the base: %w", err)
+		}
+	}
+	return nil
 }
 
 // copier copies paths out of a container into a set of files.
 type copier struct {
-	d   *Daemon
-	ctx context.Context
-	id  string
-	fs  *layers.Files
+	d    *Daemon
+	ctx  context.Context
+	id   string
+	fs   *layers.Files
+	want layers.Want
 }
+
+// errArchiveLimit is an archive cut by its limit: abandoned, never taken
+// for a whole one (io.LimitReader's cut reads as a clean end).
+var errArchiveLimit = errors.New("archive over its limit")
 
 // copy reads the archive of p and keeps the entries keep says to, with
 // their content where it says so. Unless tree is set, the stream is closed
@@ -370,8 +444,9 @@ func (c *copier) copy(p string, tree bool, keep func(name string) (keep, data bo
 	defer res.Content.Close()
 	var r io.Reader = res.Content
 	if limit >= 0 {
-		r = io.LimitReader(r, limit)
+		r = limits.Reader(r, limit, func() error { return errArchiveLimit })
 	}
+	var budget layers.Budget
 	// The archive names entries after the last element of p.
 	parent := path.Dir(p)
 	tr := tar.NewReader(r)
@@ -381,28 +456,39 @@ func (c *copier) copy(p string, tree bool, keep func(name string) (keep, data bo
 		if err == io.EOF {
 			return true, nil
 		}
-		if err != nil {
-			if limit >= 0 {
-				// Too large, or cut short: forget what it gave.
-				for _, n := range added {
-					c.fs.Remove(n)
-				}
-				return false, nil
+		if errors.Is(err, errArchiveLimit) {
+			// Too large: forget what it gave; the caller reads the
+			// wanted paths one by one.
+			for _, n := range added {
+				c.fs.Remove(n)
 			}
+			return false, nil
+		}
+		if err != nil {
 			return false, fmt.Errorf("reading /%s from the base: %w", p, err)
 		}
 		name := strings.TrimPrefix(path.Join(parent, h.Name), "./")
 		k, data := keep(name)
 		if k {
+			data = data && h.Typeflag == tar.TypeReg
+			if err := budget.Take(name, h.Size, data, c.want.InTree(name)); err != nil {
+				return false, err
+			}
 			var body []byte
-			if data && h.Typeflag == tar.TypeReg {
-				if h.Size > layers.MaxFileSize {
-					return false, fmt.Errorf("/%s is %d bytes, more than the %d a ds01 input file may have", name, h.Size, layers.MaxFileSize)
-				}
+			if data {
 				body = make([]byte, h.Size)
 				if _, err := io.ReadFull(tr, body); err != nil {
+					if errors.Is(err, errArchiveLimit) {
+						for _, n := range added {
+							c.fs.Remove(n)
+						}
+						return false, nil
+					}
 					return false, fmt.Errorf("reading /%s from the base: %w", name, err)
 				}
+			}
+			if h.Typeflag == tar.TypeLink {
+				h.Linkname = strings.TrimPrefix(path.Join(parent, h.Linkname), "./")
 			}
 			c.fs.Add(name, h, body)
 			added = append(added, name)

@@ -146,9 +146,23 @@ func cachedDigest(c *registry.Cache, ref string) string {
 func cachedBase(ctx context.Context, ref, want string, o ResolveOptions) (v1.Image, registry.Entry, Resolution, error) {
 	res := Resolution{From: "cache"}
 	e, ok := o.Cache.Lookup(ref)
+	var lost error
+	if ok {
+		// A blob lost from the cache is said as such, and fetched again,
+		// rather than blamed on Docker when the load cannot read it.
+		if lost = o.Cache.Complete(e.Digest); lost != nil {
+			ok = false
+		}
+	}
 	if !ok || (want != "" && e.Digest != want) {
+		if o.Offline && lost != nil {
+			return nil, e, res, fmt.Errorf("base %s: %w; with --offline it cannot be fetched again: run `ds01 base pull %s` while the registry can be reached", ref, lost, ref)
+		}
 		if o.Offline {
 			return nil, e, res, fmt.Errorf("base %s: %w; run `ds01 base pull %s` while the registry can be reached", ref, ErrOffline, ref)
+		}
+		if lost != nil && o.Log != nil {
+			fmt.Fprintf(o.Log, "base %s: %v; fetching it again\n", ref, lost)
 		}
 		if o.Log != nil {
 			fmt.Fprintf(o.Log, "base %s: pulling into the cache\n", ref)

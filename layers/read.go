@@ -7,6 +7,8 @@ import (
 	"io"
 	"path"
 	"strings"
+
+	"github.com/ds01/ds01/internal/limits"
 )
 
 // Layer is what the reader needs of a layer: its uncompressed tar stream.
@@ -39,6 +41,37 @@ type Want struct {
 // databases and skeleton files are small; anything bigger is not what the
 // caller thinks it is.
 const MaxFileSize = 16 << 20
+
+// Budget bounds what one read of a base keeps: a wanted file's content
+// to limits.AccountFile, each entry of a wanted tree (/etc/skel, copied
+// into every user's image) to limits.SkelFile, and a tree's entries and
+// bytes in all to limits.SkelEntries and limits.SkelBytes. The zero value
+// is ready; use one per read.
+type Budget struct{ entries, bytes int64 }
+
+// Take accounts for the entry at p (a clean path) of the given size,
+// kept with its content or not, and under a wanted tree or not.
+func (b *Budget) Take(p string, size int64, data, inTree bool) error {
+	in := "/" + p + " in the base"
+	if !inTree {
+		if !data {
+			return nil
+		}
+		return limits.AccountFile.Check(in, size)
+	}
+	b.entries++
+	if err := limits.SkelEntries.Check("the base's wanted tree around "+in, b.entries); err != nil {
+		return err
+	}
+	if !data {
+		return nil
+	}
+	if err := limits.SkelFile.Check(in, size); err != nil {
+		return err
+	}
+	b.bytes += size
+	return limits.SkelBytes.Check("the base's wanted tree around "+in, b.bytes)
+}
 
 // ErrOutsideRoot is returned for a symlink that leads out of the image.
 var ErrOutsideRoot = errors.New("symlink leads outside the image root")
@@ -165,28 +198,57 @@ func Find(stack []Layer, want Want) (*Files, error) {
 			break
 		}
 		if pass == 8 {
-			return nil, errors.New("following symbolic and hard links: too many passes")
+			// A longer chain of links is left unfollowed: Resolve then
+			// finds no file, and Databases says so.
+			break
 		}
 		fs.byPath = map[string]*File{}
 	}
 	// Hard links take the content of their target as it was in their own
 	// layer; the target is read from the stack by name, which is the same
 	// file unless an upper layer replaced it, a case no base we know has.
-	for _, f := range fs.byPath {
-		if f.Header.Typeflag == tar.TypeLink {
-			if t, ok := fs.byPath[clean(f.Header.Linkname)]; ok {
-				f.Data = t.Data
-				h := *t.Header
-				h.Name = f.Header.Name
-				f.Header = &h
-			}
-		}
+	for _, f := range fs.HardLinks() {
+		fs.LinkHard(f.Header.Name)
 	}
 	return fs, nil
 }
 
-// wantSet is a Want as sets, grown while links are followed.
-type wantSet struct{ files, headers, trees map[string]bool }
+// HardLinks are the entries that are hard links, not yet given their
+// target's content.
+func (fs *Files) HardLinks() []*File {
+	var out []*File
+	for _, f := range fs.byPath {
+		if f.Header.Typeflag == tar.TypeLink {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// LinkHard makes the hard link at p what its target is: the target's
+// header (renamed) and content. A target that is missing, or itself not
+// a regular file, is an error: the link would read as an empty file.
+func (fs *Files) LinkHard(p string) error {
+	f, ok := fs.byPath[clean(p)]
+	if !ok || f.Header.Typeflag != tar.TypeLink {
+		return nil
+	}
+	t, ok := fs.byPath[clean(f.Header.Linkname)]
+	if !ok || t.Header.Typeflag != tar.TypeReg {
+		return fmt.Errorf("/%s is a hard link to /%s, which is not a regular file of the base", f.Header.Name, clean(f.Header.Linkname))
+	}
+	h := *t.Header
+	h.Name = f.Header.Name
+	f.Header, f.Data = &h, t.Data
+	return nil
+}
+
+// wantSet is a Want as sets, grown while links are followed, with the
+// budget of the pass under way.
+type wantSet struct {
+	files, headers, trees map[string]bool
+	budget                *Budget
+}
 
 func newWantSet(w Want) wantSet {
 	ws := wantSet{files: map[string]bool{}, headers: map[string]bool{}, trees: map[string]bool{}}
@@ -213,6 +275,9 @@ func (ws wantSet) match(p string) (keep, data bool) {
 	return data || ws.headers[p] || ws.trees[p] || ws.ancestor(p), data
 }
 
+// InTree reports whether p (a clean path) lies under a wanted tree.
+func (w Want) InTree(p string) bool { return newWantSet(w).underTree(p) }
+
 func (ws wantSet) underTree(p string) bool {
 	for t := range ws.trees {
 		if strings.HasPrefix(p, t+"/") {
@@ -237,6 +302,7 @@ func (ws wantSet) ancestor(p string) bool {
 // read walks the layers from the top down, so the first entry seen for a
 // path is the one the merged filesystem shows.
 func (fs *Files) read(stack []Layer, ws wantSet) error {
+	ws.budget = &Budget{}
 	deleted := map[string]bool{} // paths removed for the layers below
 	opaque := map[string]bool{}  // directories whose lower content is hidden
 	for i := len(stack) - 1; i >= 0; i-- {
@@ -292,10 +358,11 @@ func (fs *Files) readLayer(r io.Reader, ws wantSet, deleted, opaque, layerDelete
 		}
 		f := &File{Header: h}
 		f.Header.Name = p
-		if wantData && h.Typeflag == tar.TypeReg {
-			if h.Size > MaxFileSize {
-				return fmt.Errorf("/%s is %d bytes, more than the %d a ds01 input file may have", p, h.Size, MaxFileSize)
-			}
+		data := wantData && h.Typeflag == tar.TypeReg
+		if err := ws.budget.Take(p, h.Size, data, ws.underTree(p)); err != nil {
+			return err
+		}
+		if data {
 			f.Data = make([]byte, h.Size)
 			if _, err := io.ReadFull(tr, f.Data); err != nil {
 				return fmt.Errorf("reading /%s: %w", p, err)

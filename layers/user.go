@@ -37,6 +37,11 @@ func Databases(base *Files) (map[passwd.Kind][]byte, error) {
 			return nil, fmt.Errorf("reading base %s: %w", k, err)
 		}
 		if !ok {
+			if _, present := base.Get(k.Path()); present {
+				// A link to nothing ds01 could read (a chain too long, a
+				// target outside what was copied): not a missing file.
+				return nil, fmt.Errorf("reading base %s: it is a symbolic link that leads to no file (/%s)", k, resolved)
+			}
 			continue
 		}
 		if f.Header.Typeflag != tar.TypeReg && f.Header.Typeflag != tar.TypeLink {
@@ -95,31 +100,13 @@ func UserLayer(base *Files, acct passwd.Account, t time.Time) (UserResult, error
 	if err := l.dir(home, 0o700, uid, gid); err != nil {
 		return UserResult{}, err
 	}
-	skel := map[string]*File{}
-	for _, f := range base.Below("etc/skel") {
-		skel[strings.TrimPrefix(f.Header.Name, "etc/skel/")] = f
-	}
-	for rel, f := range skel {
-		p := path.Join(home, rel)
-		mode := f.Header.Mode & 0o7777
-		switch f.Header.Typeflag {
-		case tar.TypeDir:
-			err = l.dir(p, mode, uid, gid)
-		case tar.TypeSymlink:
-			err = l.add(Entry{Path: p, Type: tar.TypeSymlink, Mode: 0o777, UID: uid, GID: gid, ModTime: t, Linkname: f.Header.Linkname})
-		case tar.TypeReg, tar.TypeLink:
-			if rel == ".bashrc" {
-				continue // written below, with the DS01 lines
-			}
-			err = l.file(p, mode, uid, gid, f.Data)
-		}
-		if err != nil {
-			return UserResult{}, err
-		}
+	skel, err := l.skel(home, uid, gid)
+	if err != nil {
+		return UserResult{}, err
 	}
 	var skelBashrc []byte
 	bashrcMode := int64(0o644)
-	if f, ok := skel[".bashrc"]; ok && f.Header.Typeflag != tar.TypeDir && f.Header.Typeflag != tar.TypeSymlink {
+	if f, ok := skel[".bashrc"]; ok && (f.Header.Typeflag == tar.TypeReg || f.Header.Typeflag == tar.TypeLink) {
 		skelBashrc, bashrcMode = f.Data, f.Header.Mode&0o7777
 	}
 	if err := l.file(path.Join(home, ".bashrc"), bashrcMode, uid, gid, Bashrc(skelBashrc, "/"+home)); err != nil {
@@ -158,6 +145,39 @@ func UserLayer(base *Files, acct passwd.Account, t time.Time) (UserResult, error
 		}
 	}
 	return UserResult{Entries: l.entries, Result: res}, nil
+}
+
+// skel copies /etc/skel into the home, owned by the user, and returns
+// the skeleton's entries by path below it.
+func (l *builder) skel(home string, uid, gid int) (map[string]*File, error) {
+	skel := map[string]*File{}
+	for _, f := range l.base.Below("etc/skel") {
+		skel[strings.TrimPrefix(f.Header.Name, "etc/skel/")] = f
+	}
+	for rel, f := range skel {
+		if rel == ".bashrc" || strings.HasPrefix(rel, ".bashrc/") {
+			// ds01 writes .bashrc itself, from the skeleton's when that
+			// is a regular file; a .bashrc that is a directory (or a
+			// link, a FIFO) is left out with what lies under it.
+			continue
+		}
+		p := path.Join(home, rel)
+		mode := f.Header.Mode & 0o7777
+		var err error
+		switch f.Header.Typeflag {
+		case tar.TypeDir:
+			err = l.dir(p, mode, uid, gid)
+		case tar.TypeSymlink:
+			err = l.add(Entry{Path: p, Type: tar.TypeSymlink, Mode: 0o777, UID: uid, GID: gid, ModTime: l.t, Linkname: f.Header.Linkname})
+		case tar.TypeReg, tar.TypeLink:
+			err = l.file(p, mode, uid, gid, f.Data)
+		}
+		// FIFOs, devices and sockets of a skeleton are left out.
+		if err != nil {
+			return nil, err
+		}
+	}
+	return skel, nil
 }
 
 // The DS01 lines of .bashrc. The environment goes first, because Debian's

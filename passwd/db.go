@@ -131,6 +131,11 @@ func (db *DB) addUser(a Account) (Result, error) {
 		return Result{}, fmt.Errorf("UID %d / GID %d: ID 0 is root's; ds01 never gives it to a user", a.UID, a.GID)
 	}
 	before := db.snapshot()
+	if pw := db.files[Passwd]; pw != nil && !hasRoot(pw) {
+		// A base with a passwd and no root (a hard link read as an empty
+		// file gave one) makes an image whose sudo says "unknown user root".
+		return Result{}, fmt.Errorf("the base's /etc/passwd has no root account (UID 0): sudo, su and login inside would fail; ds01 builds only on a base whose /etc/passwd has a line root:x:0:0:…")
+	}
 	if db.files[Passwd] == nil {
 		// A scratch or distroless base: start the files the way a minimal
 		// distribution would, with root, so tools inside still resolve UID 0.
@@ -158,8 +163,8 @@ func (db *DB) addUser(a Account) (Result, error) {
 		if e.Name() != a.Name && (!ok || id != uint64(a.UID)) {
 			continue
 		}
-		gid, gok := strconv.ParseUint(e.Field(3), 10, 32)
-		if e.Name() == a.Name && ok && id == uint64(a.UID) && gok == nil && gid == uint64(a.GID) && !exact {
+		gid, gok := ParseID(e.Field(3))
+		if e.Name() == a.Name && ok && id == uint64(a.UID) && gok && gid == a.GID && !exact {
 			exact = true
 			continue
 		}
@@ -168,6 +173,10 @@ func (db *DB) addUser(a Account) (Result, error) {
 		}
 		oldUsers[e.Name()] = true
 		res.Warnings = append(res.Warnings, fmt.Sprintf("replacing user %q (UID %s, GID %s) of the base image, which holds the name or UID of %q (UID %d)", e.Name(), e.Field(2), e.Field(3), a.Name, a.UID))
+	}
+
+	if err := compatClash(pw, a); err != nil {
+		return Result{}, err
 	}
 
 	primary := ""
@@ -261,6 +270,27 @@ func (db *DB) addUser(a Account) (Result, error) {
 	}
 	res.Unchanged = slices.Equal(before, db.snapshot())
 	return res, nil
+}
+
+// compatClash: glibc's files module reads a "+name:x:UID:…" line as an
+// account too; ds01 keeps such lines, so it must not add a second owner
+// of their UID.
+func compatClash(pw *File, a Account) error {
+	for _, e := range pw.compat() {
+		if id, ok := e.ID(); ok && id == uint64(a.UID) {
+			return &ConflictError{Passwd, e.String(), fmt.Sprintf("user %q (UID %d) clashes with the NIS compat line %q, which the C library reads as an account with that UID", a.Name, a.UID, e.Name())}
+		}
+	}
+	return nil
+}
+
+func hasRoot(pw *File) bool {
+	for _, e := range pw.Entries() {
+		if id, ok := e.ID(); ok && id == 0 && e.Name() == "root" {
+			return true
+		}
+	}
+	return false
 }
 
 func (db *DB) snapshot() []string {

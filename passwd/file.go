@@ -1,7 +1,6 @@
 package passwd
 
 import (
-	"strconv"
 	"strings"
 )
 
@@ -55,14 +54,49 @@ type Entry struct {
 // Name is the entry's first field: the user or group name.
 func (e Entry) Name() string { return e.Fields[0] }
 
-// ID is the numeric UID (passwd) or GID (group) of the entry; ok is false
-// when the field is missing or not a number.
+// ID is the numeric UID (passwd) or GID (group) of the entry as glibc
+// reads it (see ParseID); ok is false when glibc would skip the line.
 func (e Entry) ID() (id uint64, ok bool) {
 	if len(e.Fields) < 3 {
 		return 0, false
 	}
-	id, err := strconv.ParseUint(e.Fields[2], 10, 32)
-	return id, err == nil
+	v, ok := ParseID(e.Fields[2])
+	return uint64(v), ok
+}
+
+// ParseID reads a UID or GID field the way glibc's nss_files does
+// (strtoul in base 10, then cut to 32 bits): leading white space, a sign
+// ("+4242001" is 4242001, "-1" is 4294967295), digits, nothing after.
+// ds01's clash checks must see the account the C library will see, or a
+// base could hide a second owner of the user's UID behind a '+'. An
+// empty field, or one with no digits, is a line glibc skips.
+func ParseID(s string) (uint32, bool) {
+	s = strings.TrimLeft(s, " \t\n\v\f\r")
+	neg := false
+	if s != "" && (s[0] == '+' || s[0] == '-') {
+		neg = s[0] == '-'
+		s = s[1:]
+	}
+	if s == "" {
+		return 0, false
+	}
+	var v uint64
+	overflow := false
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if v > (1<<64-1-9)/10 {
+			overflow = true
+		}
+		v = v*10 + uint64(c-'0')
+	}
+	if overflow {
+		v = 1<<64 - 1 // strtoul's ULONG_MAX, whatever the sign
+	} else if neg {
+		v = -v
+	}
+	return uint32(v), true
 }
 
 // Field returns field i, or "" when the entry is shorter.
@@ -95,6 +129,20 @@ func (f *File) Entries() []Entry {
 	for i, l := range f.lines {
 		if isEntry(l) {
 			out = append(out, Entry{Line: i, Fields: strings.Split(l, ":")})
+		}
+	}
+	return out
+}
+
+// compat returns the NIS compat lines ("+name:…", "-name:…") that carry
+// an ID field, which Entries leaves out.
+func (f *File) compat() []Entry {
+	var out []Entry
+	for i, l := range f.lines {
+		if l != "" && (l[0] == '+' || l[0] == '-') {
+			if fs := strings.Split(l, ":"); len(fs) >= 3 && fs[2] != "" {
+				out = append(out, Entry{Line: i, Fields: fs})
+			}
 		}
 	}
 	return out

@@ -2,7 +2,6 @@ package registry
 
 import (
 	"archive/tar"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,10 +11,9 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-)
 
-// maxIndex bounds index.json and the manifests read from an archive.
-const maxIndex = 4 << 20
+	"github.com/ds01/ds01/internal/limits"
+)
 
 // ImportArchive stores the image of an OCI-layout tar (what `docker save`
 // writes on the containerd image store: blobs/sha256/…, index.json) in the
@@ -28,6 +26,11 @@ func (c *Cache) ImportArchive(ref string, r io.Reader) (string, int64, error) {
 	if _, err := ParseRef(ref); err != nil {
 		return "", 0, err
 	}
+	release, err := c.holdBlobs(false)
+	if err != nil {
+		return "", 0, err
+	}
+	defer release()
 	var index []byte
 	cr := &countingReader{r: r}
 	tr := tar.NewReader(cr)
@@ -41,6 +44,9 @@ func (c *Cache) ImportArchive(ref string, r io.Reader) (string, int64, error) {
 		if h.Typeflag != tar.TypeReg {
 			continue
 		}
+		if err := limits.PullBytes.Check("the archive of "+ref, cr.n+h.Size); err != nil {
+			return "", cr.n, err
+		}
 		for k := range h.PAXRecords {
 			if strings.HasPrefix(k, "GNU.sparse.") {
 				// A blob is never sparse; holes would expand without bound.
@@ -50,8 +56,8 @@ func (c *Cache) ImportArchive(ref string, r io.Reader) (string, int64, error) {
 		name := strings.TrimPrefix(h.Name, "./")
 		switch {
 		case name == "index.json":
-			if h.Size > maxIndex {
-				return "", cr.n, fmt.Errorf("archive of %s: index.json is %d bytes", ref, h.Size)
+			if err := limits.Manifest.Check("index.json in the archive of "+ref, h.Size); err != nil {
+				return "", cr.n, err
 			}
 			if index, err = io.ReadAll(tr); err != nil {
 				return "", cr.n, err
@@ -73,9 +79,9 @@ func (c *Cache) ImportArchive(ref string, r io.Reader) (string, int64, error) {
 	if index == nil {
 		return "", n, fmt.Errorf("archive of %s has no index.json: not an OCI image layout", ref)
 	}
-	idx, err := v1.ParseIndexManifest(bytes.NewReader(index))
+	idx, err := DecodeIndex("index.json in the archive of "+ref, index)
 	if err != nil {
-		return "", n, fmt.Errorf("archive of %s: index.json: %w", ref, err)
+		return "", n, err
 	}
 	if len(idx.Manifests) != 1 {
 		return "", n, fmt.Errorf("archive of %s lists %d images; want one", ref, len(idx.Manifests))
@@ -99,9 +105,9 @@ func (c *Cache) blobImage(digest string) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := v1.ParseManifest(bytes.NewReader(raw))
+	m, err := DecodeManifest("manifest "+digest, raw)
 	if err != nil {
-		return nil, fmt.Errorf("manifest %s: %w", digest, err)
+		return nil, err
 	}
 	for _, d := range append([]v1.Descriptor{m.Config}, m.Layers...) {
 		if ok, _ := c.HasBlob(d.Digest, d.Size, false); !ok {
@@ -150,14 +156,7 @@ func (c *Cache) smallBlob(digest string) ([]byte, error) {
 		return nil, fmt.Errorf("%s is not in ds01's cache: %w", digest, err)
 	}
 	defer rc.Close()
-	raw, err := io.ReadAll(io.LimitReader(rc, maxIndex+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(raw) > maxIndex {
-		return nil, fmt.Errorf("%s in ds01's cache is over %d bytes: not a manifest, index or config", digest, maxIndex)
-	}
-	return raw, nil
+	return limits.Manifest.ReadAll(digest+" in ds01's cache", rc)
 }
 
 // manifestFor is digest when it names a manifest, or the host platform's

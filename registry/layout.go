@@ -81,7 +81,11 @@ func (c *Cache) HasBlob(h v1.Hash, size int64, verify bool) (bool, error) {
 // PutBlob stores r under digest h, checking it; it returns the bytes
 // written. Nothing appears under the blob's name unless it is whole and
 // right.
-func (c *Cache) PutBlob(h v1.Hash, r io.Reader) (int64, error) {
+func (c *Cache) PutBlob(h v1.Hash, r io.Reader) (int64, error) { return c.putBlob(h, r, nil) }
+
+// putBlob is PutBlob with a last check before the blob takes its name:
+// verify gets the bytes written.
+func (c *Cache) putBlob(h v1.Hash, r io.Reader, verify func(int64) error) (int64, error) {
 	if h.Algorithm != "sha256" {
 		return 0, fmt.Errorf("blob %s: only sha256 digests are supported", h)
 	}
@@ -99,6 +103,12 @@ func (c *Cache) PutBlob(h v1.Hash, r io.Reader) (int64, error) {
 	if err != nil {
 		tmp.Close()
 		return n, err
+	}
+	if verify != nil {
+		if err := verify(n); err != nil {
+			tmp.Close()
+			return n, err
+		}
 	}
 	if got := hex.EncodeToString(d.Sum(nil)); got != h.Hex {
 		tmp.Close()
@@ -304,6 +314,62 @@ func (i cachedImage) plain(l v1.Layer) v1.Layer {
 	return layers.FromFileDigest(i.c.blobPath(d), d, size)
 }
 
+// ErrPullUnderWay is a prune refused because a pull, import or put into
+// the same cache is writing blobs that no ref names yet.
+var ErrPullUnderWay = errors.New("a pull into ds01's cache is under way, whose blobs no ref names yet; run `ds01 base prune` again when it has ended")
+
+// holdBlobs takes the cache's blob lock: shared for a writer of blobs
+// (a pull, an import), which others may hold at once; exclusive for a
+// prune, which is refused rather than made to wait while a writer holds
+// it, since the writer may take minutes. Without it, a prune deletes
+// the blobs of a pull under way (no ref names them until its end).
+func (c *Cache) holdBlobs(exclusive bool) (release func(), err error) {
+	if err := c.initLayout(); err != nil {
+		return nil, err
+	}
+	p := filepath.Join(c.ociDir(), ".blobs.lock")
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o664)
+	if err != nil {
+		return nil, fmt.Errorf("opening the cache's lock %s: %w", p, err)
+	}
+	how := syscall.LOCK_SH
+	if exclusive {
+		how = syscall.LOCK_EX | syscall.LOCK_NB
+	}
+	if err := syscall.Flock(int(f.Fd()), how); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, ErrPullUnderWay
+		}
+		return nil, fmt.Errorf("locking the cache's blobs: %w", err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// ErrMissingBlob is a cached base whose blob is gone (a prune of an
+// older ds01, a disk problem, someone's rm).
+var ErrMissingBlob = errors.New("a blob of the base is missing from ds01's cache")
+
+// Complete checks that every blob of the cached image is present with its
+// size, so that a lost one is reported as what it is, before anything is
+// streamed into Docker.
+func (c *Cache) Complete(digest string) error {
+	img, err := c.Image(digest)
+	if err != nil {
+		return fmt.Errorf("%s: %w (%v)", digest, ErrMissingBlob, err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return fmt.Errorf("%s: %w (%v)", digest, ErrMissingBlob, err)
+	}
+	for _, d := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+		if ok, _ := c.HasBlob(d.Digest, d.Size, false); !ok {
+			return fmt.Errorf("%s: %w: %s (%d bytes)", digest, ErrMissingBlob, d.Digest, d.Size)
+		}
+	}
+	return nil
+}
+
 // PruneResult lists what Prune removed, or would.
 type PruneResult struct {
 	Blobs []string
@@ -311,10 +377,16 @@ type PruneResult struct {
 }
 
 // Prune removes blobs no cached ref uses, and temporary files that a pull
-// left more than an hour ago (younger ones may belong to a pull under way).
+// left more than an hour ago. It is refused while a pull writes blobs
+// into the cache (ErrPullUnderWay).
 func (c *Cache) Prune(dryRun bool) (PruneResult, error) {
 	var res PruneResult
-	err := c.withLock(func(refs map[string]Entry) (bool, error) {
+	release, err := c.holdBlobs(true)
+	if err != nil {
+		return res, err
+	}
+	defer release()
+	err = c.withLock(func(refs map[string]Entry) (bool, error) {
 		used := map[string]bool{}
 		for _, e := range refs {
 			img, err := c.Image(e.Digest)

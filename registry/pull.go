@@ -3,20 +3,25 @@ package registry
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/ds01/ds01/internal/limits"
 )
 
 // PullOptions tune a pull.
@@ -30,6 +35,9 @@ type PullOptions struct {
 	Events func(PullEvent)
 	// Transport is for tests; nil uses the default.
 	Transport http.RoundTripper
+	// Stall, for tests, replaces the deadlines for an answer to start and
+	// for a body to keep delivering (limits.Headers, limits.StallWindow).
+	Stall time.Duration
 }
 
 // PullEvent is one step of a pull, for progress displays.
@@ -67,162 +75,186 @@ func ParseRef(ref string) (name.Reference, error) {
 	return r, nil
 }
 
-func (o PullOptions) remote(ctx context.Context) []remote.Option {
-	p := HostPlatform()
+func (o PullOptions) platform() v1.Platform {
 	if o.Platform != nil {
-		p = *o.Platform
+		return *o.Platform
 	}
-	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain), remote.WithPlatform(p)}
-	if o.Transport != nil {
-		opts = append(opts, remote.WithTransport(o.Transport))
-	}
-	return opts
+	return HostPlatform()
+}
+
+func (o PullOptions) remote(ctx context.Context) []remote.Option {
+	return []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain),
+		remote.WithPlatform(o.platform()), remote.WithTransport(newTransport(o.Transport, o.Stall))}
 }
 
 // ErrUnreachable wraps failures to talk to a registry at all.
 var ErrUnreachable = errors.New("cannot reach the registry")
 
+// remoteManifest is the image manifest a ref names for a platform.
+type remoteManifest struct {
+	repo   name.Repository
+	digest v1.Hash
+	raw    []byte
+	m      *v1.Manifest
+	desc   *remote.Descriptor
+}
+
+// findManifest follows ref through at most limits.IndexDepth indexes to
+// the platform's image manifest, each document decoded with ds01's
+// limits; go-containerregistry's own walk recurses without bound.
+func findManifest(ctx context.Context, p *remote.Puller, r name.Reference, plat v1.Platform) (remoteManifest, error) {
+	seen := map[v1.Hash]bool{}
+	cur := r
+	for depth := 0; ; depth++ {
+		desc, err := p.Get(ctx, cur)
+		if err != nil {
+			if errors.Is(err, limits.ErrLimit) {
+				return remoteManifest{}, fmt.Errorf("%s: %w", r, err)
+			}
+			return remoteManifest{}, fmt.Errorf("%w for %s: %w", ErrUnreachable, cur, err)
+		}
+		if seen[desc.Digest] {
+			return remoteManifest{}, fmt.Errorf("%s: index %s leads back to itself", r, desc.Digest)
+		}
+		seen[desc.Digest] = true
+		switch {
+		case desc.MediaType.IsIndex():
+			if err := limits.IndexDepth.Check(r.String(), int64(depth+1)); err != nil {
+				return remoteManifest{}, err
+			}
+			idx, err := DecodeIndex(cur.String(), desc.Manifest)
+			if err != nil {
+				return remoteManifest{}, err
+			}
+			child, err := pickChild(cur.String(), idx, plat)
+			if err != nil {
+				return remoteManifest{}, err
+			}
+			cur = r.Context().Digest(child.Digest.String())
+		case desc.MediaType.IsImage():
+			m, err := DecodeManifest(cur.String(), desc.Manifest)
+			if err != nil {
+				return remoteManifest{}, err
+			}
+			return remoteManifest{repo: r.Context(), digest: desc.Digest, raw: desc.Manifest, m: m, desc: desc}, nil
+		default:
+			return remoteManifest{}, fmt.Errorf("%s is a %q, not an image or an index", cur, desc.MediaType)
+		}
+	}
+}
+
+func (o PullOptions) find(ctx context.Context, ref string) (*remote.Puller, remoteManifest, error) {
+	r, err := ParseRef(ref)
+	if err != nil {
+		return nil, remoteManifest{}, err
+	}
+	p, err := remote.NewPuller(o.remote(ctx)...)
+	if err != nil {
+		return nil, remoteManifest{}, err
+	}
+	rm, err := findManifest(ctx, p, r, o.platform())
+	return p, rm, err
+}
+
 // RemoteDigest asks the registry which manifest ref names now, for the
 // platform: the check --pull makes before using what is already here.
 func RemoteDigest(ctx context.Context, ref string, o PullOptions) (string, error) {
-	r, err := ParseRef(ref)
+	_, rm, err := o.find(ctx, ref)
 	if err != nil {
 		return "", err
 	}
-	img, err := remote.Image(r, o.remote(ctx)...)
+	return rm.digest.String(), nil
+}
+
+// fetchSmall reads a blob the manifest declares with size (a config),
+// failing when the registry sends more or less.
+func fetchSmall(ctx context.Context, p *remote.Puller, repo name.Repository, d v1.Descriptor) ([]byte, error) {
+	input := repo.String() + "@" + d.Digest.String()
+	l, err := p.Layer(ctx, repo.Digest(d.Digest.String()))
 	if err != nil {
-		return "", fmt.Errorf("%w for %s: %v", ErrUnreachable, ref, err)
+		return nil, fmt.Errorf("%w for %s: %w", ErrUnreachable, input, err)
 	}
-	d, err := img.Digest()
-	return d.String(), err
+	rc, err := l.Compressed()
+	if err != nil {
+		return nil, fmt.Errorf("%w for %s: %w", ErrUnreachable, input, err)
+	}
+	defer rc.Close()
+	raw, err := io.ReadAll(sized(rc, d.Size, input))
+	if err != nil {
+		return nil, fmt.Errorf("fetching %s: %w", input, err)
+	}
+	if len(raw) != int(d.Size) {
+		return nil, fmt.Errorf("%s: the registry sent %d bytes, the manifest declares %d", input, len(raw), d.Size)
+	}
+	if got := fmt.Sprintf("%x", sha256.Sum256(raw)); got != d.Digest.Hex {
+		return nil, fmt.Errorf("%s: the registry sent content with digest sha256:%s", input, got)
+	}
+	return raw, nil
+}
+
+// sized reads at most size bytes of r, failing once r has more: a blob
+// whose length lies costs no more than its declared size.
+func sized(r io.Reader, size int64, input string) io.Reader {
+	return limits.Reader(r, size, func() error {
+		return fmt.Errorf("%s: the registry sends more than the %d bytes the manifest declares", input, size)
+	})
 }
 
 // Pull fetches ref into the cache: manifest, config and every layer the
-// cache does not already hold intact. Layers present are re-hashed, so a
-// corrupted blob is fetched again rather than used; layers are fetched in
-// parallel, each to a temporary file that becomes the blob only once its
-// digest is right. The ref is recorded last, so a failed pull leaves no
-// entry, and nothing that a later pull could mistake for whole.
+// cache does not already hold intact, within ds01's limits (see
+// internal/limits). Layers present are re-hashed, so a corrupted blob is
+// fetched again rather than used; layers are fetched by a few workers,
+// each to a temporary file that becomes the blob only once its digest,
+// size and uncompressed content (the config's diff ID) are right; the
+// first failure stops the others. The ref is recorded last, so a failed
+// pull leaves no entry, and nothing that a later pull could mistake for
+// whole. A prune of the same cache waits until the pull ends.
 func (c *Cache) Pull(ctx context.Context, ref string, o PullOptions) (PullResult, error) {
-	r, err := ParseRef(ref)
+	release, err := c.holdBlobs(false)
 	if err != nil {
 		return PullResult{}, err
 	}
-	img, err := remote.Image(r, o.remote(ctx)...)
+	defer release()
+	mctx, cancel := context.WithTimeout(ctx, limits.Metadata)
+	defer cancel()
+	p, rm, err := o.find(mctx, ref)
 	if err != nil {
-		return PullResult{}, fmt.Errorf("%w for %s: %v", ErrUnreachable, ref, err)
+		return PullResult{}, err
 	}
-	res := PullResult{Ref: ref}
-	digest, err := img.Digest()
-	if err != nil {
-		return res, err
-	}
-	res.Digest = digest.String()
-	rawManifest, err := img.RawManifest()
+	res := PullResult{Ref: ref, Digest: rm.digest.String(), Layers: len(rm.m.Layers)}
+	rawConfig, err := fetchSmall(mctx, p, rm.repo, rm.m.Config)
 	if err != nil {
 		return res, err
 	}
-	m, err := img.Manifest()
+	cfg, err := DecodeConfig(ref+" config", rawConfig, len(rm.m.Layers))
 	if err != nil {
 		return res, err
 	}
-	rawConfig, err := img.RawConfigFile()
-	if err != nil {
-		return res, err
-	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		return res, err
-	}
+	cancel()
 	res.Platform = cfg.OS + "/" + cfg.Architecture
 	if cfg.Variant != "" {
 		res.Platform += "/" + cfg.Variant
 	}
-	res.Layers = len(m.Layers)
-	res.Size = m.Config.Size
-	for _, l := range m.Layers {
+	res.Size = rm.m.Config.Size
+	for _, l := range rm.m.Layers {
 		res.Size += l.Size
 	}
-
-	event := func(e PullEvent) {
-		if o.Events != nil {
-			o.Events(e)
-		}
+	if err := c.roomFor(ref, rm.m); err != nil {
+		return res, err
 	}
-	event(PullEvent{Kind: "layers", Size: res.Size, Layers: m.Layers})
-	jobs := o.Jobs
-	if jobs <= 0 {
-		jobs = 4
-	}
-	var (
-		fetched   atomic.Int64
-		reused    atomic.Int64
-		refetched atomic.Int64
-		wg        sync.WaitGroup
-		mu        sync.Mutex
-		firstErr  error
-	)
-	sem := make(chan struct{}, jobs)
-	for _, desc := range m.Layers {
-		wg.Add(1)
-		go func(desc v1.Descriptor) {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			fail := func(err error) {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = err
-				}
-				mu.Unlock()
-			}
-			ok, err := c.HasBlob(desc.Digest, desc.Size, true)
-			if errors.Is(err, ErrCorrupt) {
-				os.Remove(c.blobPath(desc.Digest))
-				refetched.Add(1)
-			} else if err != nil {
-				fail(err)
-				return
-			} else if ok {
-				reused.Add(1)
-				event(PullEvent{Kind: "reused", Layer: desc.Digest, Size: desc.Size})
-				return
-			}
-			l, err := img.LayerByDigest(desc.Digest)
-			if err != nil {
-				fail(err)
-				return
-			}
-			rc, err := l.Compressed()
-			if err != nil {
-				fail(fmt.Errorf("fetching layer %s of %s: %w", desc.Digest, ref, err))
-				return
-			}
-			defer rc.Close()
-			n, err := c.PutBlob(desc.Digest, &progressReader{r: rc, ctx: ctx, fn: func(k int64) {
-				fetched.Add(k)
-				event(PullEvent{Kind: "bytes", Layer: desc.Digest, Size: desc.Size, N: k})
-			}})
-			if err != nil {
-				fail(fmt.Errorf("fetching layer %s of %s (%d bytes in): %w", desc.Digest, ref, n, err))
-				return
-			}
-			event(PullEvent{Kind: "done", Layer: desc.Digest, Size: desc.Size})
-		}(desc)
-	}
-	wg.Wait()
-	res.Fetched, res.Reused, res.Refetched = fetched.Load(), int(reused.Load()), int(refetched.Load())
-	if firstErr != nil {
-		return res, firstErr
-	}
-	cfgName, err := img.ConfigName()
+	o.event(PullEvent{Kind: "layers", Size: res.Size, Layers: rm.m.Layers})
+	var n counters
+	err = pool(ctx, o.Jobs, len(rm.m.Layers), func(ctx context.Context, i int) error {
+		return c.fetchLayer(ctx, p, rm, cfg.RootFS.DiffIDs[i], i, o, &n)
+	})
+	res.Fetched, res.Reused, res.Refetched = n.fetched.Load(), int(n.reused.Load()), int(n.refetched.Load())
 	if err != nil {
 		return res, err
 	}
 	for _, b := range []struct {
 		h    v1.Hash
 		data []byte
-	}{{cfgName, rawConfig}, {digest, rawManifest}} {
+	}{{rm.m.Config.Digest, rawConfig}, {rm.digest, rm.raw}} {
 		if ok, _ := c.HasBlob(b.h, int64(len(b.data)), true); !ok {
 			if _, err := c.PutBlob(b.h, bytes.NewReader(b.data)); err != nil {
 				return res, err
@@ -237,22 +269,126 @@ func (c *Cache) Pull(ctx context.Context, ref string, o PullOptions) (PullResult
 	return res, err
 }
 
-// progressReader reports bytes read and stops when the context ends.
-type progressReader struct {
-	r   io.Reader
-	ctx context.Context
-	fn  func(int64)
+func (o PullOptions) event(e PullEvent) {
+	if o.Events != nil {
+		o.Events(e)
+	}
 }
 
-func (p *progressReader) Read(b []byte) (int, error) {
-	if err := p.ctx.Err(); err != nil {
-		return 0, err
+type counters struct{ fetched, reused, refetched atomic.Int64 }
+
+// pool runs fn for 0..n-1 on at most jobs workers (4 by default) and
+// stops handing out work at the first error, which it returns; the
+// context fn gets is cancelled then, so that the others stop too.
+func pool(ctx context.Context, jobs, n int, fn func(context.Context, int) error) error {
+	if jobs <= 0 {
+		jobs = 4
 	}
-	n, err := p.r.Read(b)
-	if n > 0 {
-		p.fn(int64(n))
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	work := make(chan int)
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	for range min(jobs, n) {
+		wg.Go(func() {
+			for i := range work {
+				if err := fn(ctx, i); err != nil {
+					once.Do(func() { first = err; cancel(err) })
+				}
+			}
+		})
 	}
-	return n, err
+feed:
+	for i := range n {
+		select {
+		case work <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	return first
+}
+
+// fetchLayer brings layer i of rm into the cache unless it is there
+// intact: at most its declared size, and its uncompressed content
+// checked against diffID within limits.Expansion.
+func (c *Cache) fetchLayer(ctx context.Context, p *remote.Puller, rm remoteManifest, diffID v1.Hash, i int, o PullOptions, n *counters) error {
+	desc := rm.m.Layers[i]
+	input := fmt.Sprintf("layer %d (%s) of %s", i+1, desc.Digest, rm.repo)
+	ok, err := c.HasBlob(desc.Digest, desc.Size, true)
+	switch {
+	case errors.Is(err, ErrCorrupt):
+		os.Remove(c.blobPath(desc.Digest))
+		n.refetched.Add(1)
+	case err != nil:
+		return err
+	case ok:
+		n.reused.Add(1)
+		o.event(PullEvent{Kind: "reused", Layer: desc.Digest, Size: desc.Size})
+		return nil
+	}
+	l, err := p.Layer(ctx, rm.repo.Digest(desc.Digest.String()))
+	if err != nil {
+		return fmt.Errorf("%w for %s: %w", ErrUnreachable, input, err)
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return fmt.Errorf("fetching %s: %w", input, err)
+	}
+	defer rc.Close()
+	u, err := unpack(desc, diffID, input)
+	if err != nil {
+		return err
+	}
+	src := io.TeeReader(sized(&progressReader{r: rc, ctx: ctx, fn: func(k int64) {
+		n.fetched.Add(k)
+		o.event(PullEvent{Kind: "bytes", Layer: desc.Digest, Size: desc.Size, N: k})
+	}}, desc.Size, input), u)
+	got, err := c.putBlob(desc.Digest, src, func(written int64) error {
+		if written != desc.Size {
+			return fmt.Errorf("%s: the registry sent %d bytes, the manifest declares %d", input, written, desc.Size)
+		}
+		return u.finish()
+	})
+	u.abort()
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) && ctx.Err() != nil {
+			return cause // another layer failed first; say why
+		}
+		if strings.Contains(err.Error(), input) {
+			return fmt.Errorf("%w (after %d bytes)", err, got)
+		}
+		return fmt.Errorf("fetching %s (%d bytes in): %w", input, got, err)
+	}
+	o.event(PullEvent{Kind: "done", Layer: desc.Digest, Size: desc.Size})
+	return nil
+}
+
+// roomFor refuses a pull whose layers, as declared, do not fit on the
+// cache's filesystem: better before the first byte than at the last.
+func (c *Cache) roomFor(ref string, m *v1.Manifest) error {
+	need := m.Config.Size
+	for _, l := range m.Layers {
+		if ok, _ := c.HasBlob(l.Digest, l.Size, false); !ok {
+			need += l.Size
+		}
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(c.Dir, &st); err != nil {
+		return nil // no figure to go by; the write fails on its own
+	}
+	if free := int64(st.Bavail) * st.Bsize; need > free {
+		return fmt.Errorf("pulling %s needs %d bytes; ds01's cache at %s has %d free (free some with `ds01 base prune`)", ref, need, c.Dir, free)
+	}
+	return nil
 }
 
 // Put stores an image that is not in a registry (built here, say) in the
@@ -261,7 +397,16 @@ func (c *Cache) Put(ref string, img v1.Image) error {
 	if _, err := ParseRef(ref); err != nil {
 		return err
 	}
-	m, err := img.Manifest()
+	release, err := c.holdBlobs(false)
+	if err != nil {
+		return err
+	}
+	defer release()
+	rawM, err := img.RawManifest()
+	if err != nil {
+		return err
+	}
+	m, err := DecodeManifest(ref, rawM)
 	if err != nil {
 		return err
 	}
@@ -292,10 +437,6 @@ func (c *Cache) Put(ref string, img v1.Image) error {
 	if err != nil {
 		return err
 	}
-	rawM, err := img.RawManifest()
-	if err != nil {
-		return err
-	}
 	cn, _ := img.ConfigName()
 	dg, _ := img.Digest()
 	for _, b := range []struct {
@@ -322,15 +463,34 @@ func (c *Cache) Put(ref string, img v1.Image) error {
 }
 
 // RemoteImage opens ref (a tag or digest) in its registry without fetching
-// any layer: its manifest and config, for their descriptors.
+// any layer: its manifest and config, for their descriptors, found and
+// checked as a pull would.
 func RemoteImage(ctx context.Context, ref string, o PullOptions) (v1.Image, error) {
-	r, err := ParseRef(ref)
+	_, rm, err := o.find(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
-	img, err := remote.Image(r, o.remote(ctx)...)
+	img, err := rm.desc.Image()
 	if err != nil {
-		return nil, fmt.Errorf("%w for %s: %v", ErrUnreachable, ref, err)
+		return nil, fmt.Errorf("%w for %s: %w", ErrUnreachable, ref, err)
 	}
 	return img, nil
+}
+
+// progressReader reports bytes read and stops when the context ends.
+type progressReader struct {
+	r   io.Reader
+	ctx context.Context
+	fn  func(int64)
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	if err := p.ctx.Err(); err != nil {
+		return 0, context.Cause(p.ctx)
+	}
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.fn(int64(n))
+	}
+	return n, err
 }

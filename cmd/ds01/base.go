@@ -14,6 +14,7 @@ import (
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 
+	"github.com/ds01/ds01/internal/termsafe"
 	"github.com/ds01/ds01/registry"
 )
 
@@ -144,7 +145,7 @@ func runBaseList(ctx context.Context, cmd *cli.Command) error {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "REF\tDIGEST\tPLATFORM\tSIZE\tLAST USED")
 	for _, e := range es {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Ref, shortID(e.Digest), e.Platform, humanSize(e.Size), e.LastUsed.Format("2006-01-02 15:04"))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", termsafe.Line(e.Ref), termsafe.Line(shortID(e.Digest)), termsafe.Line(e.Platform), humanSize(e.Size), e.LastUsed.Format("2006-01-02 15:04"))
 	}
 	return tw.Flush()
 }

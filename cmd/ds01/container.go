@@ -19,6 +19,7 @@ import (
 
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/identity"
+	"github.com/ds01/ds01/internal/termsafe"
 )
 
 // ownContainer is where retire and open start: the user, the daemon and
@@ -144,7 +145,8 @@ func runContainerList(ctx context.Context, cmd *cli.Command) error {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tIMAGE\tSTATUS\tGPUS\tCREATED\tWORKSPACE")
 	for _, c := range cs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, c.Image, c.Status, c.GPUs, c.Created.Format("2006-01-02 15:04"), c.Workspace)
+		l := termsafe.Line // names, images and paths other users and bases chose
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", l(c.Name), l(c.Image), l(c.Status), l(c.GPUs), c.Created.Format("2006-01-02 15:04"), l(c.Workspace))
 	}
 	return tw.Flush()
 }

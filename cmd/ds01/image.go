@@ -22,6 +22,8 @@ import (
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/identity"
 	"github.com/ds01/ds01/identity/asuser"
+	"github.com/ds01/ds01/internal/limits"
+	"github.com/ds01/ds01/internal/termsafe"
 	"github.com/ds01/ds01/registry"
 )
 
@@ -169,15 +171,35 @@ func loadData[T any](cmd *cli.Command, flag string, builtin func() T, parse func
 		return builtin(), nil
 	}
 	var zero T
-	data, err := os.ReadFile(p)
+	data, err := userFile(cmd, flag, p)
 	if err != nil {
-		return zero, usagef("--%s: %v", flag, err)
+		return zero, err
 	}
 	v, err := parse(string(data))
 	if err != nil {
 		return zero, usagef("--%s %s: %v", flag, p, err)
 	}
 	return v, nil
+}
+
+// userFile reads a file the caller names (--catalog, --presets,
+// --requirements) with the caller's rights (a sudo caller's own, never
+// root's): a
+// regular file only, opened without blocking (a FIFO would hang), at most
+// limits.UserFile bytes.
+func userFile(cmd *cli.Command, flag, p string) ([]byte, error) {
+	id, err := caller(cmd)
+	if err != nil {
+		return nil, err
+	}
+	data, err := asuser.ReadFile(id.CallerCred(), p, limits.UserFile.Max)
+	if errors.Is(err, asuser.ErrTooLarge) {
+		err = &limits.Error{Limit: limits.UserFile, Input: p, Got: -1}
+	}
+	if err != nil {
+		return nil, usagef("--%s: %v", flag, err)
+	}
+	return data, nil
 }
 
 // packagesFrom reads the package flags.
@@ -195,9 +217,9 @@ func packagesFrom(cmd *cli.Command) (deploy.Packages, error) {
 		pk.Pip = append(specs, pk.Pip...)
 	}
 	for _, f := range cmd.StringSlice("requirements") {
-		data, err := os.ReadFile(f)
+		data, err := userFile(cmd, "requirements", f)
 		if err != nil {
-			return pk, usagef("--requirements: %v", err)
+			return pk, err
 		}
 		pk.Requirements += string(data) + "\n"
 	}
@@ -281,7 +303,7 @@ func create(ctx context.Context, cmd *cli.Command, d *deploy.Daemon, id identity
 	var condensed *lastLine
 	switch {
 	case req.Log != nil:
-		req.PackageOutput = out
+		req.PackageOutput = &termsafe.Writer{W: out}
 	case isTerminalWriter(out):
 		condensed = &lastLine{w: out}
 		req.PackageOutput = condensed
@@ -296,7 +318,7 @@ func create(ctx context.Context, cmd *cli.Command, d *deploy.Daemon, id identity
 		return err
 	}
 	for _, w := range res.Warnings {
-		fmt.Fprintln(cmd.Root().ErrWriter, "warning:", w)
+		fmt.Fprintln(cmd.Root().ErrWriter, "warning:", termsafe.Text(w))
 	}
 	if req.DryRun {
 		if res.Base == nil {
@@ -416,7 +438,7 @@ func runImageList(ctx context.Context, cmd *cli.Command) error {
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "IMAGE\tID\tSIZE")
 		for _, im := range imgs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", im.Tag, shortID(im.ID), humanSize(im.Size))
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", termsafe.Line(im.Tag), shortID(im.ID), humanSize(im.Size))
 			total += im.Size
 		}
 		tw.Flush()
@@ -437,7 +459,8 @@ func runImageList(ctx context.Context, cmd *cli.Command) error {
 		if !im.Matches {
 			setup = fmt.Sprintf("for %s:%s", im.UserID, im.GroupID)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", im.Project, im.Tag, im.Base, humanSize(im.Size), im.Created.Format("2006-01-02 15:04"), setup)
+		l := termsafe.Line // from records and labels, which users and bases write
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", l(im.Project), l(im.Tag), l(im.Base), humanSize(im.Size), im.Created.Format("2006-01-02 15:04"), l(setup))
 	}
 	return tw.Flush()
 }
@@ -548,7 +571,9 @@ func humanSize(n int64) string {
 }
 
 // lastLine shows, on a terminal, only the latest line of a package
-// manager's output, overwriting the one before.
+// manager's output, overwriting the one before: escaped (the base's
+// programs write it), and a line without end is cut at
+// limits.OutputLine bytes rather than buffered without bound.
 type lastLine struct {
 	w       io.Writer
 	partial []byte
@@ -556,24 +581,33 @@ type lastLine struct {
 }
 
 func (l *lastLine) Write(p []byte) (int, error) {
-	l.partial = append(l.partial, p...)
-	for {
-		i := bytes.IndexByte(l.partial, '\n')
+	n := len(p)
+	for len(p) > 0 {
+		i := bytes.IndexAny(p, "\r\n")
 		if i < 0 {
+			room := max(0, int(limits.OutputLine.Max)-len(l.partial))
+			l.partial = append(l.partial, p[:min(room, len(p))]...)
 			break
 		}
-		line := strings.TrimSpace(string(l.partial[:i]))
-		l.partial = l.partial[i+1:]
-		if line == "" {
-			continue
-		}
-		if len(line) > 100 {
-			line = line[:97] + "..."
-		}
-		fmt.Fprintf(l.w, "\r\033[K  %s", line)
-		l.shown = true
+		room := max(0, int(limits.OutputLine.Max)-len(l.partial))
+		l.partial = append(l.partial, p[:min(room, i)]...)
+		p = p[i+1:]
+		l.show()
 	}
-	return len(p), nil
+	return n, nil
+}
+
+func (l *lastLine) show() {
+	line := strings.TrimSpace(string(l.partial))
+	l.partial = l.partial[:0]
+	if line == "" {
+		return
+	}
+	if r := []rune(line); len(r) > 100 {
+		line = string(r[:97]) + "..."
+	}
+	fmt.Fprintf(l.w, "\r\033[K  %s", termsafe.Line(line))
+	l.shown = true
 }
 
 func (l *lastLine) end() {

@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"github.com/urfave/cli/v3"
+
+	"github.com/ds01/ds01/internal/termsafe"
 )
 
 // Exit codes.
@@ -26,7 +28,9 @@ func main() {
 	err := newApp().Run(ctx, argv(os.Args))
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "ds01:", err)
+		// Errors quote registries, bases and files: escaped, so that none
+		// of them writes to the terminal.
+		fmt.Fprintln(os.Stderr, "ds01:", termsafe.Text(err.Error()))
 		os.Exit(exitCode(err))
 	}
 }
