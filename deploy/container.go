@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/ds01/ds01/assemble"
+	"github.com/ds01/ds01/deploy/binds"
 	"github.com/ds01/ds01/identity/asuser"
 	"github.com/ds01/ds01/passwd"
 )
@@ -79,6 +81,9 @@ type DeployRequest struct {
 	// logged way past it.
 	SetuidRule       bool
 	AcceptSetuidRisk bool
+	// Pin hands Docker pins of the bind sources instead of their paths
+	// (see binds.Pin): for a user who could swap a path before a start.
+	Pin bool
 	Start            bool
 	Force            bool
 	DryRun           bool
@@ -153,8 +158,9 @@ func (d *Daemon) Deploy(ctx context.Context, req DeployRequest) (*DeployResult, 
 	res.Sources = srcs
 	ok := false
 	defer func() {
+		srcs.close()
 		if !ok {
-			srcs.undo()
+			srcs.undo(res.Container)
 		}
 	}()
 
@@ -242,6 +248,7 @@ func (req DeployRequest) createOptions(name, image string, srcs Sources) (client
 	if req.AcceptSetuidRisk {
 		labels[LabelSetuidRisk] = "accepted-by-root"
 	}
+	maps.Copy(labels, srcs.labels())
 	if fw := req.Assemble.Catalog["framework"]; fw != "" {
 		labels["aime.mlc.FRAMEWORK"] = fw
 	}
@@ -386,8 +393,12 @@ func (d *Daemon) OwnContainer(ctx context.Context, name string, uid uint32) (con
 	return c, nil
 }
 
-// Retire stops a container with a 10 s grace period and removes it.
+// Retire stops a container with a 10 s grace period and removes it, and
+// takes away the pins of its bind sources.
 func (d *Daemon) Retire(ctx context.Context, id string) error {
+	if ins, err := d.ContainerInspect(ctx, id, client.ContainerInspectOptions{}); err == nil {
+		defer binds.Unpin(strings.TrimPrefix(ins.Container.Name, "/"))
+	}
 	timeout := 10
 	if _, err := d.ContainerStop(ctx, id, client.ContainerStopOptions{Timeout: &timeout}); err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("stopping: %w", err)

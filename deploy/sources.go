@@ -1,15 +1,20 @@
 package deploy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/syslog"
 	"os"
+	"strings"
 
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/client"
 	"golang.org/x/sys/unix"
 
 	"github.com/ds01/ds01/deploy/binds"
+	"github.com/ds01/ds01/identity/asuser"
 )
 
 // Sources are the host directories a container gets bound in.
@@ -18,23 +23,125 @@ type Sources struct {
 	Data, Models binds.Source
 }
 
-func (s Sources) undo() {
-	for _, src := range []binds.Source{s.Workspace, s.Data, s.Models} {
-		src.Undo()
+// named are the sources with the names their pins and labels carry.
+func (s *Sources) named() []struct {
+	name string
+	src  *binds.Source
+} {
+	return []struct {
+		name string
+		src  *binds.Source
+	}{{"workspace", &s.Workspace}, {"data", &s.Data}, {"models", &s.Models}}
+}
+
+func (s Sources) undo(container string) {
+	for _, n := range s.named() {
+		n.src.Undo()
+	}
+	binds.Unpin(container)
+}
+
+// close releases the directories held since they were checked.
+func (s Sources) close() {
+	for _, n := range s.named() {
+		n.src.Close()
 	}
 }
 
 func (s Sources) mounts() []mount.Mount {
 	var out []mount.Mount
-	for _, m := range []struct {
-		src binds.Source
-		dst string
-	}{{s.Workspace, "/workspace"}, {s.Data, "/data"}, {s.Models, "/models"}} {
-		if m.src.Path != "" {
-			out = append(out, mount.Mount{Type: mount.TypeBind, Source: m.src.Path, Target: m.dst, ReadOnly: m.src.ReadOnly})
+	for _, n := range s.named() {
+		if src := n.src; src.Path != "" {
+			from := src.Path
+			if src.Bind != "" {
+				from = src.Bind
+			}
+			out = append(out, mount.Mount{Type: mount.TypeBind, Source: from, Target: "/" + n.name, ReadOnly: src.ReadOnly})
 		}
 	}
 	return out
+}
+
+// pin pins every source (see binds.Pin) and labels how to pin it again.
+func (s *Sources) pin(container string) error {
+	for _, n := range s.named() {
+		if n.src.Path == "" {
+			continue
+		}
+		if err := n.src.Pin(container, n.name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// labels record each pinned source, for pinning it again before a later
+// start: LabelBind+name is DEV:INO:rw|ro:PATH.
+func (s *Sources) labels() map[string]string {
+	out := map[string]string{}
+	for _, n := range s.named() {
+		if n.src.Bind == "" {
+			continue
+		}
+		mode := "rw"
+		if n.src.ReadOnly {
+			mode = "ro"
+		}
+		out[LabelBind+n.name] = fmt.Sprintf("%d:%d:%s:%s", n.src.Dev, n.src.Ino, mode, n.src.Path)
+	}
+	return out
+}
+
+// LabelBind prefixes the labels of pinned bind sources.
+const LabelBind = "ds01.bind."
+
+// Repin makes the pins of a container's bind sources again where they
+// are gone (after a reboot) or stale, before ds01 starts it: each source
+// is opened again as the user without links, and must still be the
+// directory checked at deploy (same device and inode), or the start is
+// refused.
+func Repin(container string, labels map[string]string, cred asuser.Cred) error {
+	for _, name := range []string{"workspace", "data", "models"} {
+		v, ok := labels[LabelBind+name]
+		if !ok {
+			continue
+		}
+		var dev, ino uint64
+		var mode, path string
+		parts := strings.SplitN(v, ":", 4)
+		if len(parts) != 4 {
+			return fmt.Errorf("container %s: label %s%s is not ds01's", container, LabelBind, name)
+		}
+		if _, err := fmt.Sscanf(parts[0]+" "+parts[1], "%d %d", &dev, &ino); err != nil {
+			return fmt.Errorf("container %s: label %s%s: %w", container, LabelBind, name, err)
+		}
+		mode, path = parts[2], parts[3]
+		if binds.Pinned(container, name, dev, ino) {
+			continue
+		}
+		if err := repinOne(container, name, path, mode == "ro", dev, ino, cred); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func repinOne(container, name, path string, ro bool, dev, ino uint64, cred asuser.Cred) error {
+	root, err := asuser.OpenDir(cred, "/")
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	h, err := root.OpenSubdir(strings.TrimPrefix(path, "/"))
+	if err != nil {
+		return fmt.Errorf("the %s of %s, %s: %w; ds01 binds only the directory checked at deploy: retire the container and deploy it again", name, container, path, err)
+	}
+	defer h.Close()
+	if h.Dev != dev || h.Ino != ino {
+		return fmt.Errorf("the %s of %s at %s is no longer the directory checked at deploy (it was replaced since); ds01 binds only that one: retire the container and deploy it again", name, container, path)
+	}
+	_, err = binds.Pin(h, container, name, ro)
+	return err
 }
 
 // ErrRootOnly is an option only root itself may use.
@@ -88,17 +195,24 @@ func (req DeployRequest) sources() (Sources, error) {
 			continue
 		}
 		if *d.to, err = binds.UserDir(req.Cred, d.path, false, nil); err != nil {
-			s.undo()
+			s.undo("")
 			return Sources{}, fmt.Errorf("%s: %w", d.flag, err)
 		}
 	}
 	if err := req.ownRule(s); err != nil {
-		s.undo()
+		s.undo("")
 		return Sources{}, err
 	}
 	if err := req.setuidRule(s); err != nil {
-		s.undo()
+		s.undo("")
 		return Sources{}, err
+	}
+	if req.Pin {
+		cname := ContainerName(req.Name, req.Account.UID)
+		if err := s.pin(cname); err != nil {
+			s.undo(cname)
+			return Sources{}, err
+		}
 	}
 	return s, nil
 }
@@ -158,4 +272,17 @@ func DefaultShmSize() int64 {
 		return 8 << 30
 	}
 	return int64(si.Totalram) * int64(si.Unit) / 2
+}
+
+// StartOwn starts a user's container the way ds01 starts it: its bind
+// sources pinned again first where they are gone (see Repin).
+func (d *Daemon) StartOwn(ctx context.Context, c container.InspectResponse, cred asuser.Cred) error {
+	name := strings.TrimPrefix(c.Name, "/")
+	if err := Repin(name, c.Config.Labels, cred); err != nil {
+		return err
+	}
+	if _, err := d.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
+		return fmt.Errorf("starting %s: %w", name, err)
+	}
+	return nil
 }

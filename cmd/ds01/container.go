@@ -14,7 +14,6 @@ import (
 
 	units "github.com/docker/go-units"
 	"github.com/moby/moby/api/types/container"
-	"github.com/moby/moby/client"
 	"github.com/urfave/cli/v3"
 
 	"github.com/ds01/ds01/deploy"
@@ -66,6 +65,10 @@ func runContainerDeploy(ctx context.Context, cmd *cli.Command) error {
 		Workspace: cmd.String("workspace"), Data: cmd.String("data"), Models: cmd.String("models"),
 		Start: cmd.Bool("start"), Force: cmd.Bool("force"), DryRun: cmd.Bool("dry-run"),
 		Cred: id.Cred(), Root: id.Root, SetuidRule: id.ActsForUser(), AcceptSetuidRisk: cmd.Bool("accept-setuid-risk"),
+		// A user who could swap a bound path before a later start gets
+		// pins instead of paths (an account the host does not know has no
+		// files to swap).
+		Pin: id.ActsForUser() && id.Known,
 	}
 	switch ipc := cmd.String("ipc"); ipc {
 	case "", "private":
@@ -227,8 +230,8 @@ func runContainerOpen(ctx context.Context, cmd *cli.Command) error {
 	}
 	defer d.Close()
 	if c.State == nil || !c.State.Running {
-		if _, err := d.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
-			return fmt.Errorf("starting %s: %w", c.Name, err)
+		if err := d.StartOwn(ctx, c, id.Cred()); err != nil {
+			return err
 		}
 	}
 	// The interactive part is the docker CLI's: it handles the TTY, raw

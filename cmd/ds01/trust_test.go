@@ -14,6 +14,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/ds01/ds01/deploy"
+	"github.com/ds01/ds01/deploy/binds"
 	"github.com/ds01/ds01/internal/testbed"
 )
 
@@ -400,5 +401,78 @@ func TestSudoHostGroups(t *testing.T) {
 	r, err = d.Run(context.Background(), u.tag(project), "", "sh", "-c", "id -Gn")
 	if err != nil || !strings.Contains(r.Stdout, group) {
 		t.Errorf("a plain container of the image: id -Gn %q, %v; want %s", r.Stdout, err, group)
+	}
+}
+
+// The attack a path check alone cannot stop: after the deploy, the user
+// swaps ~/workspace/NAME for a link to /. Docker resolves bind sources at
+// every start, as root; ds01 hands it a pin of the checked directory
+// instead, and makes the pin again only for that same directory.
+func TestSudoWorkspaceSwappedAfterDeploy(t *testing.T) {
+	d := testbed.Docker(t)
+	ctx := context.Background()
+	u := newSudoer(t, testbed.HomesDir(t, testbed.HardenedHomes))
+	base := loadBase(t, d, testbed.Base(t, testbed.Bullseye), "swap")
+	project := testbed.Prefix(t)
+	testbed.RemoveImage(t, d, u.tag(project))
+	u.createAs(base, project)
+	cname := u.container(project)
+	removeContainer(t, d, cname)
+	t.Cleanup(func() { binds.Unpin(cname) })
+	if out, code := u.ds01("container", "deploy", project, "--memlock", "8m"); code != 0 {
+		t.Fatalf("deploy: exit %d:\n%s", code, out)
+	}
+	ws := filepath.Join(u.Home, "workspace", project)
+	if out, err := u.Command("sh", "-c", "echo mine > "+ws+"/marker && mv "+ws+" "+ws+".old && ln -s / "+ws).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	ins, err := d.ContainerInspect(ctx, cname, client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ins.Container.HostConfig.Mounts {
+		if m.Target == "/workspace" && !strings.HasPrefix(m.Source, binds.PinRoot+"/") {
+			t.Errorf("/workspace is bound from %s, a path the user can swap", m.Source)
+		}
+	}
+	// Docker itself starts it (no reboot since): the pin, not the link.
+	if _, err := d.ContainerStart(ctx, cname, client.ContainerStartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := d.Exec(ctx, cname, "0:0", "sh", "-c", "ls /workspace")
+	if err != nil || strings.TrimSpace(r.Stdout) != "marker" {
+		t.Errorf("/workspace after the swap holds %q (%v), want the checked directory's marker", r.Stdout, err)
+	}
+	d.ContainerStop(ctx, cname, client.ContainerStopOptions{})
+
+	// After a reboot the pins are gone: Docker alone cannot start it, and
+	// ds01 will not pin the link.
+	if err := binds.Unpin(cname); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.ContainerStart(ctx, cname, client.ContainerStartOptions{}); err == nil {
+		d.ContainerStop(ctx, cname, client.ContainerStopOptions{})
+		t.Error("Docker started the container with its pin gone")
+	}
+	c := u.Command("sudo", "-n", u.bin, "container", "open", project)
+	c.Stdin = strings.NewReader("ls /workspace\n")
+	out, _ := c.CombinedOutput()
+	if !strings.Contains(string(out), "retire the container and deploy it again") || strings.Contains(string(out), "boot") {
+		t.Errorf("container open after the swap:\n%s", out)
+	}
+	// The user puts the directory back: open pins it again and works.
+	if out, err := u.Command("sh", "-c", "rm "+ws+" && mv "+ws+".old "+ws).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	c = u.Command("sudo", "-n", u.bin, "container", "open", project)
+	c.Stdin = strings.NewReader("ls /workspace\n")
+	if out, err := c.CombinedOutput(); err != nil || !strings.Contains(string(out), "marker") {
+		t.Errorf("container open with the directory back: %v\n%s", err, out)
+	}
+	if out, code := u.ds01("container", "retire", project); code != 0 {
+		t.Fatalf("retire: exit %d:\n%s", code, out)
+	}
+	if _, err := os.Stat(filepath.Join(binds.PinRoot, cname)); err == nil {
+		t.Errorf("retire left the pins of %s", cname)
 	}
 }

@@ -14,14 +14,44 @@ import (
 
 // Source is a host directory resolved for binding.
 type Source struct {
-	Path     string // the host path handed to Docker, every link resolved
+	Path     string // its host path, every link resolved
 	ReadOnly bool   // the user may read it, not write it
 	// Made is the directory ds01 made for it (the topmost one), to be
 	// taken back if the deploy fails; "" when it was there.
 	Made string
 	undo func() error
-	// UID and GID own the directory.
+	// UID and GID own the directory; Dev and Ino are it.
 	UID, GID uint32
+	Dev, Ino uint64
+	// Bind is what Docker is handed: a pin of the directory (see Pin), or
+	// Path when none was made.
+	Bind string
+	h    *asuser.DirHandle
+}
+
+func fromHandle(h *asuser.DirHandle) Source {
+	return Source{Path: h.Path, UID: h.UID, GID: h.GID, Dev: h.Dev, Ino: h.Ino, h: h}
+}
+
+// Close releases the directory held open since it was checked.
+func (s Source) Close() {
+	if s.h != nil {
+		s.h.Close()
+	}
+}
+
+// Pin pins the source for container under name (see Pin) and binds from
+// the pin.
+func (s *Source) Pin(container, name string) error {
+	if s.h == nil {
+		return fmt.Errorf("%s: no directory held to pin", s.Path)
+	}
+	p, err := Pin(s.h, container, name, s.ReadOnly)
+	if err != nil {
+		return err
+	}
+	s.Bind = p
+	return nil
 }
 
 // ErrNotYours is a directory that is neither the user's nor one of their
@@ -61,11 +91,11 @@ func DefaultWorkspace(cred asuser.Cred, home, name string) (Source, error) {
 	if err != nil {
 		return Source{}, fmt.Errorf("workspace ~/%s: %w", rel, err)
 	}
-	real, err := d.RealDir(rel)
+	h, err := d.OpenSubdir(rel)
 	if err != nil {
 		return Source{}, fmt.Errorf("workspace ~/%s: %w", rel, err)
 	}
-	src := Source{Path: real, UID: cred.UID, GID: cred.GID}
+	src := fromHandle(h)
 	if made != "" {
 		src.Made = d.Path(made)
 		src.undo = func() error { return removeEmpty(cred, home, rel, made) }
@@ -115,21 +145,19 @@ func UserDir(cred asuser.Cred, path string, mkdir bool, owner *[2]uint32) (Sourc
 			src.undo = func() error { return cred.Do(func() error { return os.Remove(path) }) }
 		}
 	}
-	real, err := asuser.UserDir(cred, path, asuser.ReadWrite)
+	h, err := asuser.OpenUserDir(cred, path, asuser.ReadWrite)
+	ro := false
 	if errors.Is(err, os.ErrPermission) {
-		real, err = asuser.UserDir(cred, path, asuser.Read)
-		src.ReadOnly = true
+		h, err = asuser.OpenUserDir(cred, path, asuser.Read)
+		ro = true
 	}
 	if err != nil {
 		src.Undo()
 		return Source{}, fmt.Errorf("%w (ds01 binds only a directory you may read yourself)", err)
 	}
-	var st unix.Stat_t
-	if err := unix.Stat(real, &st); err != nil {
-		src.Undo()
-		return Source{}, err
-	}
-	src.Path, src.UID, src.GID = real, st.Uid, st.Gid
+	made, undo := src.Made, src.undo
+	src = fromHandle(h)
+	src.ReadOnly, src.Made, src.undo = ro, made, undo
 	return src, nil
 }
 

@@ -142,6 +142,12 @@ func TestUserDir(t *testing.T) {
 	if real, err := asuser.UserDir(c, u.Home, asuser.ReadWrite); err != nil || real != u.Home {
 		t.Errorf("own home: %q, %v", real, err)
 	}
+	// /proc/PID/root leads into the mount namespace of that process (a
+	// user's own, where anything can be mounted over anything): a magic
+	// link, never followed.
+	if _, err := asuser.UserDir(c, "/proc/self/root"+u.Home, asuser.Read); !errors.Is(err, asuser.ErrLink) {
+		t.Errorf("a path through /proc/self/root: %v, want ErrLink", err)
+	}
 }
 
 func TestLock(t *testing.T) {

@@ -290,30 +290,104 @@ const (
 	ReadWrite Access = unix.R_OK | unix.W_OK | unix.X_OK
 )
 
-// UserDir resolves a directory the user names (--workspace, --data) as
-// the user and checks the user's rights on it, so that ds01 binds only
-// what the user may use; it returns the directory's host path with every
-// link resolved.
-func UserDir(c Cred, path string, want Access) (string, error) {
-	var real string
+// DirHandle is a directory opened as the user without links (O_PATH),
+// held so that what was checked is what is used: a bind source pinned
+// from it (see deploy/binds) is that directory, whatever happens to its
+// path afterwards.
+type DirHandle struct {
+	Path     string // its host path, every link resolved
+	fd       int
+	Dev, Ino uint64
+	UID, GID uint32
+}
+
+// FD is the descriptor, valid until Close.
+func (h *DirHandle) FD() int { return h.fd }
+
+// Close releases the descriptor.
+func (h *DirHandle) Close() error { return unix.Close(h.fd) }
+
+func newHandle(fd int) (*DirHandle, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	path, err := fdPath(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return &DirHandle{Path: path, fd: fd, Dev: st.Dev, Ino: st.Ino, UID: st.Uid, GID: st.Gid}, nil
+}
+
+// OpenUserDir resolves a directory the user names (--workspace, --data)
+// as the user and checks the user's rights on it. Links are followed as
+// the user would follow them, magic links (/proc/PID/root, which lead
+// into another mount namespace) never; the host path it resolves to is
+// opened again without any link and must be the same directory, so the
+// path handed on names what was checked.
+func OpenUserDir(c Cred, path string, want Access) (*DirHandle, error) {
+	var h *DirHandle
 	err := c.Do(func() error {
-		fd, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		fd, err := unix.Openat2(unix.AT_FDCWD, path, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_MAGICLINKS})
+		if errors.Is(err, unix.ELOOP) {
+			return fmt.Errorf("a link into another namespace (/proc/…/root and the like): %w", ErrLink)
+		}
 		if err != nil {
 			return err
 		}
-		defer unix.Close(fd)
+		first, err := newHandle(fd)
+		if err != nil {
+			return err
+		}
+		defer first.Close()
 		if err := unix.Faccessat2(fd, "", uint32(want), unix.AT_EACCESS|unix.AT_EMPTY_PATH); err != nil {
 			return err
 		}
-		real, err = fdPath(fd)
-		return err
+		fd2, err := unix.Openat2(unix.AT_FDCWD, first.Path, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS})
+		if err != nil {
+			return fmt.Errorf("reopening it as %s: %w", first.Path, err)
+		}
+		if h, err = newHandle(fd2); err != nil {
+			return err
+		}
+		if h.Dev != first.Dev || h.Ino != first.Ino {
+			h.Close()
+			return fmt.Errorf("%s is not the directory %s led to (another mount namespace?)", first.Path, path)
+		}
+		return nil
 	})
 	if err != nil {
-		return "", &os.PathError{Op: "open", Path: path, Err: err}
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	return real, nil
+	return h, nil
 }
 
+// UserDir is OpenUserDir for a caller that needs only the path.
+func UserDir(c Cred, path string, want Access) (string, error) {
+	h, err := OpenUserDir(c, path, want)
+	if err != nil {
+		return "", err
+	}
+	h.Close()
+	return h.Path, nil
+}
+
+// OpenSubdir opens the directory rel beneath d as the user, without
+// links.
+func (d *Dir) OpenSubdir(rel string) (*DirHandle, error) {
+	var h *DirHandle
+	err := d.cred.Do(func() error {
+		fd, err := d.open(d.fd, orDot(rel), unix.O_PATH|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return err
+		}
+		h, err = newHandle(fd)
+		return err
+	})
+	return h, d.pathErr("open", rel, err)
+}
 // Lock takes an exclusive lock on the file rel (made as the user if
 // missing, reached without links), waiting for another holder; unlock
 // releases it. Locks serialise ds01's own work on one thing of a user's
