@@ -213,6 +213,7 @@ func (req DeployRequest) createOptions(name, image string) (client.ContainerCrea
 	if fw := req.Assemble.Catalog["framework"]; fw != "" {
 		labels["aime.mlc.FRAMEWORK"] = fw
 	}
+	assemble.EscapeLabels(labels) // no commas: AIME's mlc splits on them
 	mounts := []mount.Mount{{Type: mount.TypeBind, Source: req.Workspace, Target: "/workspace"}}
 	for _, m := range []struct{ src, dst string }{{req.Data, "/data"}, {req.Models, "/models"}} {
 		if m.src == "" {
@@ -341,8 +342,8 @@ func (d *Daemon) ListContainers(ctx context.Context, uid *uint32) ([]ContainerIn
 	for _, c := range cs.Items {
 		out = append(out, ContainerInfo{
 			Name: strings.TrimPrefix(strings.Join(c.Names, ","), "/"), Short: c.Labels[LabelName],
-			Image: c.Image, Status: c.Status, GPUs: c.Labels[LabelGPUs], Created: time.Unix(c.Created, 0).UTC(),
-			Workspace: c.Labels["aime.mlc.WORK_MOUNT"], User: c.Labels[LabelUser],
+			Image: c.Image, Status: c.Status, GPUs: assemble.UnescapeLabel(c.Labels[LabelGPUs]), Created: time.Unix(c.Created, 0).UTC(),
+			Workspace: assemble.UnescapeLabel(c.Labels["aime.mlc.WORK_MOUNT"]), User: c.Labels[LabelUser],
 		})
 	}
 	slices.SortFunc(out, func(a, b ContainerInfo) int { return strings.Compare(a.Name, b.Name) })

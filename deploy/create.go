@@ -272,10 +272,12 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		labels[LabelCreated] = strconv.FormatInt(req.Created.Unix(), 10)
 	}
 	if pr := res.Packages; pr != nil {
-		labels[LabelPackagesApt] = strings.Join(pr.Apt, ",")
-		labels[LabelPackagesPip] = strings.Join(pr.Pip, ",")
+		// Spaces, not commas: see assemble.EscapeLabel.
+		labels[LabelPackagesApt] = strings.Join(pr.Apt, " ")
+		labels[LabelPackagesPip] = strings.Join(pr.Pip, " ")
 		labels[LabelPackagesLayer] = pr.DiffID.String()
 	}
+	assemble.EscapeLabels(labels)
 	opts := assemble.Options{Account: req.Account, Created: req.Created, Labels: labels, Env: req.Env}
 	if slices.Contains(req.Presets, "jupyter") {
 		opts.HomeFiles = assemble.JupyterFiles(project)

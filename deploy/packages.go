@@ -398,6 +398,9 @@ func (d *Daemon) installPackages(ctx context.Context, base *Base, pk Packages, k
 	if _, err := d.CaptureChanges(ctx, created.ID, notInPackageLayer, spool); err != nil {
 		return nil, fmt.Errorf("capturing the installed files: %w", err)
 	}
+	for _, p := range spool.Skipped() {
+		note("warning: %s", layers.SkippedWarning(p))
+	}
 	note("captured %d paths, %d bytes of contents: %s", spool.Len(), spool.Size(), time.Since(t0).Round(time.Millisecond))
 	t0 = time.Now()
 	defer func() { note("layer written: %s", time.Since(t0).Round(time.Millisecond)) }()

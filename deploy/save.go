@@ -26,6 +26,8 @@ type SaveResult struct {
 	Paths    []string
 	Bytes    int64 // file contents saved
 	Layer    v1.Hash
+	// Warnings name what could not be saved, and why.
+	Warnings []string
 }
 
 // notSaved are paths a saved layer never carries: the files useradd makes
@@ -115,7 +117,11 @@ func (d *Daemon) SaveChanges(ctx context.Context, c container.InspectResponse, t
 		return nil, err
 	}
 	diffID, _ := layer.DiffID()
-	return &SaveResult{Tag: tag, ImageID: id, Previous: c.Image, Paths: spool.Paths(), Bytes: spool.Size(), Layer: diffID}, nil
+	res := &SaveResult{Tag: tag, ImageID: id, Previous: c.Image, Paths: spool.Paths(), Bytes: spool.Size(), Layer: diffID}
+	for _, p := range spool.Skipped() {
+		res.Warnings = append(res.Warnings, layers.SkippedWarning(p))
+	}
+	return res, nil
 }
 
 // CaptureChanges copies a container's filesystem changes into the spool:

@@ -162,6 +162,9 @@ func runContainerRetire(ctx context.Context, cmd *cli.Command) error {
 			fmt.Fprintf(out, "%s has no changes worth saving outside /workspace, /tmp and caches\n", cname)
 		} else {
 			fmt.Fprintf(out, "saved %d paths (%s of file contents) of %s into %s  %s\n", len(saved.Paths), humanSize(saved.Bytes), cname, saved.Tag, saved.ImageID)
+			for _, w := range saved.Warnings {
+				fmt.Fprintln(cmd.Root().ErrWriter, "warning:", w)
+			}
 			if cmd.Bool("verbose") {
 				for _, p := range saved.Paths {
 					fmt.Fprintf(out, "  /%s\n", p)
