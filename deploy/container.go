@@ -136,6 +136,11 @@ func (d *Daemon) Deploy(ctx context.Context, req DeployRequest) (*DeployResult, 
 	default:
 		res.Flow = FlowAssembled
 	}
+	if res.Flow == FlowAssembled && !req.Force {
+		if err := d.keepProjectImage(ctx, fmt.Sprintf("ds01-%d/%s:latest", a.UID, req.Name), image, ins.ID, req.Name); err != nil {
+			return nil, err
+		}
+	}
 	if res.Flow != FlowLabelled {
 		b := req.Assemble
 		b.Project, b.BaseRef, b.Account, b.Replace, b.DryRun = req.Name, image, a, true, req.DryRun

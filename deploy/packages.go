@@ -237,12 +237,12 @@ func (d *Daemon) PackageLayer(ctx context.Context, base *Base, pk Packages, o Pa
 	for _, h := range base.layerIDs() {
 		omit[h] = true
 	}
-	if _, err := d.Load(ctx, img, res.Image, func(h v1.Hash) bool { return omit[h] }); err != nil {
-		return nil, fmt.Errorf("loading the package layer: %w", err)
+	sg, _, err := d.stageLoad(ctx, img, res.Image, func(h v1.Hash) bool { return omit[h] }, nil)
+	if err != nil {
+		return nil, fmt.Errorf("loading the package layer onto the base: %w", err)
 	}
-	if _, err := d.verifyLoaded(ctx, res.Image, img); err != nil {
-		d.removeImage(res.Image, "")
-		return nil, fmt.Errorf("loading the package layer onto the base: %w; the image was removed", err)
+	if err := sg.commit(res.Image); err != nil {
+		return nil, err
 	}
 	return &res, nil
 }

@@ -138,6 +138,13 @@ func runImageCreate(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	defer d.Close()
+	if !cmd.Bool("dry-run") {
+		unlock, err := lockProject(ctx, cmd, id, project)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 	return create(ctx, cmd, d, id, deploy.CreateRequest{
 		Project: project, BaseRef: baseRef, Catalog: catalog, Created: created,
 		Replace: cmd.Bool("force"), DryRun: cmd.Bool("dry-run"),
@@ -338,6 +345,11 @@ func runImageUpdate(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return usageError{err}
 	}
+	unlock, err := lockProject(ctx, cmd, id, project)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	dir, _, err := recordsDir(id)
 	if err != nil {
 		return err
@@ -440,6 +452,11 @@ func runImageRetire(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return usageError{err}
 	}
+	unlock, err := lockProject(ctx, cmd, id, project)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	users, err := d.ContainersOf(ctx, tag)
 	if err != nil {
 		return fmt.Errorf("%s: no such image of yours (ds01 image list shows them): %w", tag, err)
