@@ -163,7 +163,6 @@ func indent(w io.Writer, s string) {
 
 func since(t time.Time) string { return time.Since(t).Round(time.Millisecond).String() }
 
-
 // demoIdentity is whom the demo acts for as root: demoLogin with UID and
 // GID demoID, or the first ID above it that no account or group here has.
 // On a server where demoID is a real user, the demo would otherwise make
