@@ -323,7 +323,7 @@ func (d *Daemon) stageLoad(ctx context.Context, img v1.Image, tag string, omit f
 	if err != nil {
 		s.discard()
 		if ctx.Err() != nil {
-			err = fmt.Errorf("%w; interrupted: what the daemon had made of %s was removed, and %s is as it was", err, tag, tag)
+			err = fmt.Errorf("interrupted: the load of %s was stopped (%w); what the daemon had made of it was removed, and %s is as it was", tag, err, tag)
 		}
 		return nil, st, err
 	}
