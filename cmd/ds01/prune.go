@@ -10,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v3"
 
+	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/identity"
 	"github.com/ds01/ds01/registry"
 )
@@ -28,7 +29,12 @@ func imagePrune() *cli.Command {
 }
 
 func runImagePrune(ctx context.Context, cmd *cli.Command) error {
-	id, d, err := imageSetup(ctx, cmd)
+	// Root pruning for everyone is root itself, which imageSetup refuses.
+	id, err := caller(cmd)
+	if err != nil {
+		return err
+	}
+	d, err := deploy.Connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -76,7 +82,7 @@ func runImagePrune(ctx context.Context, cmd *cli.Command) error {
 // call every one; anyone else's those whose layer their own cache holds
 // (packages/req-KEY….json), the ones they built or reused.
 func packageScope(cmd *cli.Command, id identity.Identity) (func(key string) bool, error) {
-	if id.Privileged && !cmd.IsSet("user") && !cmd.IsSet("uid") {
+	if id.Privileged && id.UID == 0 { // root's own call, not sudo nor --user
 		return func(string) bool { return true }, nil
 	}
 	dir, err := registry.CacheDir()

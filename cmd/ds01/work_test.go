@@ -7,16 +7,20 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/moby/client"
 
 	"github.com/ds01/ds01/deploy"
@@ -316,5 +320,217 @@ func TestConcurrentCreate(t *testing.T) {
 	}
 	if left := projectImages(t, d, project); len(left) != 1 {
 		t.Errorf("images of the project: %v; want only %s", left, ins.ID)
+	}
+}
+
+// mlcLabels parses `docker ps --format {{.Labels}}` as AIME's mlc.py
+// does: split on ',', then each on the first '='; a piece without '='
+// is the ValueError that breaks `mlc list` for every container.
+func mlcLabels(s string) (map[string]string, error) {
+	m := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return nil, fmt.Errorf("ValueError: not enough values to unpack (expected 2, got 1): %q", kv)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+// No label value ds01 writes holds a comma (AIME's mlc list splits the
+// labels on ','), and container list still shows the GPUs and workspace
+// as the user gave them (finding 18); a login shell has ~/.local/bin on
+// PATH once.
+func TestLabelsWithoutCommas(t *testing.T) {
+	d := testbed.Docker(t)
+	ctx := context.Background()
+	base := loadBase(t, d, testbed.Base(t, testbed.Bookworm), "mlc")
+	c := newCLI(t)
+	name := testbed.Prefix(t)
+	tag := "ds01-1722830498/" + name + ":latest"
+	cname := name + "._.1722830498"
+	testbed.RemoveImage(t, d, tag)
+	removeContainer(t, d, cname)
+	ws := filepath.Join(t.TempDir(), "a,b")
+	if out, code := c.run(append(asBaker, "image", "create", name, "--base", base)...); code != 0 {
+		t.Fatalf("image create: exit %d:\n%s", code, out)
+	}
+	if out, code := c.run(append(asBaker, "container", "deploy", name, "--gpus", "device=0,1", "--workspace", ws)...); code != 0 {
+		t.Fatalf("deploy: exit %d:\n%s", code, out)
+	}
+	ci, err := d.ContainerInspect(ctx, cname, client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range ci.Container.Config.Labels {
+		if strings.Contains(v, ",") && (strings.HasPrefix(k, "ds01.") || strings.HasPrefix(k, "aime.mlc")) {
+			t.Errorf("label %s=%q has a comma", k, v)
+		}
+	}
+	if g := ci.Container.Config.Labels["aime.mlc.GPUS"]; g != "device=0%2C1" {
+		t.Errorf("aime.mlc.GPUS = %q; want device=0%%2C1", g)
+	}
+	// As mlc list reads them, through the docker CLI.
+	ps, err := exec.Command("docker", "ps", "-a", "--filter", "name=^"+cname+"$", "--format", "{{.Labels}}").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels, err := mlcLabels(strings.TrimSpace(string(ps)))
+	if err != nil {
+		t.Fatalf("mlc would fail on %s: %v\n%s", cname, err, ps)
+	}
+	if labels["aime.mlc.NAME"] != name || labels["aime.mlc.USER"] != "h.baker@hertie-school.lan" {
+		t.Errorf("mlc reads %v", labels)
+	}
+	out, code := c.run(append(asBaker, "container", "list", "--json")...)
+	var list []deploy.ContainerInfo
+	if err := json.Unmarshal([]byte(out), &list); code != 0 || err != nil {
+		t.Fatalf("container list: exit %d %v:\n%s", code, err, out)
+	}
+	if i := slices.IndexFunc(list, func(c deploy.ContainerInfo) bool { return c.Name == cname }); i < 0 || list[i].GPUs != "device=0,1" || list[i].Workspace != ws {
+		t.Errorf("container list: %+v; want GPUs device=0,1 and workspace %s", list, ws)
+	}
+	if out, _ := c.run(append(asBaker, "container", "list")...); !strings.Contains(out, "device=0,1") {
+		t.Errorf("container list does not show device=0,1:\n%s", out)
+	}
+
+	// A login shell, as container open gives, and an interactive one.
+	r, err := d.Run(ctx, tag, "", "bash", "-lc", `echo "$PATH"; bash -ic 'echo "$PATH"' 2>/dev/null`)
+	if err != nil || r.ExitCode != 0 {
+		t.Fatalf("%v %+v", err, r)
+	}
+	for _, p := range strings.Split(strings.TrimSpace(r.Stdout), "\n") {
+		if n := strings.Count(":"+p+":", ":/home/h-baker/.local/bin:"); n != 1 {
+			t.Errorf("PATH %s has ~/.local/bin %d times; want once", p, n)
+		}
+	}
+}
+
+func TestDemoIdentity(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		taken []uint32
+		want  uint32
+	}{
+		{"free", nil, demoID},
+		{"a real user has it", []uint32{demoID}, demoID + 1},
+		{"and the next group", []uint32{demoID, demoID + 1}, demoID + 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b strings.Builder
+			id, err := demoIdentity(&b, func(u uint32) bool { return slices.Contains(tc.taken, u) })
+			if err != nil || id.UID != tc.want || id.GID != tc.want || id.Login != demoLogin {
+				t.Fatalf("%+v %v; want UID/GID %d", id, err, tc.want)
+			}
+		})
+	}
+	if _, err := demoIdentity(io.Discard, func(uint32) bool { return true }); err == nil || !strings.Contains(err.Error(), "--user LOGIN") {
+		t.Errorf("every ID taken: %v", err)
+	}
+}
+
+// On a server where the demo's fixed UID is a real user, the demo as root
+// acts for a UID no account has and leaves that user's image alone
+// (finding 17). DS01_DEMO_UID puts the fixed UID on a user the test made.
+func TestDemoAvoidsRealUser(t *testing.T) {
+	d := testbed.Docker(t)
+	ctx := context.Background()
+	u := testbed.NewUser(t, testbed.HomesDir(t, testbed.HardenedHomes))
+	project := testbed.Prefix(t)
+	theirs := fmt.Sprintf("ds01-%d/%s:latest", u.UID, project)
+	base := loadBase(t, d, testbed.Base(t, testbed.Bullseye), "theirs")
+	if _, err := d.ImageTag(ctx, client.ImageTagOptions{Source: base, Target: theirs}); err != nil {
+		t.Fatal(err)
+	}
+	testbed.RemoveImage(t, d, theirs)
+	before, _ := d.ImageInspect(ctx, theirs)
+	baseTag := "ds01-base/debian-bookworm:" + registry.DebianCreated.Format("20060102")
+	if _, err := d.ImageInspect(ctx, baseTag); err != nil {
+		testbed.RemoveImage(t, d, baseTag) // the demo loads it; the test removes it
+	}
+	// The demo's Debian base, from the test bed's cache.
+	testbed.Base(t, testbed.Bookworm)
+	cache := t.TempDir()
+	if err := os.Symlink(filepath.Dir(mustTar(t, testbed.Bookworm)), filepath.Join(cache, "debian")); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary(t), "demo", "--project", project)
+	cmd.Env = append(os.Environ(), "DS01_CACHE="+cache, fmt.Sprintf("DS01_DEMO_UID=%d", u.UID))
+	outb, err := cmd.CombinedOutput()
+	out := string(outb)
+	m := regexp.MustCompile(`acting for h\.baker@hertie-school\.lan \(UID/GID (\d+); (\d+) belongs to an account or group of this host\)`).FindStringSubmatch(out)
+	if err != nil || m == nil || m[2] != strconv.Itoa(int(u.UID)) {
+		t.Fatalf("demo: %v, want it to step past UID %d:\n%s", err, u.UID, out)
+	}
+	used, _ := strconv.Atoi(m[1])
+	testbed.RemoveImage(t, d, fmt.Sprintf("ds01-%d/%s:latest", used, project))
+	if idTaken(uint32(used)) {
+		t.Errorf("the demo acted for UID %d, which an account or group of this host has", used)
+	}
+	if after, err := d.ImageInspect(ctx, theirs); err != nil || after.ID != before.ID {
+		t.Errorf("the user's image %s was touched: %v", theirs, err)
+	}
+	if !strings.Contains(out, fmt.Sprintf("uid=%d(h-baker)", used)) {
+		t.Errorf("inside the image the demo user is not UID %d:\n%s", used, out)
+	}
+}
+
+// image prune removes the package images no image is built on; acting
+// for a user it touches only those in that user's cache; root sees all.
+func TestImagePrune(t *testing.T) {
+	d := testbed.Docker(t)
+	ctx := context.Background()
+	bullseye, err := layers.FromFile(mustTar(t, testbed.Bullseye))
+	if err != nil {
+		t.Fatal(err)
+	}
+	small := func(name string) v1.Layer {
+		var b bytes.Buffer
+		if err := layers.Write(&b, []layers.Entry{{Path: name, Type: '0', Mode: 0o644, Data: []byte(name)}}); err != nil {
+			t.Fatal(err)
+		}
+		return layers.FromBytes(b.Bytes())
+	}
+	prefix := testbed.Prefix(t)
+	load := func(tag string, ls ...v1.Layer) {
+		img, err := registry.ImageFromLayers(tag, append([]v1.Layer{bullseye}, ls...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testbed.RemoveImage(t, d, tag)
+		if _, err := d.Load(ctx, img, tag, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	used, mine, theirs := prefix+"a", prefix+"b", prefix+"c"
+	pkg := func(k string) string { return "ds01-packages/" + k + ":latest" }
+	load(pkg(used), small("a"))
+	load(prefix+"/user:latest", small("a"), small("user"))
+	load(pkg(mine), small("b"))
+	load(pkg(theirs), small("c"))
+	exists := func(tag string) bool { _, err := d.ImageInspect(ctx, tag); return err == nil }
+
+	c := newCLI(t)
+	if err := os.MkdirAll(filepath.Join(c.cache, "packages"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(c.cache, "packages", "req-"+mine+"0123456789.json"), []byte("{}"), 0o644)
+	os.WriteFile(filepath.Join(c.cache, "packages", "req-"+used+"0123456789.json"), []byte("{}"), 0o644)
+	out, code := c.run("--user", "alice", "--uid", "20000001", "--gid", "20000001", "image", "prune")
+	if code != 0 || !strings.Contains(out, "removed "+pkg(mine)) || !strings.Contains(out, "kept "+pkg(used)+": used by "+prefix+"/user:latest") || strings.Contains(out, theirs) {
+		t.Errorf("prune for a user: exit %d:\n%s", code, out)
+	}
+	if exists(pkg(mine)) || !exists(pkg(used)) || !exists(pkg(theirs)) {
+		t.Errorf("after a user's prune: %s %v (want gone), %s %v, %s %v (want kept)", mine, exists(pkg(mine)), used, exists(pkg(used)), theirs, exists(pkg(theirs)))
+	}
+	// Root sees every package image; the test removes only its own.
+	out, code = c.run("image", "prune", "--dry-run")
+	if code != 0 || !strings.Contains(out, "would remove "+pkg(theirs)) || !strings.Contains(out, "kept "+pkg(used)) || !exists(pkg(theirs)) {
+		t.Errorf("root's dry run: exit %d:\n%s", code, out)
+	}
+	out, code = c.run("image", "prune", used, theirs)
+	if code != 0 || exists(pkg(theirs)) || !exists(pkg(used)) || !strings.Contains(out, "removed 1 package images") {
+		t.Errorf("root's prune: exit %d:\n%s", code, out)
 	}
 }
