@@ -385,7 +385,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		}
 	}
 	if res.Replaced != "" && res.Replaced != res.ImageID {
-		d.RemoveIfOrphan(ctx, res.Replaced)
+		d.RemoveIfOrphan(context.WithoutCancel(ctx), res.Replaced) // done even after Ctrl-C
 	}
 	return res, nil
 }
