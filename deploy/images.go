@@ -38,8 +38,8 @@ func (d *Daemon) ListImages(ctx context.Context, uid, gid uint32) ([]ImageInfo, 
 	var out []ImageInfo
 	for _, im := range res.Items {
 		for _, tag := range im.RepoTags {
-			if !strings.HasPrefix(tag, prefix) {
-				continue
+			if !strings.HasPrefix(tag, prefix) || strings.Contains(tag, loadingTag) {
+				continue // not the user's, or a load under way
 			}
 			l := im.Labels
 			info := ImageInfo{

@@ -276,6 +276,9 @@ type checkFailed struct{ error }
 
 func (e checkFailed) Unwrap() error { return e.error }
 
+// loadingTag starts the tag of an image being loaded.
+const loadingTag = ":ds01-loading-"
+
 // tempTag is a tag beside tag that nothing else uses.
 func tempTag(tag string) string {
 	repo := tag
@@ -284,7 +287,7 @@ func tempTag(tag string) string {
 	}
 	b := make([]byte, 6)
 	rand.Read(b)
-	return repo + ":ds01-loading-" + hex.EncodeToString(b)
+	return repo + loadingTag + hex.EncodeToString(b)
 }
 
 // expectedID is the ID the daemon gives img: the config digest, or on the
