@@ -268,15 +268,21 @@ func LayersRecord(img v1.Image) (rec string, ok bool, err error) {
 		}
 		descs = append(descs, v1.Descriptor{MediaType: l.MediaType, Digest: l.Digest, Size: l.Size})
 	}
-	b, err := json.Marshal(descs)
-	return string(b), err == nil, err
+	return formatDescriptors(descs), true, nil
 }
 
 // ParseLayersRecord reads a LabelLayers value, checking that it names
 // exactly the n layers of the image it labels.
 func ParseLayersRecord(rec string, n int) ([]v1.Descriptor, error) {
 	var descs []v1.Descriptor
-	if err := json.Unmarshal([]byte(rec), &descs); err != nil {
+	var err error
+	if strings.HasPrefix(rec, "[") {
+		// The JSON form of images made before labels lost their commas.
+		err = json.Unmarshal([]byte(rec), &descs)
+	} else {
+		descs, err = parseDescriptors(rec)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("reading label %s: %w", LabelLayers, err)
 	}
 	if len(descs) != n {

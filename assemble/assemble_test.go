@@ -164,6 +164,7 @@ func TestImageRefusesRoot(t *testing.T) {
 func FuzzParseLayersRecord(f *testing.F) {
 	f.Add(`[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":3}]`, 1)
 	f.Add(`[]`, 0)
+	f.Add("application/vnd.oci.image.layer.v1.tar;sha256:"+strings.Repeat("0", 64)+";3", 1)
 	f.Add(`[{"digest":"sha256:zz","size":-1}]`, 1)
 	f.Fuzz(func(t *testing.T, rec string, n int) {
 		descs, err := ParseLayersRecord(rec, n)

@@ -83,10 +83,10 @@ type DeployRequest struct {
 	AcceptSetuidRisk bool
 	// Pin hands Docker pins of the bind sources instead of their paths
 	// (see binds.Pin): for a user who could swap a path before a start.
-	Pin bool
-	Start            bool
-	Force            bool
-	DryRun           bool
+	Pin    bool
+	Start  bool
+	Force  bool
+	DryRun bool
 	// Assemble is the build request used when the image needs the user
 	// layer (its Project, BaseRef and Account are filled in here).
 	Assemble CreateRequest
@@ -177,6 +177,11 @@ func (d *Daemon) Deploy(ctx context.Context, req DeployRequest) (*DeployResult, 
 	default:
 		res.Flow = FlowAssembled
 	}
+	if res.Flow == FlowAssembled && !req.Force {
+		if err := d.keepProjectImage(ctx, fmt.Sprintf("ds01-%d/%s:latest", a.UID, req.Name), image, ins.ID, req.Name); err != nil {
+			return nil, err
+		}
+	}
 	if res.Flow != FlowLabelled {
 		b := req.Assemble
 		b.Project, b.BaseRef, b.Account, b.Replace, b.DryRun = req.Name, image, a, true, req.DryRun
@@ -252,6 +257,7 @@ func (req DeployRequest) createOptions(name, image string, srcs Sources) (client
 	if fw := req.Assemble.Catalog["framework"]; fw != "" {
 		labels["aime.mlc.FRAMEWORK"] = fw
 	}
+	assemble.EscapeLabels(labels) // no commas: AIME's mlc splits on them
 	mounts := srcs.mounts()
 	memlock := int64(-1)
 	if req.Memlock > 0 {
@@ -367,8 +373,8 @@ func (d *Daemon) ListContainers(ctx context.Context, uid *uint32) ([]ContainerIn
 	for _, c := range cs.Items {
 		out = append(out, ContainerInfo{
 			Name: strings.TrimPrefix(strings.Join(c.Names, ","), "/"), Short: c.Labels[LabelName],
-			Image: c.Image, Status: c.Status, GPUs: c.Labels[LabelGPUs], Created: time.Unix(c.Created, 0).UTC(),
-			Workspace: c.Labels["aime.mlc.WORK_MOUNT"], User: c.Labels[LabelUser],
+			Image: c.Image, Status: c.Status, GPUs: assemble.UnescapeLabel(c.Labels[LabelGPUs]), Created: time.Unix(c.Created, 0).UTC(),
+			Workspace: assemble.UnescapeLabel(c.Labels["aime.mlc.WORK_MOUNT"]), User: c.Labels[LabelUser],
 		})
 	}
 	slices.SortFunc(out, func(a, b ContainerInfo) int { return strings.Compare(a.Name, b.Name) })

@@ -271,10 +271,12 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		labels[LabelCreated] = strconv.FormatInt(req.Created.Unix(), 10)
 	}
 	if pr := res.Packages; pr != nil {
-		labels[LabelPackagesApt] = strings.Join(pr.Apt, ",")
-		labels[LabelPackagesPip] = strings.Join(pr.Pip, ",")
+		// Spaces, not commas: see assemble.EscapeLabel.
+		labels[LabelPackagesApt] = strings.Join(pr.Apt, " ")
+		labels[LabelPackagesPip] = strings.Join(pr.Pip, " ")
 		labels[LabelPackagesLayer] = pr.DiffID.String()
 	}
+	assemble.EscapeLabels(labels)
 	opts := assemble.Options{Account: req.Account, Created: req.Created, Labels: labels, Env: req.Env}
 	if slices.Contains(req.Presets, "jupyter") {
 		opts.HomeFiles = assemble.JupyterFiles(project)
@@ -334,26 +336,21 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	if how.Full {
 		progress = ro.progressFor(built.Image)
 	}
-	st, err := d.LoadWithProgress(ctx, built.Image, tag, omit, progress)
+	// Loaded under a temporary tag and checked before it takes the
+	// project's name: a failed, interrupted or racing load leaves the
+	// name as it was and nothing else behind.
+	sg, st, err := d.stageLoad(ctx, built.Image, tag, omit, progress)
 	res.Sent = st.Sent
-	if err != nil {
-		return nil, err
-	}
-	step("load", t)
-	t = time.Now()
-	defer step("verify and record", t)
-	id, err := d.verifyLoaded(ctx, tag, built.Image)
-	if err != nil && omit != nil && how.Held {
+	var cf checkFailed
+	if err != nil && omit != nil && how.Held && errors.As(err, &cf) {
 		// A delta the engine took wrongly: it would load and run, but
 		// docker save of it would be incomplete. Take the full path.
 		if _, bytesless := base.Image.(*daemonImage); bytesless {
 			// Descriptors from a record or the content store, no bytes.
-			d.removeImage(tag, res.Replaced)
 			return nil, fmt.Errorf("the delta load of %s did not give the image expected (%v), and ds01 cannot send base %s whole: its layers are known from %s, their bytes only to the engine; the image was removed. Put the base in ds01's cache (`ds01 base pull %s`) and run again",
 				tag, err, req.BaseRef, how.Descriptors, req.BaseRef)
 		}
 		res.Warnings = append(res.Warnings, fmt.Sprintf("the delta load did not give the image expected (%v): it was removed and the whole image sent instead", err))
-		d.removeImage(tag, "")
 		res.LoadPath = "full: containerd image store, after a delta load failed its check"
 		// Assembled again on the base as ds01 has it, whose descriptors
 		// are those of the bytes it sends.
@@ -363,28 +360,31 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		if progress == nil {
 			progress = ro.progressFor(built.Image)
 		}
-		st, err = d.LoadWithProgress(ctx, built.Image, tag, nil, progress)
+		sg, st, err = d.stageLoad(ctx, built.Image, tag, nil, progress)
 		res.Sent += st.Sent
-		if err != nil {
-			return nil, err
-		}
-		id, err = d.verifyLoaded(ctx, tag, built.Image)
 	}
-	if err != nil {
-		d.removeImage(tag, res.Replaced)
-		return nil, fmt.Errorf("%w; the image was removed", err)
+	if errors.As(err, &cf) {
+		return nil, fmt.Errorf("%w; the image was removed and %s is as it was", err, tag)
+	} else if err != nil {
+		return nil, err
 	}
-	res.ImageID = id
+	step("load", t)
+	t = time.Now()
+	defer step("verify and record", t)
+	if err := sg.commit(tag); err != nil {
+		return nil, err
+	}
+	res.ImageID = sg.ID
 	if req.Records != nil {
 		if err := req.Records.Write(RecordFromResult(req, res, time.Now())); err != nil {
 			// The record is what image update rebuilds from: without it
 			// the image is half made. Take it back.
-			d.removeImage(tag, res.Replaced)
+			sg.undo(tag, res.Replaced)
 			return nil, fmt.Errorf("%w; the image was removed again", err)
 		}
 	}
 	if res.Replaced != "" && res.Replaced != res.ImageID {
-		d.RemoveIfOrphan(ctx, res.Replaced)
+		d.RemoveIfOrphan(context.WithoutCancel(ctx), res.Replaced) // done even after Ctrl-C
 	}
 	return res, nil
 }
@@ -472,17 +472,6 @@ func (d *Daemon) contentWhole(ctx context.Context, tag, id string) error {
 	return fmt.Errorf("loaded %s: the engine does not list it as whole (a blob its manifest names is missing from the content store)", tag)
 }
 
-// removeImage undoes a load that failed its check: the tag goes, and the
-// image it replaced, if any, gets it back.
-func (d *Daemon) removeImage(tag, previous string) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	d.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true})
-	if previous != "" {
-		d.ImageTag(ctx, client.ImageTagOptions{Source: previous, Target: tag})
-	}
-}
-
 // RemoveIfOrphan removes an image a rebuild replaced, when no tag and no
 // container refer to it any more: the old flow's orphaned images are what
 // ds01 exists to end.
@@ -501,4 +490,52 @@ func (d *Daemon) RemoveIfOrphan(ctx context.Context, id string) {
 		}
 	}
 	d.ImageRemove(ctx, id, client.ImageRemoveOptions{})
+}
+
+// ErrWouldReplace is a command that would put an image over the user's
+// project image without --force.
+var ErrWouldReplace = errors.New("would replace your image")
+
+// keepProjectImage refuses to put an image assembled from another one
+// (container deploy NAME --image REF) over the project's image at tag,
+// naming what would be lost: the work container retire --save put into
+// it, and the containers made from it. The image the assembly starts from
+// being the project's own is no loss.
+func (d *Daemon) keepProjectImage(ctx context.Context, tag, from, fromID, name string) error {
+	old, err := d.ImageInspect(ctx, tag)
+	if cerrdefs.IsNotFound(err) || err == nil && old.ID == fromID {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("inspecting %s: %w", tag, err)
+	}
+	what := fmt.Sprintf("your image %s (%s, made %s", tag, old.ID, old.Created)
+	if b := old.Config.Labels[LabelBase]; b != "" {
+		what += " on " + assemble.UnescapeLabel(b)
+	}
+	what += ")"
+	if saved := d.savedLayers(ctx, tag); len(saved) > 0 {
+		what += fmt.Sprintf(", which holds work saved by container retire --save (%s)", strings.Join(saved, "; "))
+	}
+	if users, _ := d.ContainersOf(ctx, tag); len(users) > 0 {
+		what += ", used by container(s) " + strings.Join(users, ", ")
+	}
+	return fmt.Errorf("%w: deploying %s from %s would replace %s. Nothing was changed. Deploy from your image with `ds01 container deploy %s` (no --image), give the container of %s another name, or replace your image and lose what it holds with --force",
+		ErrWouldReplace, name, from, what, name, from)
+}
+
+// savedLayers describes the layers of the image at tag that container
+// retire --save added, newest first, from the image's history.
+func (d *Daemon) savedLayers(ctx context.Context, tag string) []string {
+	hist, err := d.ImageHistory(ctx, tag)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, h := range hist.Items {
+		if s, ok := strings.CutPrefix(h.CreatedBy, savedBy); ok {
+			out = append(out, "from "+s)
+		}
+	}
+	return out
 }

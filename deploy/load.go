@@ -3,6 +3,8 @@ package deploy
 import (
 	"archive/tar"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -165,9 +167,18 @@ type countingWriter struct {
 	w        io.Writer
 	n        atomic.Int64
 	progress func(int64)
+	stop     <-chan struct{} // closed: write no more
 }
 
+// errStopped ends an archive whose load was cancelled.
+var errStopped = errors.New("load cancelled")
+
 func (c *countingWriter) Write(p []byte) (int, error) {
+	select {
+	case <-c.stop:
+		return 0, errStopped
+	default:
+	}
 	n, err := c.w.Write(p)
 	c.n.Add(int64(n))
 	if c.progress != nil {
@@ -181,16 +192,31 @@ func (d *Daemon) Load(ctx context.Context, img v1.Image, tag string, omit func(v
 	return d.LoadWithProgress(ctx, img, tag, omit, nil)
 }
 
-// LoadWithProgress is Load telling progress of every chunk sent.
+// loadGrace is how long a cancelled load waits for the daemon's verdict.
+const loadGrace = time.Minute
+
+// LoadWithProgress is Load telling progress of every chunk sent. When ctx
+// is cancelled (Ctrl-C) it stops sending and ends the archive short, then
+// waits, up to loadGrace, for the daemon to say it is done: a daemon that
+// had the whole archive goes on loading after the client hangs up, and an
+// image would appear after ds01 exited, where no clean-up can see it.
 func (d *Daemon) LoadWithProgress(ctx context.Context, img v1.Image, tag string, omit func(v1.Hash) bool, progress func(n int64)) (LoadStats, error) {
 	pr, pw := io.Pipe()
-	cw := &countingWriter{w: pw, progress: progress}
+	cw := &countingWriter{w: pw, progress: progress, stop: ctx.Done()}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		pw.CloseWithError(WriteArchive(cw, img, tag, omit))
+		err := WriteArchive(cw, img, tag, omit)
+		if errors.Is(err, errStopped) {
+			err = nil // a clean end of a short archive, which the daemon refuses
+		}
+		pw.CloseWithError(err)
 	}()
-	res, err := d.ImageLoad(ctx, pr, client.ImageLoadWithQuiet(true))
+	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stopWait := context.AfterFunc(ctx, func() { time.AfterFunc(loadGrace, cancel) })
+	defer stopWait()
+	res, err := d.ImageLoad(lctx, pr, client.ImageLoadWithQuiet(true))
 	if err != nil {
 		pr.CloseWithError(err)
 		<-done
@@ -200,6 +226,9 @@ func (d *Daemon) LoadWithProgress(ctx context.Context, img v1.Image, tag string,
 	err = readMessages(res)
 	pr.CloseWithError(io.ErrClosedPipe) // the writer stops if the daemon stopped reading
 	<-done
+	if err == nil {
+		err = ctx.Err()
+	}
 	if err != nil {
 		return LoadStats{Sent: cw.n.Load()}, fmt.Errorf("docker load of %s: %w", tag, err)
 	}
@@ -228,5 +257,125 @@ func readMessages(r io.Reader) error {
 		if msg.Error != "" {
 			return errors.New(msg.Error)
 		}
+	}
+}
+
+// staged is an image loaded under a temporary tag of its own and checked,
+// not yet under its name: a load that fails, is interrupted or loses a
+// race never touches the name, and what it made is found by that tag.
+type staged struct {
+	d       *Daemon
+	tmp     string
+	want    string // the ID the image must have
+	existed bool   // the daemon held that ID before: never removed
+	ID      string // as the daemon reports it, once checked
+}
+
+// checkFailed is a load the daemon took that is not the image assembled.
+type checkFailed struct{ error }
+
+func (e checkFailed) Unwrap() error { return e.error }
+
+// loadingTag starts the tag of an image being loaded.
+const loadingTag = ":ds01-loading-"
+
+// tempTag is a tag beside tag that nothing else uses.
+func tempTag(tag string) string {
+	repo := tag
+	if i := strings.LastIndex(tag, ":"); i > strings.LastIndex(tag, "/") {
+		repo = tag[:i]
+	}
+	b := make([]byte, 6)
+	rand.Read(b)
+	return repo + loadingTag + hex.EncodeToString(b)
+}
+
+// expectedID is the ID the daemon gives img: the config digest, or on the
+// containerd store the manifest digest.
+func (d *Daemon) expectedID(img v1.Image) (string, error) {
+	if d.Store == Containerd {
+		h, err := img.Digest()
+		return h.String(), err
+	}
+	h, err := img.ConfigName()
+	return h.String(), err
+}
+
+// stageLoad loads img under a temporary tag beside tag and checks it. On
+// any failure, and when ctx is cancelled, it removes what the daemon made
+// (the image by its ID, unless the daemon held it before) and returns the
+// error; a failed check is a checkFailed.
+func (d *Daemon) stageLoad(ctx context.Context, img v1.Image, tag string, omit func(v1.Hash) bool, progress func(int64)) (*staged, LoadStats, error) {
+	want, err := d.expectedID(img)
+	if err != nil {
+		return nil, LoadStats{}, err
+	}
+	s := &staged{d: d, tmp: tempTag(tag), want: want}
+	if _, err := d.ImageInspect(ctx, want); err == nil {
+		s.existed = true
+	}
+	st, err := d.LoadWithProgress(ctx, img, s.tmp, omit, progress)
+	if err == nil {
+		if s.ID, err = d.verifyLoaded(ctx, s.tmp, img); err != nil && ctx.Err() == nil {
+			err = checkFailed{err}
+		}
+	}
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		s.discard()
+		if ctx.Err() != nil {
+			err = fmt.Errorf("interrupted: the load of %s was stopped (%w); what the daemon had made of it was removed, and %s is as it was", tag, err, tag)
+		}
+		return nil, st, err
+	}
+	return s, st, nil
+}
+
+// cleanupContext outlives the command's: clean-up after Ctrl-C must run.
+func cleanupContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), time.Minute)
+}
+
+// discard removes what a failed load made: the image the load was to
+// make, by its ID, unless the daemon held it before, and the temporary
+// tag, which takes with it any other image the daemon made of the archive
+// (nothing else refers to it).
+func (s *staged) discard() {
+	ctx, cancel := cleanupContext()
+	defer cancel()
+	if !s.existed {
+		s.d.ImageRemove(ctx, s.want, client.ImageRemoveOptions{Force: true})
+	}
+	s.d.ImageRemove(ctx, s.tmp, client.ImageRemoveOptions{})
+}
+
+// commit puts the checked image under tag, in place of whatever was there,
+// and drops the temporary tag. It runs to the end even after Ctrl-C:
+// finishing is shorter than undoing.
+func (s *staged) commit(tag string) error {
+	ctx, cancel := cleanupContext()
+	defer cancel()
+	if _, err := s.d.ImageTag(ctx, client.ImageTagOptions{Source: s.tmp, Target: tag}); err != nil {
+		s.discard()
+		return fmt.Errorf("tagging the loaded image %s: %w; it was removed", tag, err)
+	}
+	s.d.ImageRemove(ctx, s.tmp, client.ImageRemoveOptions{})
+	return nil
+}
+
+// undo takes back a commit: tag goes back to previous (or away), and the
+// image goes when the daemon did not hold it before.
+func (s *staged) undo(tag, previous string) {
+	ctx, cancel := cleanupContext()
+	defer cancel()
+	if previous != "" {
+		s.d.ImageTag(ctx, client.ImageTagOptions{Source: previous, Target: tag})
+	} else if s.existed {
+		s.d.ImageRemove(ctx, tag, client.ImageRemoveOptions{})
+	}
+	if !s.existed {
+		s.d.ImageRemove(ctx, s.ID, client.ImageRemoveOptions{Force: previous == ""})
 	}
 }

@@ -317,12 +317,12 @@ func (d *Daemon) loadPackages(ctx context.Context, base *Base, res *PackageResul
 	for _, h := range base.layerIDs() {
 		omit[h] = true
 	}
-	if _, err := d.Load(ctx, img, res.Image, func(h v1.Hash) bool { return omit[h] }); err != nil {
-		return fmt.Errorf("loading the package layer: %w", err)
+	sg, _, err := d.stageLoad(ctx, img, res.Image, func(h v1.Hash) bool { return omit[h] }, nil)
+	if err != nil {
+		return fmt.Errorf("loading the package layer onto the base: %w", err)
 	}
-	if _, err := d.verifyLoaded(ctx, res.Image, img); err != nil {
-		d.removeImage(res.Image, "")
-		return fmt.Errorf("loading the package layer onto the base: %w; the image was removed", err)
+	if err := sg.commit(res.Image); err != nil {
+		return err
 	}
 	return nil
 }

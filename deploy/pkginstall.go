@@ -289,6 +289,9 @@ func (d *Daemon) writeLayer(ctx context.Context, id string, created time.Time, r
 	if _, err := d.CaptureChanges(ctx, id, notInPackageLayer, spool); err != nil {
 		return fmt.Errorf("capturing the installed files: %w", err)
 	}
+	for _, p := range spool.Skipped() {
+		note("warning: %s", layers.SkippedWarning(p))
+	}
 	note("captured %d paths, %d bytes of contents: %s", spool.Len(), spool.Size(), time.Since(t0).Round(time.Millisecond))
 	t0 = time.Now()
 	defer func() { note("layer written: %s", time.Since(t0).Round(time.Millisecond)) }()

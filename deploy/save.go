@@ -3,6 +3,7 @@ package deploy
 import (
 	"archive/tar"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -26,6 +27,8 @@ type SaveResult struct {
 	Paths    []string
 	Bytes    int64 // file contents saved
 	Layer    v1.Hash
+	// Warnings name what could not be saved, and why.
+	Warnings []string
 }
 
 // notSaved are paths a saved layer never carries: the files useradd makes
@@ -49,6 +52,9 @@ func underAny(dirs []string) func(string) bool {
 // the container's image with every label kept. home is the user's home,
 // whose .cache is left out. It returns nil when there is nothing to save.
 func (d *Daemon) SaveChanges(ctx context.Context, c container.InspectResponse, tag, home string) (*SaveResult, error) {
+	if err := d.notRolledBack(ctx, c, tag); err != nil {
+		return nil, err
+	}
 	skip := slices.Clone(notSaved)
 	skip = append(skip, home+"/.cache")
 	for _, m := range c.Mounts {
@@ -96,7 +102,7 @@ func (d *Daemon) SaveChanges(ctx context.Context, c container.InspectResponse, t
 	name := strings.TrimPrefix(c.Name, "/")
 	img, err := mutate.Append(base.Image, mutate.Addendum{Layer: layer, History: v1.History{
 		Created:   cfg.Created,
-		CreatedBy: fmt.Sprintf("ds01 container retire --save %s: %d paths, %d bytes", name, spool.Len(), spool.Size()),
+		CreatedBy: fmt.Sprintf(savedBy+"%s: %d paths, %d bytes", name, spool.Len(), spool.Size()),
 		Comment:   "saved from a container's changes, no docker commit",
 	}})
 	if err != nil {
@@ -106,16 +112,40 @@ func (d *Daemon) SaveChanges(ctx context.Context, c container.InspectResponse, t
 	for _, h := range base.layerIDs() {
 		inBase[h] = true
 	}
-	if _, err := d.Load(ctx, img, tag, func(h v1.Hash) bool { return inBase[h] }); err != nil {
-		return nil, err
-	}
-	id, err := d.verifyLoaded(ctx, tag, img)
+	sg, _, err := d.stageLoad(ctx, img, tag, func(h v1.Hash) bool { return inBase[h] }, nil)
 	if err != nil {
-		d.removeImage(tag, c.Image)
 		return nil, err
 	}
+	if err := sg.commit(tag); err != nil {
+		return nil, err
+	}
+	id := sg.ID
 	diffID, _ := layer.DiffID()
-	return &SaveResult{Tag: tag, ImageID: id, Previous: c.Image, Paths: spool.Paths(), Bytes: spool.Size(), Layer: diffID}, nil
+	res := &SaveResult{Tag: tag, ImageID: id, Previous: c.Image, Paths: spool.Paths(), Bytes: spool.Size(), Layer: diffID}
+	for _, p := range spool.Skipped() {
+		res.Warnings = append(res.Warnings, layers.SkippedWarning(p))
+	}
+	return res, nil
+}
+
+// savedBy starts the history line of a layer SaveChanges made.
+const savedBy = "ds01 container retire --save "
+
+// ErrRebuilt is a container older than its project's image.
+var ErrRebuilt = errors.New("the project's image was rebuilt after the container was made")
+
+// notRolledBack refuses to save a container's changes into tag when tag
+// is no longer the image the container was made from: the saved image
+// would be the old one plus the changes, and the project would go back to
+// the old base while its record names the new one.
+func (d *Daemon) notRolledBack(ctx context.Context, c container.InspectResponse, tag string) error {
+	cur, err := d.ImageInspect(ctx, tag)
+	if err != nil || cur.ID == c.Image {
+		return nil // no image there: saving makes it from the container's own
+	}
+	name := strings.TrimPrefix(c.Name, "/")
+	return fmt.Errorf("%w: %s was made from %s, and %s is now %s (made %s): saving into it would put the project back on the image the container came from. Nothing was saved and the container was kept; copy what you need into /workspace (it is on the host) and retire it without --save, or redo the changes in a container of the current image",
+		ErrRebuilt, name, c.Image, tag, cur.ID, cur.Created)
 }
 
 // CaptureChanges copies a container's filesystem changes into the spool:

@@ -13,6 +13,7 @@ import (
 	"github.com/moby/moby/client"
 	"golang.org/x/sys/unix"
 
+	"github.com/ds01/ds01/assemble"
 	"github.com/ds01/ds01/deploy/binds"
 	"github.com/ds01/ds01/identity/asuser"
 )
@@ -108,7 +109,7 @@ func Repin(container string, labels map[string]string, cred asuser.Cred) error {
 		}
 		var dev, ino uint64
 		var mode, path string
-		parts := strings.SplitN(v, ":", 4)
+		parts := strings.SplitN(assemble.UnescapeLabel(v), ":", 4)
 		if len(parts) != 4 {
 			return fmt.Errorf("container %s: label %s%s is not ds01's", container, LabelBind, name)
 		}

@@ -11,6 +11,9 @@ import (
 	"time"
 )
 
+// WhiteoutPrefix starts the name of a whiteout in a layer.
+const WhiteoutPrefix = ".wh."
+
 // Spool gathers the entries of a layer whose contents may be too large to
 // hold in memory (files saved from a container), in whatever order they
 // arrive, and writes them as a deterministic tar: sorted, numeric owners,
@@ -19,6 +22,7 @@ type Spool struct {
 	f       *os.File
 	size    int64
 	entries map[string]spooled
+	skipped []string
 }
 
 type spooled struct {
@@ -60,6 +64,9 @@ func (s *Spool) Add(p string, h *tar.Header, body io.Reader) error {
 	if p == "" {
 		return fmt.Errorf("spool: empty path")
 	}
+	if s.skip(p) {
+		return nil
+	}
 	e := spooled{hdr: tar.Header{
 		Typeflag: h.Typeflag, Mode: h.Mode & 0o7777, Uid: h.Uid, Gid: h.Gid,
 		Linkname: h.Linkname, Devmajor: h.Devmajor, Devminor: h.Devminor,
@@ -82,7 +89,33 @@ func (s *Spool) Add(p string, h *tar.Header, body io.Reader) error {
 // Whiteout records the deletion of p, as a ".wh." entry beside it.
 func (s *Spool) Whiteout(p string) {
 	p = clean(p)
-	s.entries[path.Join(path.Dir(p), ".wh."+path.Base(p))] = spooled{hdr: tar.Header{Typeflag: tar.TypeReg, Mode: 0o644}}
+	if s.skip(p) {
+		return
+	}
+	s.entries[path.Join(path.Dir(p), WhiteoutPrefix+path.Base(p))] = spooled{hdr: tar.Header{Typeflag: tar.TypeReg, Mode: 0o644}}
+}
+
+// skip leaves out a path with a component named .wh.*: in a layer such a
+// name is not a file but a deletion (a whiteout, or with .wh..wh..opq the
+// emptying of a directory), so a container's file of that name would
+// delete the file it names from the image instead of being saved.
+func (s *Spool) skip(p string) bool {
+	for _, c := range strings.Split(p, "/") {
+		if strings.HasPrefix(c, WhiteoutPrefix) {
+			s.skipped = append(s.skipped, p)
+			return true
+		}
+	}
+	return false
+}
+
+// Skipped are the paths left out because a layer would read them as
+// whiteouts, in the order they came.
+func (s *Spool) Skipped() []string { return s.skipped }
+
+// SkippedWarning says why p was left out, for the user.
+func SkippedWarning(p string) string {
+	return fmt.Sprintf("left out /%s: a name starting with %s is a deletion marker (whiteout) in an image layer, so it cannot be saved as a file; rename it if you need it", p, WhiteoutPrefix)
 }
 
 // Size is the bytes of file contents spooled.

@@ -109,7 +109,7 @@ func UserLayer(base *Files, acct passwd.Account, t time.Time) (UserResult, error
 	if f, ok := skel[".bashrc"]; ok && (f.Header.Typeflag == tar.TypeReg || f.Header.Typeflag == tar.TypeLink) {
 		skelBashrc, bashrcMode = f.Data, f.Header.Mode&0o7777
 	}
-	if err := l.file(path.Join(home, ".bashrc"), bashrcMode, uid, gid, Bashrc(skelBashrc, "/"+home)); err != nil {
+	if err := l.file(path.Join(home, ".bashrc"), bashrcMode, uid, gid, Bashrc(skelBashrc, "/"+home, loginAddsLocalBin(skel))); err != nil {
 		return UserResult{}, err
 	}
 	if _, ok := skel[".profile"]; !ok {
@@ -186,8 +186,17 @@ func (l *builder) skel(home string, uid, gid int) (map[string]*File, error) {
 const (
 	bashrcHead = `# >>> ds01 >>> (written by ds01 image create)
 export HOME=%s
-case ":$PATH:" in *":$HOME/.local/bin:"*) ;; *) export PATH="$HOME/.local/bin:$PATH" ;; esac
-# <<< ds01 <<<
+%s# <<< ds01 <<<
+`
+	addLocalBin = `case ":$PATH:" in *":$HOME/.local/bin:"*) ;; *) export PATH="$HOME/.local/bin:$PATH" ;; esac
+`
+	// In a login shell the skeleton's ~/.profile adds ~/.local/bin itself
+	// after this file, whether or not it is there already: leave it to
+	// that, once.
+	addLocalBinUnlessLogin = `if [ -n "$BASH_VERSION" ] && shopt -q login_shell; then
+	p=":$PATH:"; while [[ $p == *":$HOME/.local/bin:"* ]]; do p=${p/":$HOME/.local/bin:"/:}; done; p=${p#:}; PATH=${p%:}; unset p
+else
+	` + addLocalBin + `fi
 `
 	bashrcTail = `# >>> ds01 >>>
 export PS1='[\h] \u@ds01:\w\$ '
@@ -200,16 +209,38 @@ fi
 `
 )
 
-// Bashrc is the skeleton's .bashrc with the DS01 lines around it.
-func Bashrc(skel []byte, home string) []byte {
+// Bashrc is the skeleton's .bashrc with the DS01 lines around it. When
+// loginAdds, a login shell's profile puts ~/.local/bin on PATH after
+// reading .bashrc (Debian's and Ubuntu's do), and .bashrc leaves it to it.
+func Bashrc(skel []byte, home string, loginAdds bool) []byte {
 	var b strings.Builder
-	fmt.Fprintf(&b, bashrcHead, home)
+	add := addLocalBin
+	if loginAdds {
+		add = addLocalBinUnlessLogin
+	}
+	fmt.Fprintf(&b, bashrcHead, home, add)
 	b.Write(skel)
 	if len(skel) > 0 && !strings.HasSuffix(string(skel), "\n") {
 		b.WriteByte('\n')
 	}
 	b.WriteString(bashrcTail)
 	return []byte(b.String())
+}
+
+// loginAddsLocalBin reports whether the login script bash reads from the
+// skeleton (the first of .bash_profile, .bash_login, .profile) reads
+// .bashrc and then puts ~/.local/bin on PATH.
+func loginAddsLocalBin(skel map[string]*File) bool {
+	for _, name := range []string{".bash_profile", ".bash_login", ".profile"} {
+		f, ok := skel[name]
+		if !ok || f.Header.Typeflag != tar.TypeReg {
+			continue
+		}
+		s := string(f.Data)
+		rc, bin := strings.Index(s, ".bashrc"), strings.Index(s, "$HOME/.local/bin:$PATH")
+		return rc >= 0 && bin > rc
+	}
+	return false
 }
 
 // builder collects entries and adds the parent directories each one needs,

@@ -44,6 +44,22 @@ func bullseyeLike(t testing.TB) []Layer {
 	return []Layer{l1, l2}
 }
 
+// debianProfile is Debian's /etc/skel/.profile: it reads .bashrc, then
+// puts ~/.local/bin on PATH whether or not it is there.
+const debianProfile = `# ~/.profile: executed by the command interpreter for login shells.
+if [ -n "$BASH_VERSION" ]; then
+    if [ -f "$HOME/.bashrc" ]; then
+	. "$HOME/.bashrc"
+    fi
+fi
+if [ -d "$HOME/bin" ] ; then
+    PATH="$HOME/bin:$PATH"
+fi
+if [ -d "$HOME/.local/bin" ] ; then
+    PATH="$HOME/.local/bin:$PATH"
+fi
+`
+
 var hbaker = passwd.Account{Name: "h-baker", UID: 1722830498, GID: 1722830498, Groups: []string{"sudo", "video"}}
 
 // listing is a readable form of a layer for golden files: one line an entry
@@ -120,6 +136,7 @@ func TestUserLayerGolden(t *testing.T) {
 	}{
 		{"userlayer_bullseye.golden", bullseyeLike(t)},
 		{"userlayer_scratch.golden", nil},
+		{"userlayer_debian_profile.golden", append(bullseyeLike(t), layer(t, Entry{Path: "etc/skel/.profile", Type: tar.TypeReg, Mode: 0o644, ModTime: time.Unix(1650000000, 0), Data: []byte(debianProfile)}))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, res := buildUserLayer(t, tc.stack, hbaker)

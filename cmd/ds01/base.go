@@ -164,10 +164,16 @@ func runBasePrune(ctx context.Context, cmd *cli.Command) error {
 		verb = "would remove"
 	}
 	out := cmd.Root().Writer
+	tmp := 0
 	for _, b := range res.Blobs {
+		if strings.HasPrefix(b, ".tmp-") {
+			tmp++
+		}
 		fmt.Fprintf(out, "  %s\n", strings.TrimPrefix(b, ".tmp-"))
 	}
-	fmt.Fprintf(out, "%s %d unused blobs, %s\n", verb, len(res.Blobs), humanSize(res.Bytes))
+	fmt.Fprintf(out, "%s %d unused blobs and %d temporary files of interrupted pulls from ds01's cache: %s %s\n",
+		verb, len(res.Blobs)-tmp, tmp, map[bool]string{true: "would free", false: "freed"}[cmd.Bool("dry-run")], humanSize(res.Bytes))
+	fmt.Fprintln(out, "(package images in the Docker daemon, ds01-packages/…, are pruned by ds01 image prune)")
 	return nil
 }
 

@@ -100,6 +100,13 @@ func runContainerDeploy(ctx context.Context, cmd *cli.Command) error {
 	if err := fillBuild(cmd, id, &req.Assemble); err != nil {
 		return err
 	}
+	if !req.DryRun {
+		unlock, err := lockProject(ctx, cmd, id, name)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 	res, err := d.Deploy(ctx, req)
 	if err != nil {
 		if errors.Is(err, deploy.ErrOtherUser) {
@@ -170,6 +177,11 @@ func runContainerRetire(ctx context.Context, cmd *cli.Command) error {
 		if !strings.HasPrefix(tag, fmt.Sprintf("ds01-%d/", id.UID)) {
 			tag = fmt.Sprintf("ds01-%d/%s:latest", id.UID, name)
 		}
+		unlock, err := lockProject(ctx, cmd, id, projectOf(tag))
+		if err != nil {
+			return err
+		}
+		defer unlock()
 		saved, err = d.SaveChanges(ctx, c, tag, "/home/"+id.Name)
 		if err != nil {
 			return fmt.Errorf("saving the changes of %s (the container was left as it is): %w", cname, err)
@@ -178,6 +190,9 @@ func runContainerRetire(ctx context.Context, cmd *cli.Command) error {
 			fmt.Fprintf(out, "%s has no changes worth saving outside /workspace, /tmp and caches\n", cname)
 		} else {
 			fmt.Fprintf(out, "saved %d paths (%s of file contents) of %s into %s  %s\n", len(saved.Paths), humanSize(saved.Bytes), cname, saved.Tag, saved.ImageID)
+			for _, w := range saved.Warnings {
+				fmt.Fprintln(cmd.Root().ErrWriter, "warning:", w)
+			}
 			if cmd.Bool("verbose") {
 				for _, p := range saved.Paths {
 					fmt.Fprintf(out, "  /%s\n", p)

@@ -219,8 +219,8 @@ func TestContainerDeployConfig(t *testing.T) {
 	}
 	for k, want := range map[string]string{
 		"aime.mlc": "h.baker@hertie-school.lan", "aime.mlc.NAME": name, "aime.mlc.USER": "h.baker@hertie-school.lan",
-		"aime.mlc.WORK_MOUNT": ws, "aime.mlc.DATA_MOUNT": data, "aime.mlc.MODELS_MOUNT": models, "aime.mlc.GPUS": "device=0,2",
-		"ds01.user": "h.baker@hertie-school.lan", "ds01.name": name, "ds01.managed": "true", "ds01.gpus": "device=0,2", "ds01.interface": "cli",
+		"aime.mlc.WORK_MOUNT": ws, "aime.mlc.DATA_MOUNT": data, "aime.mlc.MODELS_MOUNT": models, "aime.mlc.GPUS": "device=0%2C2",
+		"ds01.user": "h.baker@hertie-school.lan", "ds01.name": name, "ds01.managed": "true", "ds01.gpus": "device=0%2C2", "ds01.interface": "cli",
 	} {
 		if got := ci.Config.Labels[k]; got != want {
 			t.Errorf("label %s = %q; want %q", k, got, want)

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,7 +32,8 @@ func demoCmd() *cli.Command {
 		Name:  "demo",
 		Usage: "make a Debian base locally, assemble your image on it, and show it working inside a container",
 		Description: "Needs only a Docker daemon and Debian's packages (mmdebstrap): no image registry.\n" +
-			"Run as root without --user, it acts for h.baker@hertie-school.lan, UID/GID 1722830498.",
+			"Run as root without --user, it acts for h.baker@hertie-school.lan, UID/GID 1722830498, or the\n" +
+			"next UID above it that no account or group of this host has (DS01_DEMO_UID moves the start).",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "suite", Value: "bookworm", Usage: "Debian release of the base: bookworm (with Python) or bullseye"},
 			&cli.StringFlag{Name: "project", Value: "demo", Usage: "the image is ds01-{UID}/`PROJECT`:latest"},
@@ -44,12 +48,11 @@ func runDemo(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	if id.UID == 0 && !cmd.IsSet("user") {
-		id, err = identity.Resolve(identity.Process{Login: "root"}, identity.Overrides{Login: demoLogin, UID: ptr(uint32(demoID)), GID: ptr(uint32(demoID))}, lookupHost)
-		if err != nil {
+	forDemo := id.UID == 0 && !cmd.IsSet("user")
+	if forDemo {
+		if id, err = demoIdentity(out, idTaken); err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "running as root: acting for %s (UID/GID %d); --user LOGIN picks another\n", demoLogin, demoID)
 	}
 	if err := id.CheckUser(); err != nil {
 		return usageError{err}
@@ -71,6 +74,11 @@ func runDemo(ctx context.Context, cmd *cli.Command) error {
 	}
 	defer d.Close()
 	fmt.Fprintf(out, "docker: API %s, %s store (%s)\n", d.APIVersion, d.Store, d.Driver)
+	if forDemo {
+		if err := demoOwnsImage(ctx, d, tag); err != nil {
+			return err
+		}
+	}
 
 	cache, err := registry.CacheDir()
 	if err != nil {
@@ -111,6 +119,11 @@ func runDemo(ctx context.Context, cmd *cli.Command) error {
 	if err := fillBuild(cmd, id, &req); err != nil {
 		return err
 	}
+	unlock, err := lockProject(ctx, cmd, id, req.Project)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	t = time.Now()
 	res, err := d.Create(ctx, req)
 	if err != nil {
@@ -150,4 +163,60 @@ func indent(w io.Writer, s string) {
 
 func since(t time.Time) string { return time.Since(t).Round(time.Millisecond).String() }
 
-func ptr[T any](v T) *T { return &v }
+// demoIdentity is whom the demo acts for as root: demoLogin with UID and
+// GID demoID, or the first ID above it that no account or group here has.
+// On a server where demoID is a real user, the demo would otherwise make
+// and replace that user's images.
+func demoIdentity(out io.Writer, taken func(uint32) bool) (identity.Identity, error) {
+	start := uint32(demoID)
+	if v := os.Getenv("DS01_DEMO_UID"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil || n == 0 {
+			return identity.Identity{}, usagef("DS01_DEMO_UID=%q: give a UID above 0", v)
+		}
+		start = uint32(n)
+	}
+	uid := start
+	for taken(uid) {
+		if uid++; uid-start > 1000 || uid == 0 {
+			return identity.Identity{}, fmt.Errorf("the demo acts for a UID no account or group of this host has, and %d to %d are all taken; run it with --user LOGIN", start, uid-1)
+		}
+	}
+	id, err := identity.Resolve(identity.Process{Login: "root"}, identity.Overrides{Login: demoLogin, UID: &uid, GID: &uid}, lookupHost)
+	if err != nil {
+		return id, err
+	}
+	why := ""
+	if uid != start {
+		why = fmt.Sprintf("; %d belongs to an account or group of this host", start)
+	}
+	fmt.Fprintf(out, "running as root: acting for %s (UID/GID %d%s); --user LOGIN picks another\n", demoLogin, uid, why)
+	return id, nil
+}
+
+// idTaken reports whether an account or a group of the host (NSS, so LDAP
+// too) has the ID; a lookup that fails for another reason counts as taken.
+func idTaken(id uint32) bool {
+	s := strconv.FormatUint(uint64(id), 10)
+	_, err := user.LookupId(s)
+	var nu user.UnknownUserIdError
+	if !errors.As(err, &nu) {
+		return true
+	}
+	_, err = user.LookupGroupId(s)
+	var ng user.UnknownGroupIdError
+	return !errors.As(err, &ng)
+}
+
+// demoOwnsImage refuses to replace an image at tag that the demo did not
+// make (its login label names someone else).
+func demoOwnsImage(ctx context.Context, d *deploy.Daemon, tag string) error {
+	ins, err := d.ImageInspect(ctx, tag)
+	if err != nil {
+		return nil
+	}
+	if l := ins.Config.Labels[deploy.LabelLogin]; l != demoLogin {
+		return fmt.Errorf("%s exists and was made for %q, not by the demo: nothing was changed; run the demo with --project NAME or --user LOGIN", tag, l)
+	}
+	return nil
+}

@@ -31,17 +31,27 @@ import (
 // or ~/.ds01-config/images in the home of the user acted for, reached with
 // that user's credentials.
 func openRecords(id identity.Identity) (*deploy.Records, error) {
+	root, rel, err := recordsPlace(id)
+	if err != nil {
+		return nil, err
+	}
+	return deploy.OpenRecords(id.Cred(), root, rel)
+}
+
+// recordsPlace is the directory the records are reached from and where
+// they lie beneath it.
+func recordsPlace(id identity.Identity) (root, rel string, err error) {
 	if d := os.Getenv("DS01_CONFIG"); d != "" {
 		if err := mkdirAs(id.Cred(), d); err != nil {
-			return nil, err
+			return "", "", err
 		}
-		return deploy.OpenRecords(id.Cred(), d, "images")
+		return d, "images", nil
 	}
 	home, err := homeOf(id)
 	if err != nil {
-		return nil, fmt.Errorf("%w; set DS01_CONFIG to a directory for image records", err)
+		return "", "", fmt.Errorf("%w; set DS01_CONFIG to a directory for image records", err)
 	}
-	return deploy.OpenRecords(id.Cred(), home, filepath.Join(".ds01-config", "images"))
+	return home, filepath.Join(".ds01-config", "images"), nil
 }
 
 // mkdirAs makes dir, if missing, with cred's rights.
@@ -147,6 +157,13 @@ func runImageCreate(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	defer d.Close()
+	if !cmd.Bool("dry-run") {
+		unlock, err := lockProject(ctx, cmd, id, project)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 	return create(ctx, cmd, d, id, deploy.CreateRequest{
 		Project: project, BaseRef: baseRef, Catalog: catalog, Created: created,
 		Replace: cmd.Bool("force"), DryRun: cmd.Bool("dry-run"),
@@ -366,6 +383,11 @@ func runImageUpdate(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return usageError{err}
 	}
+	unlock, err := lockProject(ctx, cmd, id, project)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	recs, err := openRecords(id)
 	if err != nil {
 		return err
@@ -482,6 +504,11 @@ func runImageRetire(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return usageError{err}
 	}
+	unlock, err := lockProject(ctx, cmd, id, project)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	users, err := d.ContainersOf(ctx, tag)
 	if err != nil {
 		return fmt.Errorf("%s: no such image of yours (ds01 image list shows them): %w", tag, err)

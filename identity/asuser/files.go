@@ -388,6 +388,7 @@ func (d *Dir) OpenSubdir(rel string) (*DirHandle, error) {
 	})
 	return h, d.pathErr("open", rel, err)
 }
+
 // Lock takes an exclusive lock on the file rel (made as the user if
 // missing, reached without links), waiting for another holder; unlock
 // releases it. Locks serialise ds01's own work on one thing of a user's
