@@ -81,6 +81,9 @@ type DeployRequest struct {
 	// logged way past it.
 	SetuidRule       bool
 	AcceptSetuidRisk bool
+	// OwnImagesOnly refuses another user's image (see CheckOwnImage), for
+	// a caller through sudo.
+	OwnImagesOnly bool
 	// Pin hands Docker pins of the bind sources instead of their paths
 	// (see binds.Pin): for a user who could swap a path before a start.
 	Pin    bool
@@ -146,6 +149,11 @@ func (d *Daemon) Deploy(ctx context.Context, req DeployRequest) (*DeployResult, 
 			return nil, fmt.Errorf("image %s is not in the Docker daemon", image)
 		}
 		return nil, fmt.Errorf("inspecting %s: %w", image, err)
+	}
+	if req.OwnImagesOnly {
+		if err := CheckOwnImage(image, ins.Config.Labels, a.UID); err != nil {
+			return nil, err
+		}
 	}
 	res := &DeployResult{Container: ContainerName(req.Name, a.UID), Image: image}
 	if _, err := d.ContainerInspect(ctx, res.Container, client.ContainerInspectOptions{}); err == nil {

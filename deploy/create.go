@@ -103,6 +103,9 @@ type CreateRequest struct {
 	Records *Records
 	// Log gets one line per step when not nil (--verbose).
 	Log io.Writer
+	// OwnImagesOnly refuses a base that is another user's image (see
+	// CheckOwnImage), for a caller through sudo.
+	OwnImagesOnly bool
 }
 
 // CreateResult says what was made and how.
@@ -134,6 +137,11 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	tag, project, err := ImageName(req.Account.UID, req.Project)
 	if err != nil {
 		return nil, err
+	}
+	if req.OwnImagesOnly {
+		if err := CheckOwnImage(req.BaseRef, nil, req.Account.UID); err != nil {
+			return nil, err
+		}
 	}
 	res := &CreateResult{Tag: tag, Project: project, Timings: map[string]time.Duration{}}
 	logf := func(format string, a ...any) {
@@ -186,6 +194,13 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	base, how, err := d.ResolveBase(ctx, req.BaseRef, ro)
 	if err != nil {
 		return nil, err
+	}
+	if req.OwnImagesOnly {
+		if cfg, err := base.Image.ConfigFile(); err != nil {
+			return nil, err
+		} else if err := CheckOwnImage(req.BaseRef, cfg.Config.Labels, req.Account.UID); err != nil {
+			return nil, err
+		}
 	}
 	if how.Notice != "" {
 		res.Warnings = append(res.Warnings, how.Notice)

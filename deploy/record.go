@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -262,6 +263,27 @@ func ValidateEnv(env []string) error {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" || strings.ContainsAny(k, " \t\n\r") {
 			return fmt.Errorf("--env %q: give KEY=VALUE", kv)
 		}
+	}
+	return nil
+}
+
+// ErrNotYourImage is another user's image offered as a base or to deploy.
+var ErrNotYourImage = errors.New("another user's image")
+
+var userRepo = regexp.MustCompile(`(?:^|/)ds01-(\d+)/`)
+
+// CheckOwnImage refuses, for a caller acting through sudo, an image that
+// is another user's: named ds01-{other UID}/…, or carrying DS01 user
+// labels for another UID. Root in a container of it could read whatever
+// that user put into their image (a saved home, tokens), so its user
+// setup is no mere mismatch to re-assemble past.
+func CheckOwnImage(ref string, labels map[string]string, uid uint32) error {
+	me := strconv.FormatUint(uint64(uid), 10)
+	if m := userRepo.FindStringSubmatch(ref); m != nil && m[1] != me {
+		return fmt.Errorf("%s: %w (UID %s): ds01 builds and deploys only your own images and shared bases; ask its owner to push it somewhere you may pull from, or build your own with `ds01 image create`", ref, ErrNotYourImage, m[1])
+	}
+	if has, owner, _ := SetupLabels(labels); has && owner != "" && owner != me {
+		return fmt.Errorf("%s: %w (set up for UID %s): ds01 builds and deploys only your own images and shared bases; build your own with `ds01 image create`", ref, ErrNotYourImage, owner)
 	}
 	return nil
 }

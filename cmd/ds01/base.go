@@ -151,6 +151,13 @@ func runBaseList(ctx context.Context, cmd *cli.Command) error {
 }
 
 func runBasePrune(ctx context.Context, cmd *cli.Command) error {
+	id, err := caller(cmd)
+	if err != nil {
+		return err
+	}
+	if id.ActsForUser() && !id.Root {
+		return usagef("base prune through sudo would prune root's cache, which every user's builds share: it is for root itself; ds01 prunes nothing a build of yours needs")
+	}
 	cache, err := openCache()
 	if err != nil {
 		return err

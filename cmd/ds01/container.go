@@ -69,6 +69,7 @@ func runContainerDeploy(ctx context.Context, cmd *cli.Command) error {
 		// pins instead of paths (an account the host does not know has no
 		// files to swap).
 		Pin: id.ActsForUser() && id.Known,
+		OwnImagesOnly: !id.Root && id.ActsForUser(),
 	}
 	switch ipc := cmd.String("ipc"); ipc {
 	case "", "private":

@@ -300,6 +300,7 @@ func fillBuild(cmd *cli.Command, id identity.Identity, req *deploy.CreateRequest
 	}
 	req.Login, req.Account, req.Version, req.Cache = id.Login, id.Account(), versionString(), cache
 	req.Records = recs
+	req.OwnImagesOnly = !id.Root && id.ActsForUser()
 	req.Resolve.Cache = cache
 	req.Packages.Cred = id.CallerCred()
 	if cmd.Bool("verbose") {

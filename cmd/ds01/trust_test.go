@@ -94,6 +94,7 @@ func TestSudoIsTheUser(t *testing.T) {
 		{"a cgroup of one's choosing", []string{"container", "deploy", "x", "--image", "debian", "--cgroup-parent", "system.slice", "--dry-run"}, 1, "--cgroup-parent system.slice takes the container out of your slice: for root itself only"},
 		{"the host's IPC namespace", []string{"container", "deploy", "x", "--image", "debian", "--ipc", "host", "--dry-run"}, 1, "--ipc host shares the host's IPC namespace"},
 		{"accepting the setuid risk", []string{"container", "deploy", "x", "--image", "debian", "--accept-setuid-risk", "--dry-run"}, 1, "--accept-setuid-risk: for root itself only"},
+		{"pruning root's cache", []string{"base", "prune", "--dry-run"}, 2, "it is for root itself"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, code := u.ds01(tc.args...)
@@ -474,5 +475,42 @@ func TestSudoWorkspaceSwappedAfterDeploy(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(binds.PinRoot, cname)); err == nil {
 		t.Errorf("retire left the pins of %s", cname)
+	}
+}
+
+// Another user's image is no base and no image to deploy for a user
+// through sudo: root in a container of it reads what its owner saved.
+func TestSudoOtherUsersImage(t *testing.T) {
+	d := testbed.Docker(t)
+	homes := testbed.HomesDir(t, testbed.HardenedHomes)
+	victim, thief := newSudoer(t, homes), newSudoer(t, homes)
+	base := loadBase(t, d, testbed.Base(t, testbed.Bullseye), "steal")
+	project := testbed.Prefix(t)
+	testbed.RemoveImage(t, d, victim.tag(project))
+	victim.createAs(base, project)
+	// The same image under a name that hides its owner.
+	alias := testbed.Prefix(t) + "/innocent:latest"
+	if _, err := d.ImageTag(context.Background(), client.ImageTagOptions{Source: victim.tag(project), Target: alias}); err != nil {
+		t.Fatal(err)
+	}
+	testbed.RemoveImage(t, d, alias)
+	for _, args := range [][]string{
+		{"container", "deploy", "steal", "--image", victim.tag(project), "--force"},
+		{"container", "deploy", "steal", "--image", alias, "--force"},
+		{"image", "create", "steal", "--base", victim.tag(project)},
+		{"image", "create", "steal", "--base", alias},
+	} {
+		out, code := thief.ds01(args...)
+		if code != 1 || !strings.Contains(out, "another user's image") {
+			t.Errorf("%v: exit %d, want a refusal naming another user's image:\n%s", args, code, out)
+		}
+	}
+	if _, err := d.ImageInspect(context.Background(), thief.tag("steal")); err == nil {
+		testbed.RemoveImage(t, d, thief.tag("steal"))
+		t.Errorf("the refusals left %s", thief.tag("steal"))
+	}
+	if _, err := d.ContainerInspect(context.Background(), thief.container("steal"), client.ContainerInspectOptions{}); err == nil {
+		removeContainer(t, d, thief.container("steal"))
+		t.Errorf("the refusals left container %s", thief.container("steal"))
 	}
 }
