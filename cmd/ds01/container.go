@@ -68,7 +68,7 @@ func runContainerDeploy(ctx context.Context, cmd *cli.Command) error {
 		// A user who could swap a bound path before a later start gets
 		// pins instead of paths (an account the host does not know has no
 		// files to swap).
-		Pin: id.ActsForUser() && id.Known,
+		Pin:           id.ActsForUser() && id.Known,
 		OwnImagesOnly: !id.Root && id.ActsForUser(),
 	}
 	switch ipc := cmd.String("ipc"); ipc {
