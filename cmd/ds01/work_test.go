@@ -60,7 +60,7 @@ func TestSavedWorkIsKept(t *testing.T) {
 	testbed.RemoveImage(t, d, tag)
 	removeContainer(t, d, cname)
 	ws := filepath.Join(t.TempDir(), "ws")
-	deployArgs := append(asBaker, "container", "deploy", name, "--workspace", ws, "--start", "--memlock", "8m")
+	deployArgs := append(asBaker, "container", "deploy", "--accept-setuid-risk", name, "--workspace", ws, "--start", "--memlock", "8m")
 	if out, code := c.run(append(asBaker, "image", "create", name, "--base", bookworm)...); code != 0 {
 		t.Fatalf("image create: exit %d:\n%s", code, out)
 	}
@@ -91,7 +91,7 @@ sudo touch /etc/.wh.hostname.ds01 2>/dev/null || true`)
 
 	// 9: deploying the name from an unlabelled image would replace the
 	// image holding the saved work.
-	out, code = c.run(append(asBaker, "container", "deploy", name, "--image", bullseye, "--workspace", ws)...)
+	out, code = c.run(append(asBaker, "container", "deploy", "--accept-setuid-risk", name, "--image", bullseye, "--workspace", ws)...)
 	for _, want := range []string{"would replace your image " + tag, "holds work saved by container retire --save (from " + cname, "Nothing was changed", "--force"} {
 		if code != 1 || !strings.Contains(out, want) {
 			t.Errorf("deploy --image over saved work: exit %d, want %q:\n%s", code, want, out)
@@ -356,7 +356,7 @@ func TestLabelsWithoutCommas(t *testing.T) {
 	if out, code := c.run(append(asBaker, "image", "create", name, "--base", base)...); code != 0 {
 		t.Fatalf("image create: exit %d:\n%s", code, out)
 	}
-	if out, code := c.run(append(asBaker, "container", "deploy", name, "--gpus", "device=0,1", "--workspace", ws)...); code != 0 {
+	if out, code := c.run(append(asBaker, "container", "deploy", "--accept-setuid-risk", name, "--gpus", "device=0,1", "--workspace", ws)...); code != 0 {
 		t.Fatalf("deploy: exit %d:\n%s", code, out)
 	}
 	ci, err := d.ContainerInspect(ctx, cname, client.ContainerInspectOptions{})
