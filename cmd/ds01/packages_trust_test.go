@@ -110,7 +110,9 @@ exit $rc
 func hostileBase(t *testing.T, d *deploy.Daemon, base string, link bool) string {
 	t.Helper()
 	dir := t.TempDir()
-	df := "FROM " + base + "\nCOPY python3 /usr/local/bin/python3\nCOPY trojan.whl /opt/evil/ds01_words-99.0-py3-none-any.whl\n"
+	// A file of its own makes each base new to the daemon's build cache,
+	// so no package layer of an earlier run's twin is reused.
+	df := "FROM " + base + "\nCOPY python3 /usr/local/bin/python3\nCOPY trojan.whl /opt/evil/ds01_words-99.0-py3-none-any.whl\nCOPY id /opt/evil/id\n"
 	if link {
 		df += "COPY python3 /opt/evil/link\n"
 	}
@@ -118,6 +120,7 @@ func hostileBase(t *testing.T, d *deploy.Daemon, base string, link bool) string 
 	os.WriteFile(filepath.Join(dir, "python3"), []byte(hostilePython), 0o755)
 	os.WriteFile(filepath.Join(dir, "trojan.whl"), trojanWheel(t), 0o644)
 	tag := testbed.Prefix(t) + "/hostile:latest"
+	os.WriteFile(filepath.Join(dir, "id"), []byte(tag), 0o644)
 	testbed.RemoveImage(t, d, tag)
 	cmd := exec.Command("docker", "build", "-q", "-t", tag, dir)
 	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
@@ -246,7 +249,7 @@ func TestInstallContainerHostileBase(t *testing.T) {
 			}
 		}
 		if !kept {
-			t.Errorf("the planted wheel is not in the cache at all: the attack was not carried out")
+			t.Errorf("the planted wheel is not in the cache at all: the attack was not carried out:\n%s", out)
 		}
 	})
 
