@@ -111,7 +111,7 @@ func runContainerDeploy(ctx context.Context, cmd *cli.Command) error {
 	res, err := d.Deploy(ctx, req)
 	if err != nil {
 		if errors.Is(err, deploy.ErrOtherUser) {
-			return cli.Exit("ds01: "+err.Error(), exitFailure)
+			return cli.Exit(err.Error(), exitFailure)
 		}
 		return err
 	}

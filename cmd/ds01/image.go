@@ -142,7 +142,7 @@ func runImageCreate(ctx context.Context, cmd *cli.Command) error {
 		}
 		ch, err := wizard(bufio.NewReader(os.Stdin), cmd.Root().Writer, project, c, presets)
 		if err != nil {
-			return cli.Exit("ds01: "+err.Error(), exitFailure)
+			return cli.Exit(err.Error(), exitFailure)
 		}
 		e := ch.Entry
 		baseRef, catalog = e.Image, map[string]string{"framework": e.Framework, "version": e.Version, "arch": e.Arch, "image": e.Image}
