@@ -6,7 +6,6 @@ package assemble
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -19,22 +18,8 @@ import (
 
 	"github.com/ds01/ds01/layers"
 	"github.com/ds01/ds01/passwd"
-)
 
-// Labels that say an image carries its user (read by DS01's mlc-patched.py
-// and by ds01 container deploy to skip any setup at container creation).
-const (
-	LabelHasUserSetup = "aime.mlc.DS01_HAS_USER_SETUP"
-	LabelUserID       = "aime.mlc.DS01_USER_ID"
-	LabelGroupID      = "aime.mlc.DS01_GROUP_ID"
-	LabelUsername     = "aime.mlc.DS01_USERNAME"
-	// LabelLayers records the image's layer descriptors (media type,
-	// digest, size) as the manifest ds01 loads lists them. The containerd
-	// image store keeps an image's layers under exactly those descriptors,
-	// and the Docker API shows only diff IDs: this record is how a later
-	// build on the image (another user's, say) names them without reading
-	// anything back. Written only when every descriptor is known.
-	LabelLayers = "ds01.layers"
+	"github.com/ds01/ds01/assemble/label"
 )
 
 // Options are the inputs of one build besides the base.
@@ -164,17 +149,17 @@ func Image(base v1.Image, files *layers.Files, opts Options) (Result, error) {
 		labels = map[string]string{}
 	}
 	maps.Copy(labels, map[string]string{
-		LabelHasUserSetup: "true",
-		LabelUserID:       strconv.FormatUint(uint64(a.UID), 10),
-		LabelGroupID:      strconv.FormatUint(uint64(a.GID), 10),
-		LabelUsername:     a.Name,
+		label.AIMEHasUserSetup: "true",
+		label.AIMEUserID:       strconv.FormatUint(uint64(a.UID), 10),
+		label.AIMEGroupID:      strconv.FormatUint(uint64(a.GID), 10),
+		label.AIMEUsername:     a.Name,
 	})
 	maps.Copy(labels, opts.Labels)
-	delete(labels, LabelLayers)
+	delete(labels, label.Layers)
 	if rec, ok, err := LayersRecord(img); err != nil {
 		return Result{}, err
 	} else if ok {
-		labels[LabelLayers] = rec
+		labels[label.Layers] = rec
 	}
 	c.Labels = labels
 	// Numeric, so that runAsNonRoot-style checks can read it. The UID
@@ -253,7 +238,7 @@ c.ServerApp.root_dir = "/workspace"
 	}
 }
 
-// LayersRecord is the LabelLayers value for img: its layer descriptors,
+// LayersRecord is the label.Layers value for img: its layer descriptors,
 // media type, digest and size only. ok is false when a size is unknown, as
 // for a base seen through the graphdriver store, which never needs them.
 func LayersRecord(img v1.Image) (rec string, ok bool, err error) {
@@ -268,30 +253,7 @@ func LayersRecord(img v1.Image) (rec string, ok bool, err error) {
 		}
 		descs = append(descs, v1.Descriptor{MediaType: l.MediaType, Digest: l.Digest, Size: l.Size})
 	}
-	return formatDescriptors(descs), true, nil
+	return label.FormatLayers(descs), true, nil
 }
 
-// ParseLayersRecord reads a LabelLayers value, checking that it names
-// exactly the n layers of the image it labels.
-func ParseLayersRecord(rec string, n int) ([]v1.Descriptor, error) {
-	var descs []v1.Descriptor
-	var err error
-	if strings.HasPrefix(rec, "[") {
-		// The JSON form of images made before labels lost their commas.
-		err = json.Unmarshal([]byte(rec), &descs)
-	} else {
-		descs, err = parseDescriptors(rec)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading label %s: %w", LabelLayers, err)
-	}
-	if len(descs) != n {
-		return nil, fmt.Errorf("label %s names %d layers, the image has %d", LabelLayers, len(descs), n)
-	}
-	for i, d := range descs {
-		if d.Size <= 0 || d.Digest.Algorithm != "sha256" || len(d.Digest.Hex) != 64 || d.MediaType == "" {
-			return nil, fmt.Errorf("label %s: layer %d is not a whole descriptor", LabelLayers, i)
-		}
-	}
-	return descs, nil
-}
+// ParseLayersRecord reads a label.Layers value, checking that it names

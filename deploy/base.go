@@ -21,9 +21,10 @@ import (
 	"github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/client"
 
-	"github.com/ds01/ds01/assemble"
 	"github.com/ds01/ds01/internal/limits"
 	"github.com/ds01/ds01/layers"
+
+	"github.com/ds01/ds01/assemble/label"
 )
 
 // ErrNotInDaemon is returned by Base for a ref the daemon does not hold.
@@ -96,10 +97,10 @@ func (d *Daemon) baseFrom(ctx context.Context, ref string, ins client.ImageInspe
 		return nil, err
 	}
 	img := &daemonImage{raw: raw, cfg: cfg}
-	if d.Store == Containerd && cfg.Config.Labels[assemble.LabelLayers] != "" {
+	if d.Store == Containerd && cfg.Config.Labels[label.Layers] != "" {
 		// An image ds01 loaded itself: the engine holds its layers under the
 		// descriptors ds01's manifest listed, recorded in the label.
-		if img.descs, err = assemble.ParseLayersRecord(cfg.Config.Labels[assemble.LabelLayers], len(diffIDs)); err != nil {
+		if img.descs, err = label.ParseLayersRecord(cfg.Config.Labels[label.Layers], len(diffIDs)); err != nil {
 			return nil, fmt.Errorf("%s: %w", ref, err)
 		}
 	}
@@ -279,7 +280,7 @@ func (d *Daemon) BaseFiles(ctx context.Context, imageID string, want layers.Want
 			// Never started; an entrypoint is only set so that images
 			// without one can still be created.
 			Entrypoint: []string{"/ds01-never-started"},
-			Labels:     map[string]string{"ds01.purpose": "read-base-files"},
+			Labels:     map[string]string{label.Purpose: "read-base-files"},
 		},
 		HostConfig: &container.HostConfig{NetworkMode: "none"},
 	})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -16,26 +15,11 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
-	"github.com/ds01/ds01/assemble"
 	"github.com/ds01/ds01/deploy/binds"
 	"github.com/ds01/ds01/identity/asuser"
 	"github.com/ds01/ds01/passwd"
-)
 
-// Container labels. AIME's let `mlc list/open/start/stop/remove` manage
-// ds01's containers; DS01's let ds01 find its own.
-const (
-	LabelManaged   = "ds01.managed"
-	LabelUser      = "ds01.user"
-	LabelName      = "ds01.name"
-	LabelGPUs      = "ds01.gpus"
-	LabelCreatedAt = "ds01.created_at"
-	LabelInterface = "ds01.interface"
-	// LabelSetuidRisk marks a container whose binds root let past the
-	// setuid rule (see binds).
-	LabelSetuidRisk = "ds01.setuid_risk"
-	// mlcVersion is the AIME container format these labels follow.
-	mlcVersion = "4"
+	"github.com/ds01/ds01/assemble/label"
 )
 
 // Flows of container deploy, named as the seeds name them.
@@ -107,22 +91,6 @@ type DeployResult struct {
 	Started   bool
 }
 
-// ContainerName is AIME's convention: {name}._.{UID}.
-func ContainerName(name string, uid uint32) string { return fmt.Sprintf("%s._.%d", name, uid) }
-
-// SetupLabels reads an image's DS01 user labels, the AIME-era names or
-// ds01's own.
-func SetupLabels(labels map[string]string) (has bool, uid, gid string) {
-	pick := func(a, b string) string {
-		if v := labels[a]; v != "" {
-			return v
-		}
-		return labels[b]
-	}
-	has = pick(assemble.LabelHasUserSetup, LabelHasUserSetup) == "true"
-	return has, pick(assemble.LabelUserID, LabelUserID), pick(assemble.LabelGroupID, LabelGroupID)
-}
-
 // ErrOtherUser is returned for an image set up for another UID/GID.
 var ErrOtherUser = errors.New("image is set up for another user")
 
@@ -130,7 +98,7 @@ var ErrOtherUser = errors.New("image is set up for another user")
 // A failed create or start leaves no container behind.
 func (d *Daemon) Deploy(ctx context.Context, req DeployRequest) (*DeployResult, error) {
 	a := req.Account
-	if _, _, err := ImageName(a.UID, req.Name); err != nil {
+	if _, _, err := label.ImageName(a.UID, req.Name); err != nil {
 		return nil, fmt.Errorf("container name: %w", err)
 	}
 	if err := req.checkRootOnly(); err != nil {
@@ -138,7 +106,7 @@ func (d *Daemon) Deploy(ctx context.Context, req DeployRequest) (*DeployResult, 
 	}
 	image := req.Image
 	if image == "" {
-		image = fmt.Sprintf("ds01-%d/%s:latest", a.UID, req.Name)
+		image = label.Tag(a.UID, req.Name)
 	}
 	ins, err := d.ImageInspect(ctx, image)
 	if err != nil {
@@ -155,7 +123,7 @@ func (d *Daemon) Deploy(ctx context.Context, req DeployRequest) (*DeployResult, 
 			return nil, err
 		}
 	}
-	res := &DeployResult{Container: ContainerName(req.Name, a.UID), Image: image}
+	res := &DeployResult{Container: label.ContainerName(req.Name, a.UID), Image: image}
 	if _, err := d.ContainerInspect(ctx, res.Container, client.ContainerInspectOptions{}); err == nil {
 		return nil, fmt.Errorf("container %s exists: open it with `ds01 container open %s`, or retire it first with `ds01 container retire %s`", res.Container, req.Name, req.Name)
 	}
@@ -172,7 +140,7 @@ func (d *Daemon) Deploy(ctx context.Context, req DeployRequest) (*DeployResult, 
 		}
 	}()
 
-	has, uid, gid := SetupLabels(ins.Config.Labels)
+	has, uid, gid := label.Setup(ins.Config.Labels)
 	me, mine := strconv.FormatUint(uint64(a.UID), 10), strconv.FormatUint(uint64(a.GID), 10)
 	switch {
 	case has && uid == me && gid == mine:
@@ -186,7 +154,7 @@ func (d *Daemon) Deploy(ctx context.Context, req DeployRequest) (*DeployResult, 
 		res.Flow = FlowAssembled
 	}
 	if res.Flow == FlowAssembled && !req.Force {
-		if err := d.keepProjectImage(ctx, fmt.Sprintf("ds01-%d/%s:latest", a.UID, req.Name), image, ins.ID, req.Name); err != nil {
+		if err := d.keepProjectImage(ctx, label.Tag(a.UID, req.Name), image, ins.ID, req.Name); err != nil {
 			return nil, err
 		}
 	}
@@ -238,34 +206,12 @@ func (d *Daemon) Deploy(ctx context.Context, req DeployRequest) (*DeployResult, 
 // createOptions is the container as AIME makes it, plus DS01's labels.
 func (req DeployRequest) createOptions(name, image string, srcs Sources) (client.ContainerCreateOptions, error) {
 	a := req.Account
-	labels := map[string]string{
-		"aime.mlc":              req.Login,
-		"aime.mlc.NAME":         req.Name,
-		"aime.mlc.USER":         req.Login,
-		"aime.mlc.MLC_VERSION":  mlcVersion,
-		"aime.mlc.WORK_MOUNT":   srcs.Workspace.Path,
-		"aime.mlc.DATA_MOUNT":   orDash(srcs.Data.Path),
-		"aime.mlc.MODELS_MOUNT": orDash(srcs.Models.Path),
-		"aime.mlc.FRAMEWORK":    "custom",
-		"aime.mlc.GPUS":         orDash(req.GPUs),
-		"aime.mlc.ARCH":         orDash(req.Assemble.Catalog["arch"]),
-		LabelUser:               req.Login,
-		LabelUserID:             strconv.FormatUint(uint64(a.UID), 10),
-		LabelGroupID:            strconv.FormatUint(uint64(a.GID), 10),
-		LabelName:               req.Name,
-		LabelManaged:            "true",
-		LabelGPUs:               orDash(req.GPUs),
-		LabelCreatedAt:          time.Now().UTC().Format(time.RFC3339),
-		LabelInterface:          "cli",
-	}
-	if req.AcceptSetuidRisk {
-		labels[LabelSetuidRisk] = "accepted-by-root"
-	}
-	maps.Copy(labels, srcs.labels())
-	if fw := req.Assemble.Catalog["framework"]; fw != "" {
-		labels["aime.mlc.FRAMEWORK"] = fw
-	}
-	assemble.EscapeLabels(labels) // no commas: AIME's mlc splits on them
+	labels := label.Container{
+		Login: req.Login, Name: req.Name, UID: a.UID, GID: a.GID,
+		Workspace: srcs.Workspace.Path, Data: srcs.Data.Path, Models: srcs.Models.Path, GPUs: req.GPUs,
+		Framework: req.Assemble.Catalog["framework"], Arch: req.Assemble.Catalog["arch"],
+		CreatedAt: time.Now(), Interface: "cli", SetuidRiskAccepted: req.AcceptSetuidRisk, Extra: srcs.labels(),
+	}.Encode()
 	mounts := srcs.mounts()
 	memlock := int64(-1)
 	if req.Memlock > 0 {
@@ -369,9 +315,9 @@ type ContainerInfo struct {
 // ListContainers lists ds01's containers: uid's, or everyone's when uid
 // is nil.
 func (d *Daemon) ListContainers(ctx context.Context, uid *uint32) ([]ContainerInfo, error) {
-	f := client.Filters{}.Add("label", LabelManaged+"=true")
+	f := client.Filters{}.Add("label", label.Managed+"=true")
 	if uid != nil {
-		f.Add("label", fmt.Sprintf("%s=%d", LabelUserID, *uid))
+		f.Add("label", fmt.Sprintf("%s=%d", label.UserID, *uid))
 	}
 	cs, err := d.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
 	if err != nil {
@@ -379,10 +325,11 @@ func (d *Daemon) ListContainers(ctx context.Context, uid *uint32) ([]ContainerIn
 	}
 	var out []ContainerInfo
 	for _, c := range cs.Items {
+		l := label.DecodeContainer(c.Labels)
 		out = append(out, ContainerInfo{
-			Name: strings.TrimPrefix(strings.Join(c.Names, ","), "/"), Short: c.Labels[LabelName],
-			Image: c.Image, Status: c.Status, GPUs: assemble.UnescapeLabel(c.Labels[LabelGPUs]), Created: time.Unix(c.Created, 0).UTC(),
-			Workspace: assemble.UnescapeLabel(c.Labels["aime.mlc.WORK_MOUNT"]), User: c.Labels[LabelUser],
+			Name: strings.TrimPrefix(strings.Join(c.Names, ","), "/"), Short: l.Name,
+			Image: c.Image, Status: c.Status, GPUs: orDash(l.GPUs), Created: time.Unix(c.Created, 0).UTC(),
+			Workspace: l.Workspace, User: l.Login,
 		})
 	}
 	slices.SortFunc(out, func(a, b ContainerInfo) int { return strings.Compare(a.Name, b.Name) })
@@ -392,7 +339,7 @@ func (d *Daemon) ListContainers(ctx context.Context, uid *uint32) ([]ContainerIn
 // OwnContainer finds the user's container by short name, refusing one
 // that is not theirs.
 func (d *Daemon) OwnContainer(ctx context.Context, name string, uid uint32) (container.InspectResponse, error) {
-	full := ContainerName(name, uid)
+	full := label.ContainerName(name, uid)
 	ins, err := d.ContainerInspect(ctx, full, client.ContainerInspectOptions{})
 	if err != nil {
 		if cerrdefs.IsNotFound(err) {
@@ -401,7 +348,7 @@ func (d *Daemon) OwnContainer(ctx context.Context, name string, uid uint32) (con
 		return container.InspectResponse{}, fmt.Errorf("inspecting %s: %w", full, err)
 	}
 	c := ins.Container
-	if c.Config.Labels[LabelUserID] != strconv.FormatUint(uint64(uid), 10) && !strings.HasSuffix(c.Name, fmt.Sprintf("._.%d", uid)) {
+	if c.Config.Labels[label.UserID] != strconv.FormatUint(uint64(uid), 10) && !strings.HasSuffix(c.Name, label.ContainerName("", uid)) {
 		return container.InspectResponse{}, fmt.Errorf("container %s is not yours", full)
 	}
 	return c, nil

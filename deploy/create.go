@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -20,44 +18,9 @@ import (
 	"github.com/ds01/ds01/assemble"
 	"github.com/ds01/ds01/layers"
 	"github.com/ds01/ds01/passwd"
+
+	"github.com/ds01/ds01/assemble/label"
 )
-
-// Labels ds01 records besides the AIME/DS01 ones (see package assemble).
-const (
-	LabelHasUserSetup = "ds01.has_user_setup"
-	LabelUserID       = "ds01.user_id"
-	LabelGroupID      = "ds01.group_id"
-	LabelUsername     = "ds01.username"
-	LabelLogin        = "ds01.login"
-	LabelProject      = "ds01.project"
-	LabelBase         = "ds01.base"
-	LabelBaseID       = "ds01.base.id"
-	LabelVersion      = "ds01.version"
-	LabelCreated      = "ds01.source_date_epoch"
-	LabelOCIBaseName  = "org.opencontainers.image.base.name"
-	LabelOCIBaseDig   = "org.opencontainers.image.base.digest"
-	// What the package layer holds, pinned, and its diff ID.
-	LabelPackagesApt   = "ds01.packages.apt"
-	LabelPackagesPip   = "ds01.packages.pip"
-	LabelPackagesLayer = "ds01.packages.layer"
-)
-
-// projectRE is Docker's rule for one path component of a repository name.
-var projectRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$`)
-
-// ImageName is the image of a user's project: ds01-{UID}/{project}:latest.
-// A ":latest" the user typed is not doubled; any other tag is refused,
-// since a project has one image.
-func ImageName(uid uint32, project string) (name, cleanProject string, err error) {
-	p, tag, hasTag := strings.Cut(project, ":")
-	if hasTag && tag != "latest" {
-		return "", "", fmt.Errorf("project %q: a project has one image, ds01-%d/%s:latest; drop the :%s", project, uid, p, tag)
-	}
-	if len(p) > 128 || !projectRE.MatchString(p) {
-		return "", "", fmt.Errorf("project %q is not a valid image name: use lowercase letters, digits, and '.', '_' or '-' between them (e.g. my-project)", p)
-	}
-	return fmt.Sprintf("ds01-%d/%s:latest", uid, p), p, nil
-}
 
 // FilesCache keeps the files the user layer reads from a base, per base
 // image ID, so that later builds on the base need no container.
@@ -134,7 +97,7 @@ var ErrExists = errors.New("image exists")
 // it, sending only the new layer and the config. On any failure nothing is
 // left behind: no image, no container.
 func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, error) {
-	tag, project, err := ImageName(req.Account.UID, req.Project)
+	tag, project, err := label.ImageName(req.Account.UID, req.Project)
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +117,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	if old, err := d.ImageInspect(ctx, tag); err == nil {
 		if !req.Replace {
 			return nil, fmt.Errorf("%s: %w (made %s from %s); rebuild it from its recorded inputs with `ds01 image update %s`, or replace it with `ds01 image create %s --force`",
-				tag, ErrExists, old.Created, old.Config.Labels[LabelBase], project, project)
+				tag, ErrExists, old.Created, old.Config.Labels[label.Base], project, project)
 		}
 		res.Replaced = old.ID
 	} else if !cerrdefs.IsNotFound(err) {
@@ -234,7 +197,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 			if !base.Described() {
 				return nil, fmt.Errorf("the package image %s carries no record of its layer descriptors; remove it (docker rmi %s) and build again", pr.Image, pr.Image)
 			}
-			how.Descriptors = "ds01's record in the image's " + assemble.LabelLayers + " label (the shared package image " + pr.Image + ")"
+			how.Descriptors = "ds01's record in the image's " + label.Layers + " label (the shared package image " + pr.Image + ")"
 		}
 	}
 
@@ -266,32 +229,18 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	logf("base files: %s", map[bool]string{true: "from the cache index", false: "copied from a never-started container"}[cached])
 
 	t = time.Now()
-	labels := map[string]string{
-		LabelHasUserSetup: "true",
-		LabelUserID:       strconv.FormatUint(uint64(req.Account.UID), 10),
-		LabelGroupID:      strconv.FormatUint(uint64(req.Account.GID), 10),
-		LabelUsername:     req.Account.Name,
-		LabelLogin:        req.Login,
-		LabelProject:      project,
-		LabelBase:         req.BaseRef,
-		LabelBaseID:       base.ID,
-		LabelVersion:      req.Version,
-		LabelOCIBaseName:  req.BaseRef,
-		LabelOCIBaseDig:   base.Digest(),
-	}
-	for k, v := range req.Catalog {
-		labels["ds01.catalog."+k] = v
+	meta := label.Image{
+		UID: req.Account.UID, GID: req.Account.GID, Username: req.Account.Name, Login: req.Login, Project: project,
+		Base: req.BaseRef, BaseID: base.ID, BaseDigest: base.Digest(), Version: req.Version, Catalog: req.Catalog,
 	}
 	if !req.Created.IsZero() {
-		labels[LabelCreated] = strconv.FormatInt(req.Created.Unix(), 10)
+		s := req.Created.Unix()
+		meta.SourceDateEpoch = &s
 	}
 	if pr := res.Packages; pr != nil {
-		// Spaces, not commas: see assemble.EscapeLabel.
-		labels[LabelPackagesApt] = strings.Join(pr.Apt, " ")
-		labels[LabelPackagesPip] = strings.Join(pr.Pip, " ")
-		labels[LabelPackagesLayer] = pr.DiffID.String()
+		meta.PackagesApt, meta.PackagesPip, meta.PackagesLayer = pr.Apt, pr.Pip, pr.DiffID.String()
 	}
-	assemble.EscapeLabels(labels)
+	labels := meta.Encode()
 	opts := assemble.Options{Account: req.Account, Created: req.Created, Labels: labels, Env: req.Env}
 	if slices.Contains(req.Presets, "jupyter") {
 		opts.HomeFiles = assemble.JupyterFiles(project)
@@ -525,8 +474,8 @@ func (d *Daemon) keepProjectImage(ctx context.Context, tag, from, fromID, name s
 		return fmt.Errorf("inspecting %s: %w", tag, err)
 	}
 	what := fmt.Sprintf("your image %s (%s, made %s", tag, old.ID, old.Created)
-	if b := old.Config.Labels[LabelBase]; b != "" {
-		what += " on " + assemble.UnescapeLabel(b)
+	if b := old.Config.Labels[label.Base]; b != "" {
+		what += " on " + label.Unescape(b)
 	}
 	what += ")"
 	if saved := d.savedLayers(ctx, tag); len(saved) > 0 {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/moby/moby/client"
 
-	"github.com/ds01/ds01/assemble"
+	"github.com/ds01/ds01/assemble/label"
 )
 
 // ImageInfo is one of a user's images as `image list` shows it.
@@ -30,7 +30,7 @@ type ImageInfo struct {
 
 // ListImages lists ds01-{uid}/* images.
 func (d *Daemon) ListImages(ctx context.Context, uid, gid uint32) ([]ImageInfo, error) {
-	prefix := fmt.Sprintf("ds01-%d/", uid)
+	prefix := label.UserRepo(uid)
 	res, err := d.ImageList(ctx, client.ImageListOptions{Filters: client.Filters{}.Add("reference", prefix+"*")})
 	if err != nil {
 		return nil, fmt.Errorf("listing images: %w", err)
@@ -41,13 +41,16 @@ func (d *Daemon) ListImages(ctx context.Context, uid, gid uint32) ([]ImageInfo, 
 			if !strings.HasPrefix(tag, prefix) || strings.Contains(tag, loadingTag) {
 				continue // not the user's, or a load under way
 			}
-			l := im.Labels
+			l, has := label.DecodeImage(im.Labels)
 			info := ImageInfo{
 				Tag: tag, ID: im.ID, Size: im.Size, Created: time.Unix(im.Created, 0).UTC(),
 				Project: strings.TrimSuffix(strings.TrimPrefix(tag, prefix), ":latest"),
-				Base:    l[LabelBase], UserID: l[assemble.LabelUserID], GroupID: l[assemble.LabelGroupID],
+				Base:    l.Base,
 			}
-			info.Matches = l[assemble.LabelHasUserSetup] == "true" && info.UserID == strconv.FormatUint(uint64(uid), 10) && info.GroupID == strconv.FormatUint(uint64(gid), 10)
+			if has {
+				info.UserID, info.GroupID = strconv.FormatUint(uint64(l.UID), 10), strconv.FormatUint(uint64(l.GID), 10)
+			}
+			info.Matches = has && l.UID == uid && l.GID == gid
 			out = append(out, info)
 		}
 	}
@@ -76,7 +79,7 @@ func (d *Daemon) LegacyImages(ctx context.Context, uid *uint32) ([]LegacyImage, 
 			if i < 0 || !strings.Contains(tag[i+1:], "._.") {
 				continue
 			}
-			if uid != nil && !strings.HasSuffix(tag, fmt.Sprintf("._.%d", *uid)) {
+			if uid != nil && !strings.HasSuffix(tag, label.ContainerName("", *uid)) {
 				continue
 			}
 			out = append(out, LegacyImage{Tag: tag, ID: im.ID, Size: im.Size})

@@ -22,6 +22,8 @@ import (
 	"github.com/ds01/ds01/identity/asuser"
 	"github.com/ds01/ds01/layers"
 	"github.com/ds01/ds01/registry"
+
+	"github.com/ds01/ds01/assemble/label"
 )
 
 // Packages are what a user asks to have installed in an image.
@@ -341,7 +343,7 @@ func withLayersRecord(img v1.Image) (v1.Image, error) {
 	if cfg.Config.Labels == nil {
 		cfg.Config.Labels = map[string]string{}
 	}
-	cfg.Config.Labels[assemble.LabelLayers] = rec
+	cfg.Config.Labels[label.Layers] = rec
 	return mutate.ConfigFile(img, cfg)
 }
 

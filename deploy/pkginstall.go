@@ -19,6 +19,7 @@ import (
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/client"
 
+	"github.com/ds01/ds01/assemble/label"
 	"github.com/ds01/ds01/layers"
 	"github.com/ds01/ds01/registry"
 )
@@ -134,7 +135,7 @@ func (d *Daemon) startInstall(ctx context.Context, base *Base, pk Packages, run 
 			// Kept running, so that the changes are copied from a mounted
 			// root, which is many times quicker than from a stopped one.
 			Entrypoint: []string{"sh", "-c", "while :; do sleep 3600; done"},
-			Labels:     map[string]string{"ds01.purpose": "install-packages"},
+			Labels:     map[string]string{label.Purpose: "install-packages"},
 		},
 		HostConfig: hc,
 	})

@@ -15,6 +15,8 @@ import (
 	"github.com/distribution/reference"
 
 	"github.com/ds01/ds01/identity/asuser"
+
+	"github.com/ds01/ds01/assemble/label"
 )
 
 // Record is every input of an image build, kept in
@@ -178,23 +180,12 @@ func DecodeRecord(data []byte) (Record, error) {
 	return rec, nil
 }
 
-// ProjectOf is the project of uid's image tag ds01-{UID}/{project}:latest,
-// and whether tag is one.
-func ProjectOf(uid uint32, tag string) (string, bool) {
-	rest, ok := strings.CutPrefix(tag, fmt.Sprintf("ds01-%d/", uid))
-	if !ok {
-		return "", false
-	}
-	want, project, err := ImageName(uid, rest)
-	return project, err == nil && (want == tag || want == tag+":latest")
-}
-
 // Check validates a record read back for uid:gid as if every field had
 // been typed on the command line by that user: a record lies in the
 // user's home, and image update run by root must not take more from it
 // than the user could ask for directly.
 func (r Record) Check(uid, gid uint32) error {
-	tag, _, err := ImageName(uid, r.Project)
+	tag, _, err := label.ImageName(uid, r.Project)
 	if err != nil {
 		return fmt.Errorf("record: %w", err)
 	}
@@ -282,7 +273,7 @@ func CheckOwnImage(ref string, labels map[string]string, uid uint32) error {
 	if m := userRepo.FindStringSubmatch(ref); m != nil && m[1] != me {
 		return fmt.Errorf("%s: %w (UID %s): ds01 builds and deploys only your own images and shared bases; ask its owner to push it somewhere you may pull from, or build your own with `ds01 image create`", ref, ErrNotYourImage, m[1])
 	}
-	if has, owner, _ := SetupLabels(labels); has && owner != "" && owner != me {
+	if has, owner, _ := label.Setup(labels); has && owner != "" && owner != me {
 		return fmt.Errorf("%s: %w (set up for UID %s): ds01 builds and deploys only your own images and shared bases; build your own with `ds01 image create`", ref, ErrNotYourImage, owner)
 	}
 	return nil

@@ -66,15 +66,6 @@ func TestDecodeRecordStrict(t *testing.T) {
 	}
 }
 
-func TestProjectOf(t *testing.T) {
-	for tag, want := range map[string]string{"ds01-1000/p:latest": "p", "ds01-1000/p": "p", "ds01-1001/p:latest": "", "ds01-1000/p:v2": "", "other/p:latest": ""} {
-		got, ok := ProjectOf(1000, tag)
-		if got != want && ok || ok != (want != "") {
-			t.Errorf("%s: %q %v, want %q", tag, got, ok, want)
-		}
-	}
-}
-
 func FuzzDecodeRecord(f *testing.F) {
 	data, _ := json.Marshal(goodRecord())
 	f.Add(data)

@@ -11,8 +11,9 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/moby/client"
 
-	"github.com/ds01/ds01/assemble"
 	"github.com/ds01/ds01/registry"
+
+	"github.com/ds01/ds01/assemble/label"
 )
 
 // ResolveOptions say where a base may come from.
@@ -197,7 +198,7 @@ func (d *Daemon) heldBase(ctx context.Context, ref, want string, o ResolveOption
 	}
 	ins = &found
 	if b, err := d.baseFrom(ctx, ref, found); err == nil && b.Described() {
-		return b, Resolution{From: "daemon", Held: true, Descriptors: "ds01's record in the image's " + assemble.LabelLayers + " label"}, ins, true
+		return b, Resolution{From: "daemon", Held: true, Descriptors: "ds01's record in the image's " + label.Layers + " label"}, ins, true
 	}
 	if o.Cache != nil {
 		if img, err := o.Cache.ImageFor(ins.ID); err == nil {

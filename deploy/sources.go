@@ -13,9 +13,10 @@ import (
 	"github.com/moby/moby/client"
 	"golang.org/x/sys/unix"
 
-	"github.com/ds01/ds01/assemble"
 	"github.com/ds01/ds01/deploy/binds"
 	"github.com/ds01/ds01/identity/asuser"
+
+	"github.com/ds01/ds01/assemble/label"
 )
 
 // Sources are the host directories a container gets bound in.
@@ -77,7 +78,7 @@ func (s *Sources) pin(container string) error {
 }
 
 // labels record each pinned source, for pinning it again before a later
-// start: LabelBind+name is DEV:INO:rw|ro:PATH.
+// start: label.Bind+name is DEV:INO:rw|ro:PATH.
 func (s *Sources) labels() map[string]string {
 	out := map[string]string{}
 	for _, n := range s.named() {
@@ -88,13 +89,10 @@ func (s *Sources) labels() map[string]string {
 		if n.src.ReadOnly {
 			mode = "ro"
 		}
-		out[LabelBind+n.name] = fmt.Sprintf("%d:%d:%s:%s", n.src.Dev, n.src.Ino, mode, n.src.Path)
+		out[label.Bind+n.name] = fmt.Sprintf("%d:%d:%s:%s", n.src.Dev, n.src.Ino, mode, n.src.Path)
 	}
 	return out
 }
-
-// LabelBind prefixes the labels of pinned bind sources.
-const LabelBind = "ds01.bind."
 
 // Repin makes the pins of a container's bind sources again where they
 // are gone (after a reboot) or stale, before ds01 starts it: each source
@@ -103,18 +101,18 @@ const LabelBind = "ds01.bind."
 // refused.
 func Repin(container string, labels map[string]string, cred asuser.Cred) error {
 	for _, name := range []string{"workspace", "data", "models"} {
-		v, ok := labels[LabelBind+name]
+		v, ok := labels[label.Bind+name]
 		if !ok {
 			continue
 		}
 		var dev, ino uint64
 		var mode, path string
-		parts := strings.SplitN(assemble.UnescapeLabel(v), ":", 4)
+		parts := strings.SplitN(label.Unescape(v), ":", 4)
 		if len(parts) != 4 {
-			return fmt.Errorf("container %s: label %s%s is not ds01's", container, LabelBind, name)
+			return fmt.Errorf("container %s: label %s%s is not ds01's", container, label.Bind, name)
 		}
 		if _, err := fmt.Sscanf(parts[0]+" "+parts[1], "%d %d", &dev, &ino); err != nil {
-			return fmt.Errorf("container %s: label %s%s: %w", container, LabelBind, name, err)
+			return fmt.Errorf("container %s: label %s%s: %w", container, label.Bind, name, err)
 		}
 		mode, path = parts[2], parts[3]
 		if binds.Pinned(container, name, dev, ino) {
@@ -209,7 +207,7 @@ func (req DeployRequest) sources() (Sources, error) {
 		return Sources{}, err
 	}
 	if req.Pin {
-		cname := ContainerName(req.Name, req.Account.UID)
+		cname := label.ContainerName(req.Name, req.Account.UID)
 		if err := s.pin(cname); err != nil {
 			s.undo(cname)
 			return Sources{}, err
@@ -247,7 +245,7 @@ func (req DeployRequest) setuidRule(s Sources) error {
 	}
 	err := binds.CheckHost(dirs)
 	if err != nil && req.AcceptSetuidRisk && req.Root {
-		logAccepted(fmt.Sprintf("root accepted the setuid risk for container %s of %s: %v", ContainerName(req.Name, req.Account.UID), req.Login, err))
+		logAccepted(fmt.Sprintf("root accepted the setuid risk for container %s of %s: %v", label.ContainerName(req.Name, req.Account.UID), req.Login, err))
 		return nil
 	}
 	return err

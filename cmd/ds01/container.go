@@ -19,6 +19,8 @@ import (
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/identity"
 	"github.com/ds01/ds01/internal/termsafe"
+
+	"github.com/ds01/ds01/assemble/label"
 )
 
 // ownContainer is where retire and open start: the user, the daemon and
@@ -46,7 +48,7 @@ func runContainerDeploy(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	if _, _, err := deploy.ImageName(0, name); err != nil {
+	if _, _, err := label.ImageName(0, name); err != nil {
 		return usagef("container name %q: use lowercase letters, digits, and '.', '_' or '-' between them", name)
 	}
 	if g := cmd.String("gpus"); g != "" {
@@ -175,8 +177,8 @@ func runContainerRetire(ctx context.Context, cmd *cli.Command) error {
 		// Saved into the user's image of the project; a container made
 		// from some other image gets one.
 		tag := c.Config.Image
-		if !strings.HasPrefix(tag, fmt.Sprintf("ds01-%d/", id.UID)) {
-			tag = fmt.Sprintf("ds01-%d/%s:latest", id.UID, name)
+		if !strings.HasPrefix(tag, label.UserRepo(id.UID)) {
+			tag = label.Tag(id.UID, name)
 		}
 		unlock, err := lockProject(ctx, cmd, id, projectOf(tag))
 		if err != nil {
@@ -219,7 +221,7 @@ func runContainerRetire(ctx context.Context, cmd *cli.Command) error {
 // project without a record (an image made some other way) has nothing to
 // note it in.
 func recordSave(id identity.Identity, container string, s *deploy.SaveResult) error {
-	project, ok := deploy.ProjectOf(id.UID, s.Tag)
+	project, ok := label.ProjectOf(id.UID, s.Tag)
 	if !ok {
 		return nil
 	}

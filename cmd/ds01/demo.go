@@ -18,6 +18,8 @@ import (
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/identity"
 	"github.com/ds01/ds01/registry"
+
+	"github.com/ds01/ds01/assemble/label"
 )
 
 // demoLogin is whom the demo acts for when root runs it without --user:
@@ -66,7 +68,7 @@ func runDemo(ctx context.Context, cmd *cli.Command) error {
 	default:
 		return usagef("--suite %q: choose bookworm or bullseye", cmd.String("suite"))
 	}
-	tag := fmt.Sprintf("ds01-%d/%s:latest", id.UID, cmd.String("project"))
+	tag := label.Tag(id.UID, cmd.String("project"))
 
 	d, err := deploy.Connect(ctx)
 	if err != nil {
@@ -215,7 +217,7 @@ func demoOwnsImage(ctx context.Context, d *deploy.Daemon, tag string) error {
 	if err != nil {
 		return nil
 	}
-	if l := ins.Config.Labels[deploy.LabelLogin]; l != demoLogin {
+	if l := ins.Config.Labels[label.Login]; l != demoLogin {
 		return fmt.Errorf("%s exists and was made for %q, not by the demo: nothing was changed; run the demo with --project NAME or --user LOGIN", tag, l)
 	}
 	return nil

@@ -25,6 +25,8 @@ import (
 	"github.com/ds01/ds01/internal/limits"
 	"github.com/ds01/ds01/internal/termsafe"
 	"github.com/ds01/ds01/registry"
+
+	"github.com/ds01/ds01/assemble/label"
 )
 
 // openRecords opens where a user's image records live: $DS01_CONFIG/images,
@@ -109,7 +111,7 @@ func runImageCreate(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	if _, _, err := deploy.ImageName(0, project); err != nil {
+	if _, _, err := label.ImageName(0, project); err != nil {
 		return usageError{err}
 	}
 	if cmd.Bool("pull") && cmd.Bool("offline") {
@@ -380,7 +382,7 @@ func runImageUpdate(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	defer d.Close()
-	_, project, err = deploy.ImageName(id.UID, project)
+	_, project, err = label.ImageName(id.UID, project)
 	if err != nil {
 		return usageError{err}
 	}
@@ -501,7 +503,7 @@ func runImageRetire(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	defer d.Close()
-	tag, project, err := deploy.ImageName(id.UID, project)
+	tag, project, err := label.ImageName(id.UID, project)
 	if err != nil {
 		return usageError{err}
 	}

@@ -15,6 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/moby/client"
 
+	"github.com/ds01/ds01/assemble/label"
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/registry"
 )
@@ -86,7 +87,7 @@ func LeftContainers(t testing.TB, d interface {
 }) []string {
 	t.Helper()
 	list := func() map[string]bool {
-		cs, err := d.ContainerList(context.Background(), client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", "ds01.purpose")})
+		cs, err := d.ContainerList(context.Background(), client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", label.Purpose)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,7 +1,6 @@
-package deploy
+package label
 
 import (
-	"slices"
 	"strings"
 	"testing"
 )
@@ -31,36 +30,6 @@ func TestImageName(t *testing.T) {
 	}
 }
 
-func TestParseGPUs(t *testing.T) {
-	for _, tc := range []struct {
-		in    string
-		count int
-		ids   []string
-		err   bool
-	}{
-		{"all", -1, nil, false},
-		{"2", 2, nil, false},
-		{"device=0,2", 0, []string{"0", "2"}, false},
-		{"device=GPU-1a2b", 0, []string{"GPU-1a2b"}, false},
-		{"0", 0, nil, true},
-		{"-1", 0, nil, true},
-		{"device=", 0, nil, true},
-		{"device=0,,1", 0, nil, true},
-		{"many", 0, nil, true},
-	} {
-		dr, err := ParseGPUs(tc.in)
-		if tc.err {
-			if err == nil {
-				t.Errorf("%q: no error", tc.in)
-			}
-			continue
-		}
-		if err != nil || dr.Count != tc.count || !slices.Equal(dr.DeviceIDs, tc.ids) || dr.Driver != "nvidia" || dr.Capabilities[0][0] != "gpu" {
-			t.Errorf("%q: %+v, %v", tc.in, dr, err)
-		}
-	}
-}
-
 func TestSetupLabels(t *testing.T) {
 	for _, tc := range []struct {
 		labels   map[string]string
@@ -72,9 +41,18 @@ func TestSetupLabels(t *testing.T) {
 		{map[string]string{"aime.mlc.DS01_HAS_USER_SETUP": "false", "aime.mlc.DS01_USER_ID": "5"}, false, "5", ""},
 		{nil, false, "", ""},
 	} {
-		has, uid, gid := SetupLabels(tc.labels)
+		has, uid, gid := Setup(tc.labels)
 		if has != tc.has || uid != tc.uid || gid != tc.gid {
 			t.Errorf("%v: %v %q %q", tc.labels, has, uid, gid)
+		}
+	}
+}
+
+func TestProjectOf(t *testing.T) {
+	for tag, want := range map[string]string{"ds01-1000/p:latest": "p", "ds01-1000/p": "p", "ds01-1001/p:latest": "", "ds01-1000/p:v2": "", "other/p:latest": ""} {
+		got, ok := ProjectOf(1000, tag)
+		if got != want && ok || ok != (want != "") {
+			t.Errorf("%s: %q %v, want %q", tag, got, ok, want)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package assemble
+package label
 
 import (
 	"strings"
@@ -16,12 +16,12 @@ func TestEscapeLabel(t *testing.T) {
 		{"%2C", "%252C"},
 		{"", ""},
 	} {
-		got := EscapeLabel(tc.in)
+		got := Escape(tc.in)
 		if got != tc.want {
-			t.Errorf("EscapeLabel(%q) = %q; want %q", tc.in, got, tc.want)
+			t.Errorf("Escape(%q) = %q; want %q", tc.in, got, tc.want)
 		}
-		if back := UnescapeLabel(got); back != tc.in {
-			t.Errorf("UnescapeLabel(%q) = %q; want %q", got, back, tc.in)
+		if back := Unescape(got); back != tc.in {
+			t.Errorf("Unescape(%q) = %q; want %q", got, back, tc.in)
 		}
 	}
 }
@@ -29,7 +29,7 @@ func TestEscapeLabel(t *testing.T) {
 func TestDescriptorsHaveNoComma(t *testing.T) {
 	h, _ := v1.NewHash("sha256:" + strings.Repeat("ab", 32))
 	descs := []v1.Descriptor{{MediaType: types.OCILayer, Digest: h, Size: 7}, {MediaType: types.DockerLayer, Digest: h, Size: 9}}
-	rec := formatDescriptors(descs)
+	rec := FormatLayers(descs)
 	if strings.ContainsAny(rec, ",") {
 		t.Fatalf("record %q has a comma", rec)
 	}
@@ -44,12 +44,33 @@ func FuzzEscapeLabel(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		e := EscapeLabel(s)
+		e := Escape(s)
 		if strings.Contains(e, ",") {
-			t.Fatalf("EscapeLabel(%q) = %q has a comma", s, e)
+			t.Fatalf("Escape(%q) = %q has a comma", s, e)
 		}
-		if back := UnescapeLabel(e); back != s {
-			t.Fatalf("UnescapeLabel(EscapeLabel(%q)) = %q", s, back)
+		if back := Unescape(e); back != s {
+			t.Fatalf("Unescape(Escape(%q)) = %q", s, back)
+		}
+	})
+}
+
+func FuzzParseLayersRecord(f *testing.F) {
+	f.Add(`[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":3}]`, 1)
+	f.Add(`[]`, 0)
+	f.Add("application/vnd.oci.image.layer.v1.tar;sha256:"+strings.Repeat("0", 64)+";3", 1)
+	f.Add(`[{"digest":"sha256:zz","size":-1}]`, 1)
+	f.Fuzz(func(t *testing.T, rec string, n int) {
+		descs, err := ParseLayersRecord(rec, n)
+		if err != nil {
+			return
+		}
+		if len(descs) != n {
+			t.Fatalf("%d descriptors for %d layers", len(descs), n)
+		}
+		for _, d := range descs {
+			if d.Size <= 0 || len(d.Digest.Hex) != 64 || d.MediaType == "" {
+				t.Fatalf("accepted %+v", d)
+			}
 		}
 	})
 }

@@ -1,6 +1,7 @@
-package assemble
+package label
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -17,32 +18,32 @@ import (
 // percent-encoded (',' as %2C, '%' as %25), which keeps them readable and
 // reversible.
 
-// EscapeLabel is s as a label value without commas.
-func EscapeLabel(s string) string {
+// Escape is s as a label value without commas.
+func Escape(s string) string {
 	if !strings.ContainsAny(s, ",%") {
 		return s
 	}
 	return strings.NewReplacer("%", "%25", ",", "%2C").Replace(s)
 }
 
-// UnescapeLabel reverses EscapeLabel; anything else is returned as it is.
-func UnescapeLabel(s string) string {
+// Unescape reverses Escape; anything else is returned as it is.
+func Unescape(s string) string {
 	if !strings.Contains(s, "%") {
 		return s
 	}
 	return strings.NewReplacer("%2C", ",", "%2c", ",", "%25", "%").Replace(s)
 }
 
-// EscapeLabels applies EscapeLabel to every value of m, in place.
-func EscapeLabels(m map[string]string) {
+// EscapeAll applies Escape to every value of m, in place.
+func EscapeAll(m map[string]string) {
 	for k, v := range m {
-		m[k] = EscapeLabel(v)
+		m[k] = Escape(v)
 	}
 }
 
-// formatDescriptors is the LabelLayers value: one MEDIATYPE;DIGEST;SIZE
+// FormatLayers is the Layers value: one MEDIATYPE;DIGEST;SIZE
 // per layer, separated by spaces (JSON would put commas in the label).
-func formatDescriptors(descs []v1.Descriptor) string {
+func FormatLayers(descs []v1.Descriptor) string {
 	parts := make([]string, len(descs))
 	for i, d := range descs {
 		parts[i] = fmt.Sprintf("%s;%s;%d", d.MediaType, d.Digest, d.Size)
@@ -50,8 +51,8 @@ func formatDescriptors(descs []v1.Descriptor) string {
 	return strings.Join(parts, " ")
 }
 
-// parseDescriptors reads formatDescriptors' form.
-func parseDescriptors(rec string) ([]v1.Descriptor, error) {
+// ParseLayers reads FormatLayers' form.
+func ParseLayers(rec string) ([]v1.Descriptor, error) {
 	fields := strings.Fields(rec)
 	descs := make([]v1.Descriptor, 0, len(fields))
 	for i, f := range fields {
@@ -69,6 +70,30 @@ func parseDescriptors(rec string) ([]v1.Descriptor, error) {
 			return nil, fmt.Errorf("layer %d: size %q: %w", i, size, err)
 		}
 		descs = append(descs, v1.Descriptor{MediaType: types.MediaType(mt), Digest: h, Size: n})
+	}
+	return descs, nil
+}
+
+// exactly the n layers of the image it labels.
+func ParseLayersRecord(rec string, n int) ([]v1.Descriptor, error) {
+	var descs []v1.Descriptor
+	var err error
+	if strings.HasPrefix(rec, "[") {
+		// The JSON form of images made before labels lost their commas.
+		err = json.Unmarshal([]byte(rec), &descs)
+	} else {
+		descs, err = ParseLayers(rec)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading label %s: %w", Layers, err)
+	}
+	if len(descs) != n {
+		return nil, fmt.Errorf("label %s names %d layers, the image has %d", Layers, len(descs), n)
+	}
+	for i, d := range descs {
+		if d.Size <= 0 || d.Digest.Algorithm != "sha256" || len(d.Digest.Hex) != 64 || d.MediaType == "" {
+			return nil, fmt.Errorf("label %s: layer %d is not a whole descriptor", Layers, i)
+		}
 	}
 	return descs, nil
 }
