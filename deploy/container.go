@@ -22,12 +22,27 @@ import (
 	"github.com/ds01/ds01/assemble/label"
 )
 
-// Flows of container deploy, named as the seeds name them.
+// Flow is how container deploy makes a container, as the seeds name the
+// three flows.
+type Flow int
+
 const (
-	FlowLabelled    = "labelled image for this user: container created directly, no setup"
-	FlowAssembled   = "image without DS01 labels: user layer assembled onto it first (no docker run, no docker commit)"
-	FlowReassembled = "image labelled for another user, --force: user layer assembled again for this user"
+	FlowLabelled    Flow = iota + 1 // labelled for this user: created directly
+	FlowAssembled                   // no DS01 labels: the user layer assembled onto it first
+	FlowReassembled                 // labelled for another user, --force: assembled again
 )
+
+func (f Flow) String() string {
+	switch f {
+	case FlowLabelled:
+		return "labelled image for this user: container created directly, no setup"
+	case FlowAssembled:
+		return "image without DS01 labels: user layer assembled onto it first (no docker run, no docker commit)"
+	case FlowReassembled:
+		return "image labelled for another user, --force: user layer assembled again for this user"
+	}
+	return ""
+}
 
 // DeployRequest is a container to make.
 type DeployRequest struct {
@@ -84,7 +99,7 @@ type DeployResult struct {
 	Container string // name
 	ID        string
 	Image     string
-	Flow      string
+	Flow      Flow
 	Assembled *CreateResult // when the flow assembled an image
 	Sources   Sources       // the host directories bound in
 	Create    client.ContainerCreateOptions

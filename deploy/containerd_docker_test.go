@@ -86,8 +86,8 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 			}
 			// The base goes in once, as the cache has it; the image then is a
 			// delta, the engine's ID for the base being the cached manifest's.
-			if !strings.HasPrefix(res.LoadPath, "delta: containerd image store") || res.Sent >= 1<<20 || res.Resolution.Loaded < tc.min {
-				t.Errorf("load path %q, sent %d, base streamed %d", res.LoadPath, res.Sent, res.Resolution.Loaded)
+			if (res.Load.Kind != deploy.LoadDelta || res.Load.Store != deploy.Containerd) || res.Sent >= 1<<20 || res.Resolution.Loaded < tc.min {
+				t.Errorf("load path %q, sent %d, base streamed %d", res.Load, res.Sent, res.Resolution.Loaded)
 			}
 			again, err := ce.Create(ctx, deploy.CreateRequest{Login: "h.baker@hertie-school.lan", Account: hbaker, Project: project + "-2", BaseRef: ref,
 				Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache}})
@@ -95,8 +95,8 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 				t.Fatal(err)
 			}
 			testbed.RemoveImage(t, ce, "ds01-1722830498/"+project+"-2:latest")
-			if !strings.HasPrefix(again.LoadPath, "delta: containerd") || again.Sent >= 1<<20 || again.Resolution.Loaded != 0 {
-				t.Errorf("second create: load path %q, sent %d, base streamed %d", again.LoadPath, again.Sent, again.Resolution.Loaded)
+			if (again.Load.Kind != deploy.LoadDelta || again.Load.Store != deploy.Containerd) || again.Sent >= 1<<20 || again.Resolution.Loaded != 0 {
+				t.Errorf("second create: load path %q, sent %d, base streamed %d", again.Load, again.Sent, again.Resolution.Loaded)
 			}
 			tag := "ds01-1722830498/" + project + ":latest"
 			ins, err := ce.ImageInspect(ctx, tag)
@@ -133,11 +133,11 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 				t.Fatal(err)
 			}
 			notice := strings.Join(w.Warnings, "\n")
-			if !strings.HasPrefix(w.LoadPath, "full: containerd image store, after a delta load failed its check") || w.Sent < tc.min ||
+			if w.Load != (deploy.LoadPath{Kind: deploy.LoadFull, Store: deploy.Containerd, Why: deploy.FullAfterCheck}) || w.Sent < tc.min ||
 				!strings.Contains(notice, "delta load did not give the image expected") || !strings.Contains(notice, "removed and the whole image sent") {
-				t.Errorf("wrong descriptor: load path %q, sent %d, warnings %q", w.LoadPath, w.Sent, w.Warnings)
+				t.Errorf("wrong descriptor: load path %q, sent %d, warnings %q", w.Load, w.Sent, w.Warnings)
 			}
-			t.Logf("wrong descriptor: %s; %s; %d bytes sent", w.LoadPath, notice, w.Sent)
+			t.Logf("wrong descriptor: %s; %s; %d bytes sent", w.Load, notice, w.Sent)
 			if ins, err := ce.ImageInspect(ctx, wtag); err != nil || ins.ID != w.ImageID {
 				t.Errorf("after the fallback %s is %s (%v), ds01 reports %s", wtag, ins.ID, err, w.ImageID)
 			}
@@ -153,8 +153,8 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 				t.Fatal(err)
 			}
 			testbed.RemoveImage(t, ce, "ds01-20000000/"+project+"-a:latest")
-			if !strings.Contains(onTag.LoadPath, "ds01's record") || onTag.Sent >= 1<<20 {
-				t.Errorf("on ds01's own image: load path %q, sent %d", onTag.LoadPath, onTag.Sent)
+			if onTag.Load.Descriptors.Kind != deploy.DescRecord || onTag.Sent >= 1<<20 {
+				t.Errorf("on ds01's own image: load path %q, sent %d", onTag.Load, onTag.Sent)
 			}
 			saveWhole(t, ce, "ds01-20000000/"+project+"-a:latest", onTag.Base.Image)
 			// A wrong descriptor there has no whole image to fall back on:
@@ -201,8 +201,8 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !strings.Contains(onCommitted.LoadPath, "containerd's content store") || onCommitted.Sent >= 1<<20 {
-				t.Errorf("engine-only base, content store: load path %q, sent %d", onCommitted.LoadPath, onCommitted.Sent)
+			if onCommitted.Load.Descriptors.Kind != deploy.DescContentStore || onCommitted.Sent >= 1<<20 {
+				t.Errorf("engine-only base, content store: load path %q, sent %d", onCommitted.Load, onCommitted.Sent)
 			}
 			// Without it, the base is read out of the engine once into the
 			// cache, with a notice, and then found there by the engine's ID.
@@ -213,9 +213,9 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !strings.Contains(exported.LoadPath, "read out of it once into ds01's cache") || exported.Resolution.Exported < tc.min ||
+			if exported.Load.Descriptors.Kind != deploy.DescExported || exported.Resolution.Exported < tc.min ||
 				!strings.Contains(strings.Join(exported.Warnings, "\n"), "read out of the engine once (docker save)") || exported.Sent >= 1<<20 {
-				t.Errorf("engine-only base, no socket: load path %q, exported %d, sent %d, warnings %q", exported.LoadPath, exported.Resolution.Exported, exported.Sent, exported.Warnings)
+				t.Errorf("engine-only base, no socket: load path %q, exported %d, sent %d, warnings %q", exported.Load, exported.Resolution.Exported, exported.Sent, exported.Warnings)
 			}
 			if exported.ImageID != onCommitted.ImageID {
 				t.Errorf("content store and export give different images: %s, %s", onCommitted.ImageID, exported.ImageID)
@@ -224,8 +224,8 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !strings.Contains(again.LoadPath, "the manifest in ds01's cache with the engine's ID") || again.Resolution.Exported != 0 || len(again.Warnings) != 0 {
-				t.Errorf("after the export: load path %q, exported %d, warnings %q", again.LoadPath, again.Resolution.Exported, again.Warnings)
+			if again.Load.Descriptors.Kind != deploy.DescCacheByID || again.Resolution.Exported != 0 || len(again.Warnings) != 0 {
+				t.Errorf("after the export: load path %q, exported %d, warnings %q", again.Load, again.Resolution.Exported, again.Warnings)
 			}
 			// Without ds01's cache there is nowhere to keep it: a clear error.
 			if _, e := ce.Create(ctx, deploy.CreateRequest{Login: "x", Account: hbaker, Project: project + "-y", BaseRef: committed}); e == nil || !strings.Contains(e.Error(), "needs ds01's cache") {
@@ -277,8 +277,8 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(first.LoadPath, "read out of it once into ds01's cache") || first.Sent >= 1<<20 || first.Resolution.Exported < 256<<20 {
-			t.Errorf("docker-loaded base: load path %q, sent %d, exported %d", first.LoadPath, first.Sent, first.Resolution.Exported)
+		if first.Load.Descriptors.Kind != deploy.DescExported || first.Sent >= 1<<20 || first.Resolution.Exported < 256<<20 {
+			t.Errorf("docker-loaded base: load path %q, sent %d, exported %d", first.Load, first.Sent, first.Resolution.Exported)
 		}
 		second, err := ce.Create(ctx, req)
 		if err != nil {
@@ -334,8 +334,8 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 		if idxDigest, _ := idx.Digest(); res.Base.ID != idxDigest.String() {
 			t.Errorf("base ID %s; want the index digest %s, the engine's ID", res.Base.ID, idxDigest)
 		}
-		if !strings.Contains(res.LoadPath, "its registry, by the digest the engine pulled it by") || res.Sent >= 1<<20 || res.Resolution.Loaded != 0 {
-			t.Errorf("engine-pulled base: load path %q, sent %d, base streamed %d", res.LoadPath, res.Sent, res.Resolution.Loaded)
+		if res.Load.Descriptors.Kind != deploy.DescRegistry || res.Sent >= 1<<20 || res.Resolution.Loaded != 0 {
+			t.Errorf("engine-pulled base: load path %q, sent %d, base streamed %d", res.Load, res.Sent, res.Resolution.Loaded)
 		}
 		if entries, _ := cache.Entries(); len(entries) != 0 {
 			t.Errorf("the base was pulled into the cache: %v", entries)

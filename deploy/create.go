@@ -78,7 +78,7 @@ type CreateResult struct {
 	ImageID   string // as the daemon reports it
 	Base      *Base
 	LayerSize int64
-	LoadPath  string // "delta" or a reason for not loading
+	Load      LoadPath
 	Sent      int64
 	Replaced  string // the image ID the tag pointed at before, if any
 	// Resolution says where the base came from.
@@ -132,14 +132,14 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	if req.DryRun && d.Store == Containerd {
 		if _, _, ins, ok := d.heldBase(ctx, req.BaseRef, "", ro); !ok && !(ro.Refresh && !ro.Offline) {
 			if ins != nil {
-				res.LoadPath = "dry run, nothing loaded; containerd image store: the engine holds the base but no source names its layer descriptors, so it would be read out of the engine once (docker save) into ds01's cache, then the user layer loaded as a delta"
+				res.Load = LoadPath{Kind: LoadPending, Store: Containerd, DryRun: true, Pending: PendingExport}
 				return res, nil
 			}
 			from := "pulled into ds01's cache first"
 			if cd := cachedDigest(ro.Cache, req.BaseRef); cd != "" {
 				from = "taken from ds01's cache (" + cd + ")"
 			}
-			res.LoadPath = "dry run, nothing loaded; containerd image store: the engine does not hold the base, so it would be " + from + " and streamed in once, then the user layer loaded as a delta"
+			res.Load = LoadPath{Kind: LoadPending, Store: Containerd, DryRun: true, Pending: PendingStream, From: from}
 			return res, nil
 		}
 	} else if req.DryRun {
@@ -150,7 +150,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 			if d := cachedDigest(ro.Cache, req.BaseRef); d != "" {
 				from = "taken from ds01's cache (" + d + ")"
 			}
-			res.LoadPath = fmt.Sprintf("dry run, nothing loaded; the base is not in the daemon: it would be %s and streamed into the daemon once, then the user layer loaded as a delta", from)
+			res.Load = LoadPath{Kind: LoadPending, Store: d.Store, DryRun: true, Pending: PendingStream, From: from}
 			return res, nil
 		}
 	}
@@ -177,7 +177,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		case how.Full:
 			return nil, fmt.Errorf("packages on the containerd image store need the base held under descriptors ds01 knows, and the engine did not keep %s as ds01's cache has it; nothing was changed", req.BaseRef)
 		case req.DryRun:
-			res.LoadPath = "dry run, nothing installed or loaded: the packages would be installed in a throwaway container of the base (or taken from ds01's cache), then the user layer added"
+			res.Load = LoadPath{Kind: LoadPending, Store: d.Store, DryRun: true, Pending: PendingPackages}
 			return res, nil
 		}
 		t = time.Now()
@@ -197,7 +197,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 			if !base.Described() {
 				return nil, fmt.Errorf("the package image %s carries no record of its layer descriptors; remove it (docker rmi %s) and build again", pr.Image, pr.Image)
 			}
-			how.Descriptors = "ds01's record in the image's " + label.Layers + " label (the shared package image " + pr.Image + ")"
+			how.Descriptors = DescriptorSource{Kind: DescPackageImage, Detail: pr.Image}
 		}
 	}
 
@@ -264,15 +264,12 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	step("assemble", t)
 	logf("assembled %s: config %s, user layer %d bytes", tag, cfgName, res.LayerSize)
 
-	res.LoadPath = "delta: graphdriver store, base layers left out of the archive"
-	if how.Held {
-		res.LoadPath = "delta: containerd image store, base layers left out, named by the descriptors the engine holds them under, from " + how.Descriptors
-	}
+	res.Load = LoadPath{Kind: LoadDelta, Store: d.Store, Descriptors: how.Descriptors}
 	var omit func(v1.Hash) bool
 	if how.Full {
 		// On the containerd store a docker-archive without the base's
 		// layers is refused or, worse, makes a broken image.
-		res.LoadPath = "full: containerd image store, the engine did not take the base as ds01's cache has it, so the base is sent with the image"
+		res.Load = LoadPath{Kind: LoadFull, Store: d.Store, Why: FullNotHeld}
 		res.Warnings = append(res.Warnings, "the containerd image store did not keep the base under the cached manifest: the whole image, base included, is sent")
 	} else {
 		inBase := map[v1.Hash]bool{}
@@ -290,10 +287,10 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 			}
 			res.ImageID = dg.String()
 		}
-		res.LoadPath = "dry run, nothing loaded; would load " + res.LoadPath
+		res.Load.DryRun = true
 		return res, nil
 	}
-	logf("load path: %s", res.LoadPath)
+	logf("load path: %s", res.Load)
 
 	t = time.Now()
 	var progress func(int64)
@@ -315,7 +312,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 				tag, err, req.BaseRef, how.Descriptors, req.BaseRef)
 		}
 		res.Warnings = append(res.Warnings, fmt.Sprintf("the delta load did not give the image expected (%v): it was removed and the whole image sent instead", err))
-		res.LoadPath = "full: containerd image store, after a delta load failed its check"
+		res.Load = LoadPath{Kind: LoadFull, Store: d.Store, Why: FullAfterCheck}
 		// Assembled again on the base as ds01 has it, whose descriptors
 		// are those of the bytes it sends.
 		if built, err = assemble.Image(base.Image, files, opts); err != nil {

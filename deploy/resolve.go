@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -12,8 +13,6 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/ds01/ds01/registry"
-
-	"github.com/ds01/ds01/assemble/label"
 )
 
 // ResolveOptions say where a base may come from.
@@ -34,7 +33,7 @@ type ResolveOptions struct {
 
 // Resolution says where a base came from.
 type Resolution struct {
-	From   string // "daemon", "cache" or "registry"
+	From   BaseSource
 	Pulled *registry.PullResult
 	Loaded int64 // bytes streamed into the daemon to give it the base
 	// Full is set on the containerd image store when the engine does not
@@ -46,7 +45,7 @@ type Resolution struct {
 	// base out.
 	Held bool
 	// Descriptors says where a held base's layer descriptors came from.
-	Descriptors string
+	Descriptors DescriptorSource
 	// Exported is the bytes of a base read out of the engine into ds01's
 	// cache, when no other source knew its descriptors.
 	Exported int64
@@ -88,7 +87,7 @@ func (d *Daemon) ResolveBase(ctx context.Context, ref string, o ResolveOptions) 
 	case err == nil && (want == "" || b.Digest() == want || cachedDigest(o.Cache, ref) == want):
 		logf("base %s: in the Docker daemon (%s)", ref, b.ID)
 		attachCachedDigest(o.Cache, ref, b)
-		return b, Resolution{From: "daemon"}, nil
+		return b, Resolution{From: FromDaemon}, nil
 	case err != nil && !errors.Is(err, ErrNotInDaemon):
 		return nil, Resolution{}, err
 	}
@@ -145,7 +144,7 @@ func cachedDigest(c *registry.Cache, ref string) string {
 // cachedBase is the base from ds01's cache, pulled into it first when it
 // is missing or, with --pull, older than the registry's (want).
 func cachedBase(ctx context.Context, ref, want string, o ResolveOptions) (v1.Image, registry.Entry, Resolution, error) {
-	res := Resolution{From: "cache"}
+	res := Resolution{From: FromCache}
 	e, ok := o.Cache.Lookup(ref)
 	var lost error
 	if ok {
@@ -172,7 +171,7 @@ func cachedBase(ctx context.Context, ref, want string, o ResolveOptions) (v1.Ima
 		if err != nil {
 			return nil, e, res, fmt.Errorf("base %s is not in the Docker daemon nor in ds01's cache, and pulling it failed: %w", ref, err)
 		}
-		res.From, res.Pulled = "registry", &pr
+		res.From, res.Pulled = FromRegistry, &pr
 		e = registry.Entry{Ref: ref, Digest: pr.Digest}
 	}
 	img, err := o.Cache.Image(e.Digest)
@@ -198,12 +197,12 @@ func (d *Daemon) heldBase(ctx context.Context, ref, want string, o ResolveOption
 	}
 	ins = &found
 	if b, err := d.baseFrom(ctx, ref, found); err == nil && b.Described() {
-		return b, Resolution{From: "daemon", Held: true, Descriptors: "ds01's record in the image's " + label.Layers + " label"}, ins, true
+		return b, Resolution{From: FromDaemon, Held: true, Descriptors: DescriptorSource{Kind: DescRecord}}, ins, true
 	}
 	if o.Cache != nil {
 		if img, err := o.Cache.ImageFor(ins.ID); err == nil {
 			return &Base{Ref: ref, ID: ins.ID, RepoDigests: ins.RepoDigests, Image: img},
-				Resolution{From: "daemon", Held: true, Descriptors: "the manifest in ds01's cache with the engine's ID"}, ins, true
+				Resolution{From: FromDaemon, Held: true, Descriptors: DescriptorSource{Kind: DescCacheByID}}, ins, true
 		}
 	}
 	for _, rd := range ins.RepoDigests {
@@ -230,13 +229,13 @@ func (d *Daemon) heldBase(ctx context.Context, ref, want string, o ResolveOption
 			continue
 		}
 		return &Base{Ref: ref, ID: ins.ID, RepoDigests: []string{rd}, Image: img},
-			Resolution{From: "daemon", Held: true, Descriptors: "its registry, by the digest the engine pulled it by (" + rd + ")"}, ins, true
+			Resolution{From: FromDaemon, Held: true, Descriptors: DescriptorSource{Kind: DescRegistry, Detail: rd}}, ins, true
 	}
 	if usableSocket(d.ContainerdSocket) {
 		img, err := contentStoreImage(ctx, d.ContainerdSocket, ins.ID)
 		if err == nil {
 			return &Base{Ref: ref, ID: ins.ID, RepoDigests: ins.RepoDigests, Image: img},
-				Resolution{From: "daemon", Held: true, Descriptors: "containerd's content store at " + d.ContainerdSocket}, ins, true
+				Resolution{From: FromDaemon, Held: true, Descriptors: DescriptorSource{Kind: DescContentStore, Detail: d.ContainerdSocket}}, ins, true
 		}
 		if o.Log != nil {
 			fmt.Fprintf(o.Log, "base %s: not from containerd's content store: %v\n", ref, err)
@@ -273,7 +272,7 @@ func (d *Daemon) resolveFull(ctx context.Context, ref, want string, o ResolveOpt
 	// The engine lacks ref, or holds another image than --pull wants
 	// (heldBase found it by the engine's ID otherwise): stream it in.
 	b = &Base{Ref: ref, ID: e.Digest, RepoDigests: []string{ref + "@" + e.Digest}, Image: img}
-	res.Descriptors = "the manifest in ds01's cache, the engine holding it under that digest"
+	res.Descriptors = DescriptorSource{Kind: DescStreamed}
 	st, err := d.LoadWithProgress(ctx, img, ref, nil, o.progressFor(img))
 	res.Loaded = st.Sent
 	if err != nil {
@@ -283,7 +282,7 @@ func (d *Daemon) resolveFull(ctx context.Context, ref, want string, o ResolveOpt
 		res.Held = true
 	} else {
 		res.Full = true // send the base with the image, and say so
-		res.Descriptors = ""
+		res.Descriptors = DescriptorSource{}
 	}
 	return b, res, nil
 }
@@ -312,8 +311,8 @@ func (d *Daemon) exportBase(ctx context.Context, ref, id string, repoDigests []s
 	if err != nil {
 		return nil, Resolution{}, fmt.Errorf("base %s: the engine's docker save did not hold its image %s: %w", ref, id, err)
 	}
-	return &Base{Ref: ref, ID: id, RepoDigests: repoDigests, Image: img}, Resolution{From: "daemon", Held: true, Exported: n, Notice: notice,
-		Descriptors: fmt.Sprintf("the engine's own manifest, read out of it once into ds01's cache (%d bytes)", n)}, nil
+	return &Base{Ref: ref, ID: id, RepoDigests: repoDigests, Image: img}, Resolution{From: FromDaemon, Held: true, Exported: n, Notice: notice,
+		Descriptors: DescriptorSource{Kind: DescExported, Detail: strconv.FormatInt(n, 10)}}, nil
 }
 
 // progressFor turns LoadProgress into a per-chunk callback for streaming

@@ -82,7 +82,7 @@ func testContainerDeployFlows(t *testing.T, e engine) {
 	// 1. Unlabelled base: the user layer is assembled onto it, then the
 	// container is made; no docker run, no commit.
 	out, code := c.run(append(asBaker, "container", "deploy", "--accept-setuid-risk", name, "--image", base, "--workspace", ws, "--start", "--memlock", "8m")...)
-	if code != 0 || !strings.Contains(out, "user layer assembled onto it first") {
+	if code != 0 || !strings.Contains(out, "flow: "+deploy.FlowAssembled.String()+"\n") {
 		t.Fatalf("flow 1: exit %d:\n%s", code, out)
 	}
 	if _, err := d.ImageInspect(ctx, tag); err != nil {
@@ -97,7 +97,7 @@ func testContainerDeployFlows(t *testing.T, e engine) {
 	// from it, and no image is made.
 	before := imageCount(t, d)
 	out, code = c.run(append(asBaker, "container", "deploy", "--accept-setuid-risk", name, "--workspace", ws, "--start", "--memlock", "8m")...)
-	if code != 0 || !strings.Contains(out, "labelled image for this user") {
+	if code != 0 || !strings.Contains(out, "flow: "+deploy.FlowLabelled.String()+"\n") {
 		t.Fatalf("flow 3: exit %d:\n%s", code, out)
 	}
 	if after := imageCount(t, d); after != before {
@@ -131,7 +131,7 @@ func testContainerDeployFlows(t *testing.T, e engine) {
 		t.Fatal("a refused deploy left a container")
 	}
 	out, code = c.run(append(other, "container", "deploy", "--accept-setuid-risk", name, "--image", tag, "--workspace", otherWS, "--force", "--start", "--memlock", "8m")...)
-	if code != 0 || !strings.Contains(out, "assembled again") {
+	if code != 0 || !strings.Contains(out, "flow: "+deploy.FlowReassembled.String()+"\n") {
 		t.Fatalf("flow 2 with --force: exit %d:\n%s", code, out)
 	}
 	r, err := d.Exec(ctx, name+"._.20000000", "20000000:20000000", "bash", "-lc", "id -un; echo $HOME; sudo -n true && echo sudo-ok; stat -c %s /var/log/lastlog /var/log/faillog; touch /workspace/probe && echo ws-ok")

@@ -135,7 +135,7 @@ func runDemo(ctx context.Context, cmd *cli.Command) error {
 		fmt.Fprintln(out, "warning:", w)
 	}
 	fmt.Fprintf(out, "image create: %s %s for %s (%s, %d:%d): user layer %d bytes, %d bytes sent to the daemon (%s): %s\n",
-		tag, res.ImageID, id.Name, id.Login, id.UID, id.GID, res.LayerSize, res.Sent, res.LoadPath, since(t))
+		tag, res.ImageID, id.Name, id.Login, id.UID, id.GID, res.LayerSize, res.Sent, res.Load, since(t))
 
 	script := `id; echo "HOME=$HOME"; echo "PATH=$PATH"; sudo -n true && echo "sudo: ok"; stat -c '%n %s bytes' /var/log/lastlog /var/log/faillog; pwd`
 	if base.Suite == "bookworm" {

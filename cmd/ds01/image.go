@@ -342,15 +342,15 @@ func create(ctx context.Context, cmd *cli.Command, d *deploy.Daemon, id identity
 	}
 	if req.DryRun {
 		if res.Base == nil {
-			fmt.Fprintf(out, "%s  (dry run)\n  user %s (%s) %d:%d on %s\n  %s\n", res.Tag, id.Name, id.Login, id.UID, id.GID, req.BaseRef, res.LoadPath)
+			fmt.Fprintf(out, "%s  (dry run)\n  user %s (%s) %d:%d on %s\n  %s\n", res.Tag, id.Name, id.Login, id.UID, id.GID, req.BaseRef, res.Load)
 			return nil
 		}
 		fmt.Fprintf(out, "%s  %s  (dry run: nothing loaded)\n  user %s (%s) %d:%d on %s (%s)\n  %s\n",
-			res.Tag, res.ImageID, id.Name, id.Login, id.UID, id.GID, req.BaseRef, res.Base.ID, res.LoadPath)
+			res.Tag, res.ImageID, id.Name, id.Login, id.UID, id.GID, req.BaseRef, res.Base.ID, res.Load)
 		return nil
 	}
 	fmt.Fprintf(out, "%s  %s\n  user %s (%s) %d:%d, base %s\n  user layer %d bytes; sent %d bytes to the daemon (%s); %s\n",
-		res.Tag, res.ImageID, id.Name, id.Login, id.UID, id.GID, req.BaseRef, res.LayerSize, res.Sent, res.LoadPath, since(t))
+		res.Tag, res.ImageID, id.Name, id.Login, id.UID, id.GID, req.BaseRef, res.LayerSize, res.Sent, res.Load, since(t))
 	if pr := res.Packages; pr != nil {
 		how := "installed in a throwaway container in " + res.Timings["packages"].Round(time.Millisecond).String()
 		if pr.Reused {

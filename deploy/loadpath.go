@@ -1,0 +1,139 @@
+package deploy
+
+import "fmt"
+
+// BaseSource is where a base was found.
+type BaseSource int
+
+const (
+	FromDaemon BaseSource = iota
+	FromCache
+	FromRegistry
+)
+
+func (s BaseSource) String() string {
+	return [...]string{"daemon", "cache", "registry"}[s]
+}
+
+// DescriptorKind is where the layer descriptors of a base the containerd
+// image store holds came from (see heldBase).
+type DescriptorKind int
+
+const (
+	DescNone DescriptorKind = iota
+	// DescRecord: ds01's ds01.layers label on an image it loaded.
+	DescRecord
+	// DescCacheByID: the manifest in ds01's cache whose digest is the
+	// engine's ID.
+	DescCacheByID
+	// DescRegistry: the registry, by the digest the engine pulled it by.
+	DescRegistry
+	// DescContentStore: containerd's content store.
+	DescContentStore
+	// DescExported: the engine's own manifest, read out of it once.
+	DescExported
+	// DescStreamed: the cached manifest, the base streamed in under it.
+	DescStreamed
+	// DescPackageImage: the record on the shared package image.
+	DescPackageImage
+)
+
+// DescriptorSource is a DescriptorKind with what names it: the digest
+// pulled by, the socket, the bytes exported, the package image.
+type DescriptorSource struct {
+	Kind   DescriptorKind
+	Detail string
+}
+
+func (s DescriptorSource) String() string {
+	switch s.Kind {
+	case DescRecord:
+		return "ds01's record in the image's ds01.layers label"
+	case DescCacheByID:
+		return "the manifest in ds01's cache with the engine's ID"
+	case DescRegistry:
+		return "its registry, by the digest the engine pulled it by (" + s.Detail + ")"
+	case DescContentStore:
+		return "containerd's content store at " + s.Detail
+	case DescExported:
+		return "the engine's own manifest, read out of it once into ds01's cache (" + s.Detail + " bytes)"
+	case DescStreamed:
+		return "the manifest in ds01's cache, the engine holding it under that digest"
+	case DescPackageImage:
+		return "ds01's record in the image's ds01.layers label (the shared package image " + s.Detail + ")"
+	}
+	return ""
+}
+
+// LoadKind is how an image is sent to the engine.
+type LoadKind int
+
+const (
+	// LoadDelta leaves the base's layers out of the archive.
+	LoadDelta LoadKind = iota
+	// LoadFull sends the base with the image.
+	LoadFull
+	// LoadPending is a dry run that stops before the base is resolved:
+	// Pending says what would happen first.
+	LoadPending
+)
+
+// FullReason is why a whole image is sent.
+type FullReason int
+
+const (
+	FullNotHeld    FullReason = iota + 1 // the engine did not keep the base as ds01's cache has it
+	FullAfterCheck                       // a delta load failed its check
+)
+
+// Pending is the step a dry run would take before the load.
+type Pending int
+
+const (
+	PendingNone     Pending = iota
+	PendingExport           // read the base out of the engine into the cache
+	PendingStream           // pull (or take from the cache) and stream the base in
+	PendingPackages         // install the packages
+)
+
+// LoadPath is how create loads (or would load) the image, and why.
+type LoadPath struct {
+	Kind        LoadKind
+	Store       Store
+	Descriptors DescriptorSource // a delta on the containerd store
+	Why         FullReason       // a full load
+	DryRun      bool
+	Pending     Pending
+	From        string // for PendingStream: where the base would come from
+}
+
+func (p LoadPath) String() string {
+	if p.Kind == LoadPending {
+		return p.pending()
+	}
+	s := "delta: graphdriver store, base layers left out of the archive"
+	switch {
+	case p.Kind == LoadFull && p.Why == FullAfterCheck:
+		s = "full: containerd image store, after a delta load failed its check"
+	case p.Kind == LoadFull:
+		s = "full: containerd image store, the engine did not take the base as ds01's cache has it, so the base is sent with the image"
+	case p.Store == Containerd:
+		s = "delta: containerd image store, base layers left out, named by the descriptors the engine holds them under, from " + p.Descriptors.String()
+	}
+	if p.DryRun {
+		return "dry run, nothing loaded; would load " + s
+	}
+	return s
+}
+
+func (p LoadPath) pending() string {
+	switch {
+	case p.Pending == PendingExport:
+		return "dry run, nothing loaded; containerd image store: the engine holds the base but no source names its layer descriptors, so it would be read out of the engine once (docker save) into ds01's cache, then the user layer loaded as a delta"
+	case p.Pending == PendingPackages:
+		return "dry run, nothing installed or loaded: the packages would be installed in a throwaway container of the base (or taken from ds01's cache), then the user layer added"
+	case p.Store == Containerd:
+		return "dry run, nothing loaded; containerd image store: the engine does not hold the base, so it would be " + p.From + " and streamed in once, then the user layer loaded as a delta"
+	}
+	return fmt.Sprintf("dry run, nothing loaded; the base is not in the daemon: it would be %s and streamed into the daemon once, then the user layer loaded as a delta", p.From)
+}
