@@ -104,7 +104,7 @@ func (d *Daemon) ResolveBase(ctx context.Context, ref string, o ResolveOptions) 
 	if err != nil {
 		return nil, Resolution{}, fmt.Errorf("giving the daemon base %s: %w", ref, err)
 	}
-	o.Cache.Touch(ref, time.Now())
+	o.touch(ref)
 	b, err = d.Base(ctx, ref)
 	if err != nil {
 		return nil, Resolution{}, err
@@ -120,8 +120,8 @@ func attachCachedDigest(c *registry.Cache, ref string, b *Base) {
 	if c == nil || len(b.RepoDigests) > 0 {
 		return
 	}
-	e, ok := c.Lookup(ref)
-	if !ok {
+	e, ok, err := c.Lookup(ref)
+	if err != nil || !ok {
 		return
 	}
 	img, err := c.Image(e.Digest)
@@ -137,7 +137,7 @@ func cachedDigest(c *registry.Cache, ref string) string {
 	if c == nil {
 		return ""
 	}
-	e, _ := c.Lookup(ref)
+	e, _, _ := c.Lookup(ref)
 	return e.Digest
 }
 
@@ -145,7 +145,10 @@ func cachedDigest(c *registry.Cache, ref string) string {
 // is missing or, with --pull, older than the registry's (want).
 func cachedBase(ctx context.Context, ref, want string, o ResolveOptions) (v1.Image, registry.Entry, Resolution, error) {
 	res := Resolution{From: FromCache}
-	e, ok := o.Cache.Lookup(ref)
+	e, ok, err := o.Cache.Lookup(ref)
+	if err != nil {
+		return nil, e, res, fmt.Errorf("base %s: %w", ref, err)
+	}
 	var lost error
 	if ok {
 		// A blob lost from the cache is said as such, and fetched again,
@@ -268,7 +271,7 @@ func (d *Daemon) resolveFull(ctx context.Context, ref, want string, o ResolveOpt
 		}
 		return nil, Resolution{}, err
 	}
-	o.Cache.Touch(ref, time.Now())
+	o.touch(ref)
 	// The engine lacks ref, or holds another image than --pull wants
 	// (heldBase found it by the engine's ID otherwise): stream it in.
 	b = &Base{Ref: ref, ID: e.Digest, RepoDigests: []string{ref + "@" + e.Digest}, Image: img}
@@ -335,4 +338,12 @@ func layersSize(img v1.Image) int64 {
 		}
 	}
 	return total
+}
+
+// touch notes that ref was used (for base list and prune). Failing to
+// is said, not fatal: the build does not depend on it.
+func (o ResolveOptions) touch(ref string) {
+	if err := o.Cache.Touch(ref, time.Now()); err != nil && o.Log != nil {
+		fmt.Fprintf(o.Log, "base %s: could not note its last use in ds01's cache: %v\n", ref, err)
+	}
 }

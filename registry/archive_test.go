@@ -78,7 +78,7 @@ func TestImportArchive(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tc.wantError) {
 					t.Fatalf("error %v; want %q", err, tc.wantError)
 				}
-				if _, ok := c.Lookup("engine.local/base:1"); ok {
+				if _, ok, _ := c.Lookup("engine.local/base:1"); ok {
 					t.Error("a failed import left an entry")
 				}
 				return
@@ -89,7 +89,7 @@ func TestImportArchive(t *testing.T) {
 			if dg != want.String() || n != int64(len(tc.archive)) {
 				t.Errorf("imported %s (%d bytes read); want %s (%d)", dg, n, want, len(tc.archive))
 			}
-			e, ok := c.Lookup("engine.local/base:1")
+			e, ok, _ := c.Lookup("engine.local/base:1")
 			if !ok || e.Digest != want.String() {
 				t.Fatalf("entry %+v, %v", e, ok)
 			}
@@ -122,7 +122,7 @@ func FuzzImportArchive(f *testing.F) {
 		n++
 		ref := fmt.Sprintf("engine.local/base:%d", n)
 		dg, _, err := c.ImportArchive(ref, bytes.NewReader(archive))
-		e, ok := c.Lookup(ref)
+		e, ok, _ := c.Lookup(ref)
 		if (err == nil) != ok || (ok && e.Digest != dg) {
 			t.Fatalf("error %v, entry %+v %v", err, e, ok)
 		}

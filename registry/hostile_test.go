@@ -394,7 +394,7 @@ func TestPruneDuringPull(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("pull: %v", err)
 	}
-	e, ok := c.Lookup(host + "/slow:t")
+	e, ok, _ := c.Lookup(host + "/slow:t")
 	if !ok {
 		t.Fatal("no entry")
 	}

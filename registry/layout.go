@@ -212,14 +212,19 @@ func (c *Cache) writeIndex(refs map[string]Entry) error {
 }
 
 // Lookup finds a ref in the cache.
-func (c *Cache) Lookup(ref string) (Entry, bool) {
+func (c *Cache) Lookup(ref string) (Entry, bool, error) {
 	var e Entry
 	var ok bool
-	c.withLock(func(refs map[string]Entry) (bool, error) {
+	err := c.withLock(func(refs map[string]Entry) (bool, error) {
 		e, ok = refs[ref]
 		return false, nil
 	})
-	return e, ok
+	if err != nil {
+		// A lock or read failure is not an empty cache: the caller would
+		// pull again, or report a base missing that is there.
+		return Entry{}, false, fmt.Errorf("reading ds01's cache entries: %w", err)
+	}
+	return e, ok, nil
 }
 
 // Entries lists the cached bases.

@@ -82,7 +82,7 @@ func TestPullBookworm(t *testing.T) {
 	if err == nil {
 		t.Fatal("an interrupted pull succeeded")
 	}
-	if _, ok := c.Lookup(ref); ok {
+	if _, ok, _ := c.Lookup(ref); ok {
 		t.Error("an interrupted pull left an entry")
 	}
 	if ents, _ := os.ReadDir(filepath.Join(c.Dir, "oci", "blobs", "sha256")); len(ents) != 0 {
@@ -117,7 +117,7 @@ func TestPullBookworm(t *testing.T) {
 	if d, _ := cl[0].DiffID(); err != nil || h != d {
 		t.Fatalf("cached layer hashes to %s, diff ID %s (%v)", h, d, err)
 	}
-	if e, ok := c.Lookup(ref); !ok || e.Digest != res.Digest {
+	if e, ok, _ := c.Lookup(ref); !ok || e.Digest != res.Digest {
 		t.Errorf("cache entry %+v %v", e, ok)
 	}
 
@@ -189,7 +189,7 @@ func TestPullConcurrentAndPlatforms(t *testing.T) {
 	if errors.Join(errs...) != nil {
 		t.Fatal(errs)
 	}
-	e, _ := c.Lookup(ref)
+	e, _, _ := c.Lookup(ref)
 	if d, _ := amd.Digest(); e.Digest != d.String() || e.Platform != "linux/amd64" {
 		t.Errorf("index resolved to %+v; want the amd64 image %s", e, d)
 	}
@@ -238,7 +238,7 @@ func TestPullFailures(t *testing.T) {
 	if !errors.Is(err, registry.ErrUnreachable) || !strings.Contains(err.Error(), "127.0.0.1:1/nothing/here:1") {
 		t.Errorf("unreachable: %v", err)
 	}
-	if _, ok := c.Lookup("127.0.0.1:1/nothing/here:1"); ok {
+	if _, ok, _ := c.Lookup("127.0.0.1:1/nothing/here:1"); ok {
 		t.Error("a failed pull left an entry")
 	}
 	ents, _ := os.ReadDir(filepath.Join(c.Dir, "oci", "blobs", "sha256"))
