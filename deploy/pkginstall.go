@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -300,21 +301,17 @@ func (d *Daemon) writeLayer(ctx context.Context, id string, created time.Time, r
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("cache %s: %w", dir, err)
 	}
-	tmp, err := os.CreateTemp(dir, ".tmp-*")
+	tmp, err := registry.CreateAtomic(filepath.Join(dir, "layer.tar"), 0o644)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
 	h := sha256.New()
 	counter := &countingWriter{w: io.MultiWriter(tmp, h)}
 	if err := spool.WriteTar(counter, created); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
+		tmp.Abort()
 		return err
 	}
 	res.DiffID = v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
 	res.Size = counter.n.Load()
-	return os.Rename(tmp.Name(), packagesDir(c, "layers", res.DiffID.Hex+".tar"))
+	return tmp.CommitAs(res.DiffID.Hex + ".tar")
 }

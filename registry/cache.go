@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ds01/ds01/identity/asuser"
 	"github.com/ds01/ds01/layers"
 )
 
@@ -106,26 +107,32 @@ func digestOf(data []byte) string {
 	return "sha256:" + hex.EncodeToString(s[:])
 }
 
-// WriteFileAtomic writes data under path through a temporary file in the
-// same directory and a rename, so that no reader sees a partial file.
+// WriteFileAtomic writes data under path (mode 0644) so that no reader
+// sees a partial file: see CreateAtomic.
 func WriteFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
+	p, err := CreateAtomic(path, 0o644)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name()) // a no-op after the rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
+	if _, err := p.Write(data); err != nil {
+		p.Abort()
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
+	return p.Commit()
+}
+
+// CreateAtomic starts the one way ds01 writes a file that must not be
+// seen half done: a temporary file made with O_EXCL beside path, reached
+// without links, then synced and renamed over it by Commit (or dropped by
+// Abort). It is identity/asuser's, with this process's own rights; writes
+// into a user's home use the same with the user's.
+func CreateAtomic(path string, mode os.FileMode) (*asuser.Pending, error) {
+	d, err := asuser.OpenDir(asuser.Cred{}, filepath.Dir(path))
+	if err != nil {
+		return nil, err
 	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return os.Rename(tmp.Name(), path)
+	defer d.Close()
+	return d.Create(filepath.Base(path), mode)
 }
 
 // ErrNotRegular is a cache entry that is not a regular file.

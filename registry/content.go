@@ -35,27 +35,21 @@ func (c *Cache) PutContent(r io.Reader, limit int64) (sum string, size int64, er
 	if err := os.MkdirAll(c.contentDir(), 0o755); err != nil {
 		return "", 0, fmt.Errorf("creating %s: %w", c.contentDir(), err)
 	}
-	tmp, err := os.CreateTemp(c.contentDir(), ".tmp-*")
+	tmp, err := CreateAtomic(filepath.Join(c.contentDir(), "content"), 0o444)
 	if err != nil {
 		return "", 0, err
 	}
-	defer os.Remove(tmp.Name()) // a no-op after the rename
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r, limit+1))
 	if err == nil && n > limit {
 		err = fmt.Errorf("%w: more than %d bytes", ErrTooLarge, limit)
 	}
-	if err == nil {
-		err = tmp.Chmod(0o444)
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
 	if err != nil {
+		tmp.Abort()
 		return "", 0, err
 	}
 	sum = hex.EncodeToString(h.Sum(nil))
-	return sum, n, os.Rename(tmp.Name(), filepath.Join(c.contentDir(), sum))
+	return sum, n, tmp.CommitAs(sum)
 }
 
 // CheckContent re-hashes the content with digest sum and returns its path.

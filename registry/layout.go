@@ -92,36 +92,23 @@ func (c *Cache) putBlob(h v1.Hash, r io.Reader, verify func(int64) error) (int64
 	if err := c.initLayout(); err != nil {
 		return 0, err
 	}
-	dir := filepath.Dir(c.blobPath(h))
-	tmp, err := os.CreateTemp(dir, ".tmp-"+h.Hex+"-*")
+	tmp, err := CreateAtomic(c.blobPath(h), 0o664)
 	if err != nil {
 		return 0, err
 	}
-	defer os.Remove(tmp.Name()) // a no-op after the rename
 	d := sha256.New()
 	n, err := io.Copy(io.MultiWriter(tmp, d), r)
+	if err == nil && verify != nil {
+		err = verify(n)
+	}
+	if got := hex.EncodeToString(d.Sum(nil)); err == nil && got != h.Hex {
+		err = fmt.Errorf("blob %s: received content with digest sha256:%s", h, got)
+	}
 	if err != nil {
-		tmp.Close()
+		tmp.Abort()
 		return n, err
 	}
-	if verify != nil {
-		if err := verify(n); err != nil {
-			tmp.Close()
-			return n, err
-		}
-	}
-	if got := hex.EncodeToString(d.Sum(nil)); got != h.Hex {
-		tmp.Close()
-		return n, fmt.Errorf("blob %s: received content with digest sha256:%s", h, got)
-	}
-	if err := tmp.Chmod(0o664); err != nil {
-		tmp.Close()
-		return n, err
-	}
-	if err := tmp.Close(); err != nil {
-		return n, err
-	}
-	return n, os.Rename(tmp.Name(), c.blobPath(h))
+	return n, tmp.Commit()
 }
 
 // BlobReader opens a cached blob.

@@ -130,11 +130,25 @@ func orDot(s string) string {
 	return s
 }
 
-// WriteFile replaces rel with data as the user, atomically: a temporary
-// file made with O_EXCL beside it, written, synced and renamed over rel,
-// so no reader sees half a file and nothing is followed on the way.
-func (d *Dir) WriteFile(rel string, data []byte, mode os.FileMode) error {
+// Pending is a file being written beside its final name: no reader sees
+// it until Commit renames it over that name, and Abort leaves nothing.
+// Writes go through the descriptor, opened as the user, so they need no
+// identity of their own; only making and renaming do.
+type Pending struct {
+	*os.File
+	d      *Dir
+	parent int
+	tmp    string
+	base   string
+	mode   os.FileMode
+}
+
+// Create starts the atomic replacement of rel: its parent made as the
+// user if missing, a temporary file beside it created with O_EXCL, never
+// through a link.
+func (d *Dir) Create(rel string, mode os.FileMode) (*Pending, error) {
 	dir, base := filepath.Split(filepath.Clean(rel))
+	p := &Pending{d: d, base: base, mode: mode, tmp: ".tmp-" + base + "-" + randomSuffix()}
 	err := d.cred.Do(func() error {
 		if _, err := d.mkdirAll(dir, 0o755); err != nil {
 			return err
@@ -143,29 +157,66 @@ func (d *Dir) WriteFile(rel string, data []byte, mode os.FileMode) error {
 		if err != nil {
 			return err
 		}
-		defer unix.Close(parent)
-		tmp := ".tmp-" + base + "-" + randomSuffix()
-		fd, err := unix.Openat(parent, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(mode.Perm()))
+		fd, err := unix.Openat(parent, p.tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(mode.Perm()))
 		if err != nil {
+			unix.Close(parent)
 			return err
 		}
-		f := os.NewFile(uintptr(fd), tmp)
-		_, err = f.Write(data)
-		if err == nil {
-			err = f.Sync()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = unix.Renameat(parent, tmp, parent, base)
-		}
-		if err != nil {
-			unix.Unlinkat(parent, tmp, 0)
-		}
-		return err
+		p.parent, p.File = parent, os.NewFile(uintptr(fd), d.Path(filepath.Join(dir, p.tmp)))
+		return nil
 	})
-	return d.pathErr("write", rel, err)
+	if err != nil {
+		return nil, d.pathErr("create", rel, err)
+	}
+	return p, nil
+}
+
+// Commit syncs the file, gives it its mode (whatever the umask took) and
+// renames it over its final name.
+func (p *Pending) Commit() error { return p.CommitAs(p.base) }
+
+// CommitAs is Commit under another name in the same directory, for a
+// name known only once the content is (its digest).
+func (p *Pending) CommitAs(base string) error {
+	if base == "" || strings.ContainsRune(base, '/') || base == "." || base == ".." {
+		p.Abort()
+		return fmt.Errorf("%q is not a file name", base)
+	}
+	err := p.Sync()
+	if err == nil {
+		err = p.Chmod(p.mode.Perm())
+	}
+	if cerr := p.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = p.d.cred.Do(func() error { return unix.Renameat(p.parent, p.tmp, p.parent, base) })
+	}
+	if err != nil {
+		p.d.cred.Do(func() error { return unix.Unlinkat(p.parent, p.tmp, 0) })
+	}
+	unix.Close(p.parent)
+	return err
+}
+
+// Abort drops the file.
+func (p *Pending) Abort() {
+	p.Close()
+	p.d.cred.Do(func() error { return unix.Unlinkat(p.parent, p.tmp, 0) })
+	unix.Close(p.parent)
+}
+
+// WriteFile replaces rel with data as the user, atomically (see Create).
+func (d *Dir) WriteFile(rel string, data []byte, mode os.FileMode) error {
+	p, err := d.Create(rel, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := p.Write(data); err != nil {
+		p.Abort()
+		return d.pathErr("write", rel, err)
+	}
+	return d.pathErr("write", rel, p.Commit())
 }
 
 func randomSuffix() string {
