@@ -308,6 +308,11 @@ func (d *Daemon) loadPackages(ctx context.Context, base *Base, res *PackageResul
 	if err != nil {
 		return err
 	}
+	// Marked as a shared package image, which no user names as a base
+	// through sudo (see CheckOwnImage).
+	if img, err = withLabel(img, label.PackagesKey, res.Key); err != nil {
+		return err
+	}
 	if d.Store == Containerd {
 		// The user layer goes on this image next: record the descriptors
 		// the engine will hold its layers under, as assemble does.
@@ -372,4 +377,18 @@ func (t *tailBuffer) String() string {
 // from the wheels and .debs this install kept in the cache.
 func (r PackageResult) Pinned(asked Packages) Packages {
 	return Packages{Apt: r.AptAsked, Pip: r.PipAsked, Constraints: r.Pip, FindLinks: asked.FindLinks, NoIndex: asked.NoIndex, Cached: r.Files, Cred: asked.Cred}
+}
+
+// withLabel sets one label of img's config.
+func withLabel(img v1.Image, key, value string) (v1.Image, error) {
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cfg = cfg.DeepCopy()
+	if cfg.Config.Labels == nil {
+		cfg.Config.Labels = map[string]string{}
+	}
+	cfg.Config.Labels[key] = label.Escape(value)
+	return mutate.ConfigFile(img, cfg)
 }

@@ -258,10 +258,16 @@ func ValidateEnv(env []string) error {
 	return nil
 }
 
+// ErrPackageImage is a shared package image named as a base or to deploy.
+var ErrPackageImage = errors.New("a shared package image")
+
 // ErrNotYourImage is another user's image offered as a base or to deploy.
 var ErrNotYourImage = errors.New("another user's image")
 
-var userRepo = regexp.MustCompile(`(?:^|/)ds01-(\d+)/`)
+var (
+	userRepo    = regexp.MustCompile(`(?:^|/)ds01-(\d+)/`)
+	packageRepo = regexp.MustCompile(`(?:^|/)ds01-packages/`)
+)
 
 // CheckOwnImage refuses, for a caller acting through sudo, an image that
 // is another user's: named ds01-{other UID}/…, or carrying DS01 user
@@ -273,8 +279,15 @@ func CheckOwnImage(ref string, labels map[string]string, uid uint32) error {
 	if m := userRepo.FindStringSubmatch(ref); m != nil && m[1] != me {
 		return fmt.Errorf("%s: %w (UID %s): ds01 builds and deploys only your own images and shared bases; ask its owner to push it somewhere you may pull from, or build your own with `ds01 image create`", ref, ErrNotYourImage, m[1])
 	}
-	if has, owner, _ := label.Setup(labels); has && owner != "" && owner != me {
+	has, owner, _ := label.Setup(labels)
+	if has && owner != "" && owner != me {
 		return fmt.Errorf("%s: %w (set up for UID %s): ds01 builds and deploys only your own images and shared bases; build your own with `ds01 image create`", ref, ErrNotYourImage, owner)
+	}
+	// A package image holds what its first requester's --wheels gave it,
+	// from a directory only they may read: reached only by asking for the
+	// same packages, never by name.
+	if packageRepo.MatchString(ref) || !has && labels[label.PackagesKey] != "" {
+		return fmt.Errorf("%s: %w, never named as a base or image through sudo; ask for the packages with --pip, --apt or --preset on the base, and ds01 reuses the layer when the request is the same", ref, ErrPackageImage)
 	}
 	return nil
 }

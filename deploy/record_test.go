@@ -3,8 +3,14 @@ package deploy
 import (
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ds01/ds01/assemble/label"
+	"github.com/ds01/ds01/deploy/binds"
+	"github.com/ds01/ds01/identity/asuser"
 )
 
 func goodRecord() Record {
@@ -90,4 +96,42 @@ func FuzzDecodeRecord(f *testing.F) {
 			t.Fatalf("record of %d:%d passed for 1000:1000", r.UID, r.GID)
 		}
 	})
+}
+
+func TestCheckOwnImage(t *testing.T) {
+	pkg := map[string]string{"ds01.packages.key": "abc"}
+	mine := map[string]string{"aime.mlc.DS01_HAS_USER_SETUP": "true", "aime.mlc.DS01_USER_ID": "1000", "ds01.packages.key": "abc"}
+	theirs := map[string]string{"aime.mlc.DS01_HAS_USER_SETUP": "true", "aime.mlc.DS01_USER_ID": "1001"}
+	for _, tc := range []struct {
+		ref    string
+		labels map[string]string
+		want   error
+	}{
+		{"debian:bookworm", nil, nil},
+		{"ds01-1000/p:latest", mine, nil},
+		{"ds01-1001/p:latest", nil, ErrNotYourImage},
+		{"docker.io/ds01-1001/p:latest", nil, ErrNotYourImage},
+		{"sha256:0123", theirs, ErrNotYourImage},
+		{"ds01-packages/abc:latest", nil, ErrPackageImage},
+		{"sha256:4567", pkg, ErrPackageImage},
+	} {
+		if err := CheckOwnImage(tc.ref, tc.labels, 1000); !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+			t.Errorf("%s: %v, want %v", tc.ref, err, tc.want)
+		}
+	}
+}
+
+// A base's own ds01.bind.* labels (a container inherits its image's)
+// pin nothing: only a source the container binds from its pin counts.
+func TestRepinIgnoresInheritedLabels(t *testing.T) {
+	old := binds.PinRoot
+	binds.PinRoot = filepath.Join(t.TempDir(), "binds")
+	defer func() { binds.PinRoot = old }()
+	labels := map[string]string{label.Bind + "data": "1:2:rw:/etc"}
+	if err := Repin("c._.1000", labels, nil, asuser.Cred{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(binds.PinRoot); err == nil {
+		t.Errorf("a pin was made for a label no mount uses")
+	}
 }

@@ -99,10 +99,14 @@ func (s *Sources) labels() map[string]string {
 // is opened again as the user without links, and must still be the
 // directory checked at deploy (same device and inode), or the start is
 // refused.
-func Repin(container string, labels map[string]string, cred asuser.Cred) error {
+//
+// Only a label of a source the container really binds from its pin
+// counts: labels a base brought along (a container inherits its image's)
+// name nothing ds01 pinned.
+func Repin(container string, labels map[string]string, mounts []mount.Mount, cred asuser.Cred) error {
 	for _, name := range []string{"workspace", "data", "models"} {
 		v, ok := labels[label.Bind+name]
-		if !ok {
+		if !ok || v == "-" || !bindsPin(mounts, container, name) {
 			continue
 		}
 		var dev, ino uint64
@@ -277,11 +281,26 @@ func DefaultShmSize() int64 {
 // sources pinned again first where they are gone (see Repin).
 func (d *Daemon) StartOwn(ctx context.Context, c container.InspectResponse, cred asuser.Cred) error {
 	name := strings.TrimPrefix(c.Name, "/")
-	if err := Repin(name, c.Config.Labels, cred); err != nil {
+	var mounts []mount.Mount
+	if c.HostConfig != nil {
+		mounts = c.HostConfig.Mounts
+	}
+	if err := Repin(name, c.Config.Labels, mounts, cred); err != nil {
 		return err
 	}
 	if _, err := d.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
 		return fmt.Errorf("starting %s: %w", name, err)
 	}
 	return nil
+}
+
+// bindsPin reports whether the container binds name from its pin.
+func bindsPin(mounts []mount.Mount, container, name string) bool {
+	want := binds.PinPath(container, name)
+	for _, m := range mounts {
+		if m.Type == mount.TypeBind && m.Source == want {
+			return true
+		}
+	}
+	return false
 }

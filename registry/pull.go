@@ -35,6 +35,10 @@ type PullOptions struct {
 	Events func(PullEvent)
 	// Transport is for tests; nil uses the default.
 	Transport http.RoundTripper
+	// Keychain gives registry credentials; nil is the docker CLI's of
+	// this process's user (DefaultKeychain). Root acting for a user gives
+	// the user's own (UserKeychain), never root's.
+	Keychain authn.Keychain
 	// Stall, for tests, replaces the deadlines for an answer to start and
 	// for a body to keep delivering (limits.Headers, limits.StallWindow).
 	Stall time.Duration
@@ -83,7 +87,11 @@ func (o PullOptions) platform() v1.Platform {
 }
 
 func (o PullOptions) remote(ctx context.Context) []remote.Option {
-	return []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain),
+	kc := o.Keychain
+	if kc == nil {
+		kc = authn.DefaultKeychain
+	}
+	return []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(kc),
 		remote.WithPlatform(o.platform()), remote.WithTransport(newTransport(o.Transport, o.Stall))}
 }
 

@@ -41,6 +41,9 @@ const (
 	PackagesApt   = "ds01.packages.apt"
 	PackagesPip   = "ds01.packages.pip"
 	PackagesLayer = "ds01.packages.layer"
+	// PackagesKey marks a shared package image (a base plus a package
+	// layer, no user) with its cache key.
+	PackagesKey = "ds01.packages.key"
 	// Layers records the image's layer descriptors (media type, digest,
 	// size) as the manifest ds01 loads lists them. The containerd image
 	// store keeps an image's layers under exactly those descriptors, and

@@ -129,8 +129,14 @@ func (c Container) Encode() map[string]string {
 		CreatedAt:               c.CreatedAt.UTC().Format(time.RFC3339),
 		Interface:               c.Interface,
 	}
+	// Every key of ds01's is written, "-" when unset: a container inherits
+	// its image's labels, and a base's own ds01.* must not stand for ds01's.
+	m[SetuidRisk] = "-"
 	if c.SetuidRiskAccepted {
 		m[SetuidRisk] = "accepted-by-root"
+	}
+	for _, n := range []string{"workspace", "data", "models"} {
+		m[Bind+n] = "-"
 	}
 	maps.Copy(m, c.Extra)
 	EscapeAll(m)
@@ -150,7 +156,7 @@ func DecodeContainer(m map[string]string) Container {
 		Login: get(User), Name: get(Name), Workspace: get("aime.mlc.WORK_MOUNT"),
 		Data: undash(get("aime.mlc.DATA_MOUNT")), Models: undash(get("aime.mlc.MODELS_MOUNT")),
 		GPUs: undash(get(GPUs)), Arch: undash(get("aime.mlc.ARCH")), Framework: get("aime.mlc.FRAMEWORK"),
-		Interface: get(Interface), SetuidRiskAccepted: m[SetuidRisk] != "",
+		Interface: get(Interface), SetuidRiskAccepted: m[SetuidRisk] == "accepted-by-root",
 	}
 	if c.Framework == "custom" {
 		c.Framework = ""
@@ -163,7 +169,7 @@ func DecodeContainer(m map[string]string) Container {
 	}
 	c.CreatedAt, _ = time.Parse(time.RFC3339, m[CreatedAt])
 	for k, v := range m {
-		if strings.HasPrefix(k, Bind) {
+		if strings.HasPrefix(k, Bind) && v != "-" {
 			if c.Extra == nil {
 				c.Extra = map[string]string{}
 			}

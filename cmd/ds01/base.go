@@ -55,6 +55,13 @@ func runBasePull(ctx context.Context, cmd *cli.Command) error {
 	}
 	out := cmd.Root().Writer
 	o := registry.PullOptions{Platform: platform}
+	id, err := caller(cmd)
+	if err != nil {
+		return err
+	}
+	if o.Keychain, err = keychainFor(id); err != nil {
+		return err
+	}
 	var bars *pullBars
 	if !cmd.Bool("quiet") && isTerminalWriter(out) {
 		bars = newPullBars(ctx, out)

@@ -50,6 +50,11 @@ func runDemo(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
+	if id.Sudo {
+		// It builds a Debian base as root and replaces the demo project's
+		// image: nothing a sudo rule for users should give.
+		return usagef("ds01 demo is for root or a user with Docker itself, not through sudo; try it with `ds01 image create` on a base instead")
+	}
 	forDemo := id.UID == 0 && !cmd.IsSet("user")
 	if forDemo {
 		if id, err = demoIdentity(out, idTaken); err != nil {

@@ -16,6 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/urfave/cli/v3"
 
 	"github.com/ds01/ds01/assemble"
@@ -303,6 +304,9 @@ func fillBuild(cmd *cli.Command, id identity.Identity, req *deploy.CreateRequest
 	req.Login, req.Account, req.Version, req.Cache = id.Login, id.Account(), versionString(), cache
 	req.Records = recs
 	req.OwnImagesOnly = !id.Root && id.ActsForUser()
+	if req.Resolve.Pull.Keychain, err = keychainFor(id); err != nil {
+		return err
+	}
 	req.Resolve.Cache = cache
 	req.Packages.Cred = id.CallerCred()
 	if cmd.Bool("verbose") {
@@ -644,4 +648,18 @@ func (l *lastLine) end() {
 	if l.shown {
 		fmt.Fprint(l.w, "\r\033[K")
 	}
+}
+
+// keychainFor is whose registry credentials a pull for id uses: through
+// sudo the user's own (root's would let any user pull what root may),
+// else the process's (nil: the docker CLI's).
+func keychainFor(id identity.Identity) (authn.Keychain, error) {
+	if id.Root || !id.ActsForUser() {
+		return nil, nil
+	}
+	home, err := homeOf(id)
+	if err != nil {
+		return registry.UserKeychain(id.Cred(), "/nonexistent")
+	}
+	return registry.UserKeychain(id.Cred(), home)
 }

@@ -34,6 +34,11 @@ func runImagePrune(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
+	if id.ActsForUser() && !id.Root {
+		// Through sudo the cache is root's, every user's: it cannot say
+		// whose a package image is, nor may a user learn what others use.
+		return usagef("image prune through sudo would judge the package images of every user's builds: it is for root itself")
+	}
 	d, err := deploy.Connect(ctx)
 	if err != nil {
 		return err

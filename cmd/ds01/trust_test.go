@@ -95,6 +95,8 @@ func TestSudoIsTheUser(t *testing.T) {
 		{"the host's IPC namespace", []string{"container", "deploy", "x", "--image", "debian", "--ipc", "host", "--dry-run"}, 1, "--ipc host shares the host's IPC namespace"},
 		{"accepting the setuid risk", []string{"container", "deploy", "x", "--image", "debian", "--accept-setuid-risk", "--dry-run"}, 1, "--accept-setuid-risk: for root itself only"},
 		{"pruning root's cache", []string{"base", "prune", "--dry-run"}, 2, "it is for root itself"},
+		{"judging every user's package images", []string{"image", "prune", "--dry-run"}, 2, "it is for root itself"},
+		{"the demo as root", []string{"demo"}, 2, "not through sudo"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, code := u.ds01(tc.args...)
@@ -409,6 +411,18 @@ func TestSudoHostGroups(t *testing.T) {
 	r, err = d.Run(context.Background(), u.tag(project), "", "sh", "-c", "id -Gn")
 	if err != nil || !strings.Contains(r.Stdout, group) {
 		t.Errorf("a plain container of the image: id -Gn %q, %v; want %s", r.Stdout, err, group)
+	}
+
+	// The group's shared directory holds another member's private files:
+	// root in the container would read them, so it is not bound through
+	// sudo, writable by the user as it is.
+	shared := filepath.Join(homes, "shared")
+	os.Mkdir(shared, 0o2770)
+	os.Chown(shared, 0, int(gid))
+	os.Chmod(shared, 0o2770)
+	out, code := u.ds01("container", "deploy", testbed.Prefix(t), "--image", u.tag(project), "--data", shared)
+	if code != 1 || !strings.Contains(out, "not yours") {
+		t.Errorf("--data of the group's shared directory: exit %d, want a refusal:\n%s", code, out)
 	}
 }
 

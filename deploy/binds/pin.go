@@ -21,6 +21,9 @@ import (
 // at reboot; ds01 makes them again before every start it performs.
 var PinRoot = "/run/ds01/binds"
 
+// PinPath is where the pin of name for container is.
+func PinPath(container, name string) string { return filepath.Join(pinDir(container), name) }
+
 // pinDir is where container's pins are.
 func pinDir(container string) string { return filepath.Join(PinRoot, container) }
 

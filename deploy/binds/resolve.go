@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 
 	"golang.org/x/sys/unix"
 
@@ -56,17 +55,13 @@ func (s *Source) Pin(container, name string) error {
 
 // ErrNotYours is a directory that is neither the user's nor one of their
 // groups' shared ones.
-var ErrNotYours = errors.New("not yours: ds01 binds only a directory you own, or one of your groups' shared directories that you may write, because root in the container (you have sudo there) reads and changes everything beneath it whatever its files' permissions")
+var ErrNotYours = errors.New("not yours: through sudo ds01 binds only a directory you own, because root in the container (you have sudo there) reads and changes everything beneath it whatever its files' permissions, other users' files in a group's shared directory included; ask the administrator for a directory of your own, or to bind the shared one for you as root")
 
 // Yours reports whether a user with cred may have s bound with root
-// inside the container over it: the user owns it, or it is a shared
-// directory of one of the user's groups that the user may write.
-func (s Source) Yours(c asuser.Cred) bool {
-	if s.UID == c.UID {
-		return true
-	}
-	return !s.ReadOnly && (s.GID == c.GID || slices.Contains(c.Groups, s.GID))
-}
+// inside the container over it: only a directory the user owns. (A
+// group's shared directory holds other members' files, which root in the
+// container would read whatever their modes.)
+func (s Source) Yours(c asuser.Cred) bool { return s.UID == c.UID }
 
 // Undo removes what was made for the source, if it is still empty.
 func (s Source) Undo() error {

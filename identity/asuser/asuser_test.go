@@ -2,6 +2,7 @@ package asuser_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -119,6 +120,16 @@ func TestReadFileRules(t *testing.T) {
 		if tc.want == nil && string(data) != "fine\n" {
 			t.Errorf("%s: read %q", tc.path, data)
 		}
+	}
+	// /proc/self/fd/N is a file this root process holds open: a magic
+	// link, never followed for the user.
+	held, err := os.Open(filepath.Join(secret, "key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if _, err := asuser.ReadFile(c, fmt.Sprintf("/proc/self/fd/%d", held.Fd()), 1024); !errors.Is(err, asuser.ErrLink) {
+		t.Errorf("/proc/self/fd of a root-only file: %v, want ErrLink", err)
 	}
 	// Root's own identity is back on every thread afterwards.
 	if _, err := os.ReadFile(filepath.Join(secret, "key")); err != nil {

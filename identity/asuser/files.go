@@ -320,7 +320,12 @@ func readCapped(fd int, limit int64) ([]byte, error) {
 func ReadFile(c Cred, path string, limit int64) ([]byte, error) {
 	var data []byte
 	err := c.Do(func() error {
-		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		// No magic links: /proc/self/fd/N is this root process's own
+		// open files, which the user's rights alone would not reach.
+		fd, err := unix.Openat2(unix.AT_FDCWD, path, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_NONBLOCK | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_MAGICLINKS})
+		if errors.Is(err, unix.ELOOP) {
+			return fmt.Errorf("a link into this process or another namespace (/proc/…): %w", ErrLink)
+		}
 		if err != nil {
 			return err
 		}
