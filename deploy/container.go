@@ -119,24 +119,9 @@ func (d *Daemon) Deploy(ctx context.Context, req DeployRequest) (*DeployResult, 
 	if err := req.checkRootOnly(); err != nil {
 		return nil, err
 	}
-	image := req.Image
-	if image == "" {
-		image = label.Tag(a.UID, req.Name)
-	}
-	ins, err := d.ImageInspect(ctx, image)
+	image, ins, err := d.deployImage(ctx, req)
 	if err != nil {
-		if cerrdefs.IsNotFound(err) {
-			if req.Image == "" {
-				return nil, fmt.Errorf("you have no image %s: make one with `ds01 image create %s --base REF`, or give one with --image", image, req.Name)
-			}
-			return nil, fmt.Errorf("image %s is not in the Docker daemon", image)
-		}
-		return nil, fmt.Errorf("inspecting %s: %w", image, err)
-	}
-	if req.OwnImagesOnly {
-		if err := CheckOwnImage(image, ins.Config.Labels, a.UID); err != nil {
-			return nil, err
-		}
+		return nil, err
 	}
 	res := &DeployResult{Container: label.ContainerName(req.Name, a.UID), Image: image}
 	if _, err := d.ContainerInspect(ctx, res.Container, client.ContainerInspectOptions{}); err == nil {
@@ -155,18 +140,8 @@ func (d *Daemon) Deploy(ctx context.Context, req DeployRequest) (*DeployResult, 
 		}
 	}()
 
-	has, uid, gid := label.Setup(ins.Config.Labels)
-	me, mine := strconv.FormatUint(uint64(a.UID), 10), strconv.FormatUint(uint64(a.GID), 10)
-	switch {
-	case has && uid == me && gid == mine:
-		res.Flow = FlowLabelled
-	case has && !req.Force:
-		return nil, fmt.Errorf("%s: %w (UID/GID %s:%s; you are %s:%s); rebuild it for you with `ds01 image create %s --force`, or deploy with --force to assemble your user onto it",
-			image, ErrOtherUser, uid, gid, me, mine, req.Name)
-	case has:
-		res.Flow = FlowReassembled
-	default:
-		res.Flow = FlowAssembled
+	if res.Flow, err = req.flow(image, ins.Config.Labels); err != nil {
+		return nil, err
 	}
 	if res.Flow == FlowAssembled && !req.Force {
 		if err := d.keepProjectImage(ctx, label.Tag(a.UID, req.Name), image, ins.ID, req.Name); err != nil {
@@ -202,20 +177,72 @@ func (d *Daemon) Deploy(ctx context.Context, req DeployRequest) (*DeployResult, 
 	}
 	res.ID = created.ID
 	if req.Start {
-		if _, err := d.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
-			d.remove(created.ID)
-			if strings.Contains(err.Error(), "rlimit type 8") {
-				return nil, fmt.Errorf("starting %s: the Docker daemon may not raise the locked-memory limit to unlimited (it lacks CAP_SYS_RESOURCE); deploy with a limit it allows, e.g. --memlock 8m: %w; the container was removed", res.Container, err)
-			}
-			if req.GPUs != "" && strings.Contains(err.Error(), "device driver") {
-				return nil, fmt.Errorf("starting %s: no GPU runtime for --gpus %s on this host (is the NVIDIA container toolkit installed?): %w; the container was removed", res.Container, req.GPUs, err)
-			}
-			return nil, fmt.Errorf("starting %s: %w; the container was removed", res.Container, err)
+		if err := d.startNew(ctx, req, res.Container, created.ID); err != nil {
+			return nil, err
 		}
 		res.Started = true
 	}
 	ok = true
 	return res, nil
+}
+
+// deployImage is the image a deploy starts from, inspected, and refused
+// when it is another user's and the caller may use only their own.
+func (d *Daemon) deployImage(ctx context.Context, req DeployRequest) (string, client.ImageInspectResult, error) {
+	image := req.Image
+	if image == "" {
+		image = label.Tag(req.Account.UID, req.Name)
+	}
+	ins, err := d.ImageInspect(ctx, image)
+	if err != nil {
+		if !cerrdefs.IsNotFound(err) {
+			return "", ins, fmt.Errorf("inspecting %s: %w", image, err)
+		}
+		if req.Image == "" {
+			return "", ins, fmt.Errorf("you have no image %s: make one with `ds01 image create %s --base REF`, or give one with --image", image, req.Name)
+		}
+		return "", ins, fmt.Errorf("image %s is not in the Docker daemon", image)
+	}
+	if req.OwnImagesOnly {
+		if err := CheckOwnImage(image, ins.Config.Labels, req.Account.UID); err != nil {
+			return "", ins, err
+		}
+	}
+	return image, ins, nil
+}
+
+// flow is the seed's flow for an image with these labels.
+func (req DeployRequest) flow(image string, labels map[string]string) (Flow, error) {
+	a := req.Account
+	has, uid, gid := label.Setup(labels)
+	me, mine := strconv.FormatUint(uint64(a.UID), 10), strconv.FormatUint(uint64(a.GID), 10)
+	switch {
+	case has && uid == me && gid == mine:
+		return FlowLabelled, nil
+	case has && !req.Force:
+		return 0, fmt.Errorf("%s: %w (UID/GID %s:%s; you are %s:%s); rebuild it for you with `ds01 image create %s --force`, or deploy with --force to assemble your user onto it",
+			image, ErrOtherUser, uid, gid, me, mine, req.Name)
+	case has:
+		return FlowReassembled, nil
+	}
+	return FlowAssembled, nil
+}
+
+// startNew starts a container deploy just made, removing it if it will
+// not start, with the cause named where it is a known one.
+func (d *Daemon) startNew(ctx context.Context, req DeployRequest, name, id string) error {
+	_, err := d.ContainerStart(ctx, id, client.ContainerStartOptions{})
+	if err == nil {
+		return nil
+	}
+	d.remove(id)
+	switch {
+	case strings.Contains(err.Error(), "rlimit type 8"):
+		return fmt.Errorf("starting %s: the Docker daemon may not raise the locked-memory limit to unlimited (it lacks CAP_SYS_RESOURCE); deploy with a limit it allows, e.g. --memlock 8m: %w; the container was removed", name, err)
+	case req.GPUs != "" && strings.Contains(err.Error(), "device driver"):
+		return fmt.Errorf("starting %s: no GPU runtime for --gpus %s on this host (is the NVIDIA container toolkit installed?): %w; the container was removed", name, req.GPUs, err)
+	}
+	return fmt.Errorf("starting %s: %w; the container was removed", name, err)
 }
 
 // createOptions is the container as AIME makes it, plus DS01's labels.

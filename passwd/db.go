@@ -136,77 +136,20 @@ func (db *DB) addUser(a Account) (Result, error) {
 		// file gave one) makes an image whose sudo says "unknown user root".
 		return Result{}, fmt.Errorf("the base's /etc/passwd has no root account (UID 0): sudo, su and login inside would fail; ds01 builds only on a base whose /etc/passwd has a line root:x:0:0:…")
 	}
-	if db.files[Passwd] == nil {
-		// A scratch or distroless base: start the files the way a minimal
-		// distribution would, with root, so tools inside still resolve UID 0.
-		db.files[Passwd] = Parse(Passwd, []byte("root:x:0:0:root:/root:/bin/sh\n"))
-		if db.files[Shadow] == nil {
-			db.files[Shadow] = Parse(Shadow, []byte("root:*:::::::\n"))
-		}
-	}
-	if db.files[Group] == nil {
-		db.files[Group] = Parse(Group, []byte("root:x:0:\n"))
-		if db.files[GShadow] == nil {
-			db.files[GShadow] = Parse(GShadow, []byte("root:*::\n"))
-		}
-	}
+	db.startMissing()
 
 	var res Result
 	pw, gr := db.files[Passwd], db.files[Group]
 
 	// Decide everything before changing anything, so an error leaves the
 	// DB as it was.
-	oldUsers := map[string]bool{}
-	exact := false
-	for _, e := range pw.Entries() {
-		id, ok := e.ID()
-		if e.Name() != a.Name && (!ok || id != uint64(a.UID)) {
-			continue
-		}
-		gid, gok := ParseID(e.Field(3))
-		if e.Name() == a.Name && ok && id == uint64(a.UID) && gok && gid == a.GID && !exact {
-			exact = true
-			continue
-		}
-		if isSystem(e.Name(), id, ok) {
-			return Result{}, &ConflictError{Passwd, e.String(), fmt.Sprintf("user %q (UID %d) clashes with system account %q", a.Name, a.UID, e.Name())}
-		}
-		oldUsers[e.Name()] = true
-		res.Warnings = append(res.Warnings, fmt.Sprintf("replacing user %q (UID %s, GID %s) of the base image, which holds the name or UID of %q (UID %d)", e.Name(), e.Field(2), e.Field(3), a.Name, a.UID))
-	}
-
-	if err := compatClash(pw, a); err != nil {
+	oldUsers, exact, err := db.clashingUsers(a, &res)
+	if err != nil {
 		return Result{}, err
 	}
-
-	primary := ""
-	oldGroups := map[string]bool{}
-	if a.GID < 1000 {
-		// An existing system group with the user's GID (e.g. "users", 100)
-		// is what the host means too: reuse it.
-		for _, e := range gr.Entries() {
-			if id, ok := e.ID(); ok && id == uint64(a.GID) {
-				primary = e.Name()
-				break
-			}
-		}
-	}
-	if primary == "" {
-		for _, e := range gr.Entries() {
-			id, ok := e.ID()
-			if e.Name() != a.Name && (!ok || id != uint64(a.GID)) {
-				continue
-			}
-			if e.Name() == a.Name && ok && id == uint64(a.GID) && primary == "" {
-				primary = a.Name
-				continue
-			}
-			if isSystem(e.Name(), id, ok) {
-				return Result{}, &ConflictError{Group, e.String(), fmt.Sprintf("group %q (GID %d) clashes with system group %q", a.Name, a.GID, e.Name())}
-			}
-			oldGroups[e.Name()] = true
-			res.Warnings = append(res.Warnings, fmt.Sprintf("replacing group %q (GID %s) of the base image, which holds the name or GID of %q (GID %d)", e.Name(), e.Field(2), a.Name, a.GID))
-		}
+	primary, oldGroups, err := db.primaryGroup(a, &res)
+	if err != nil {
+		return Result{}, err
 	}
 	res.PrimaryGroup = primary
 	newGroup := primary == ""
@@ -274,6 +217,84 @@ func (db *DB) addUser(a Account) (Result, error) {
 
 // compatClash: glibc's files module reads a "+name:x:UID:…" line as an
 // account too; ds01 keeps such lines, so it must not add a second owner
+// startMissing gives a scratch or distroless base the files the way a
+// minimal distribution would, with root, so tools inside still resolve
+// UID 0.
+func (db *DB) startMissing() {
+	if db.files[Passwd] == nil {
+		db.files[Passwd] = Parse(Passwd, []byte("root:x:0:0:root:/root:/bin/sh\n"))
+		if db.files[Shadow] == nil {
+			db.files[Shadow] = Parse(Shadow, []byte("root:*:::::::\n"))
+		}
+	}
+	if db.files[Group] == nil {
+		db.files[Group] = Parse(Group, []byte("root:x:0:\n"))
+		if db.files[GShadow] == nil {
+			db.files[GShadow] = Parse(GShadow, []byte("root:*::\n"))
+		}
+	}
+}
+
+// clashingUsers decides what happens to the base's accounts that hold
+// the user's name or UID: the same account is kept (exact), a non-system
+// one under another identity is replaced with a warning, a system one is
+// an error.
+func (db *DB) clashingUsers(a Account, res *Result) (old map[string]bool, exact bool, err error) {
+	old = map[string]bool{}
+	for _, e := range db.files[Passwd].Entries() {
+		id, ok := e.ID()
+		if e.Name() != a.Name && (!ok || id != uint64(a.UID)) {
+			continue
+		}
+		gid, gok := ParseID(e.Field(3))
+		if e.Name() == a.Name && ok && id == uint64(a.UID) && gok && gid == a.GID && !exact {
+			exact = true
+			continue
+		}
+		if isSystem(e.Name(), id, ok) {
+			return nil, false, &ConflictError{Passwd, e.String(), fmt.Sprintf("user %q (UID %d) clashes with system account %q", a.Name, a.UID, e.Name())}
+		}
+		old[e.Name()] = true
+		res.Warnings = append(res.Warnings, fmt.Sprintf("replacing user %q (UID %s, GID %s) of the base image, which holds the name or UID of %q (UID %d)", e.Name(), e.Field(2), e.Field(3), a.Name, a.UID))
+	}
+	if err := compatClash(db.files[Passwd], a); err != nil {
+		return nil, false, err
+	}
+	return old, exact, nil
+}
+
+// primaryGroup decides the user's primary group: an existing system group
+// with the user's GID (e.g. "users", 100), which the host means too; the
+// user's own group if the base has it exactly; else a new one, the base's
+// non-system groups holding its name or GID replaced with a warning.
+func (db *DB) primaryGroup(a Account, res *Result) (primary string, old map[string]bool, err error) {
+	gr := db.files[Group]
+	old = map[string]bool{}
+	if a.GID < 1000 {
+		for _, e := range gr.Entries() {
+			if id, ok := e.ID(); ok && id == uint64(a.GID) {
+				return e.Name(), old, nil
+			}
+		}
+	}
+	for _, e := range gr.Entries() {
+		id, ok := e.ID()
+		if e.Name() != a.Name && (!ok || id != uint64(a.GID)) {
+			continue
+		}
+		if e.Name() == a.Name && ok && id == uint64(a.GID) && primary == "" {
+			primary = a.Name
+			continue
+		}
+		if isSystem(e.Name(), id, ok) {
+			return "", nil, &ConflictError{Group, e.String(), fmt.Sprintf("group %q (GID %d) clashes with system group %q", a.Name, a.GID, e.Name())}
+		}
+		old[e.Name()] = true
+		res.Warnings = append(res.Warnings, fmt.Sprintf("replacing group %q (GID %s) of the base image, which holds the name or GID of %q (GID %d)", e.Name(), e.Field(2), a.Name, a.GID))
+	}
+	return primary, old, nil
+}
+
 // of their UID.
 func compatClash(pw *File, a Account) error {
 	for _, e := range pw.compat() {

@@ -91,27 +91,9 @@ func runDemo(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	t := time.Now()
-	img, err := base.Image(ctx, filepath.Join(cache, "debian"))
+	baseTag, err := demoBase(ctx, out, d, base, cache)
 	if err != nil {
 		return err
-	}
-	fmt.Fprintf(out, "base: Debian %s minbase (+%s), from mmdebstrap via %s: %s\n", base.Suite, strings.Join(base.Packages, ","), filepath.Join(cache, "debian"), since(t))
-
-	// The base goes into the daemon once, like any base ds01 streams in;
-	// every build after that sends only the user layer.
-	baseTag := fmt.Sprintf("ds01-base/debian-%s:%s", base.Suite, registry.DebianCreated.Format("20060102"))
-	want, err := img.ConfigName()
-	if err != nil {
-		return err
-	}
-	if ins, err := d.ImageInspect(ctx, baseTag); err != nil || ins.ID != want.String() {
-		t = time.Now()
-		st, err := d.Load(ctx, img, baseTag, nil)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "base loaded into Docker once as %s: %d MB in %s\n", baseTag, st.Sent>>20, since(t))
 	}
 
 	created, err := assemble.SourceDateEpoch(os.Getenv)
@@ -131,7 +113,7 @@ func runDemo(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	defer unlock()
-	t = time.Now()
+	t := time.Now()
 	res, err := d.Create(ctx, req)
 	if err != nil {
 		return err
@@ -158,6 +140,32 @@ func runDemo(ctx context.Context, cmd *cli.Command) error {
 	}
 	fmt.Fprintf(out, "done: docker run --rm -it %s   (remove it with: docker rmi %s)\n", tag, tag)
 	return nil
+}
+
+// demoBase builds the Debian base with mmdebstrap (cached) and puts it
+// into the daemon once, like any base ds01 streams in: every build after
+// that sends only the user layer.
+func demoBase(ctx context.Context, out io.Writer, d *deploy.Daemon, base registry.Debian, cache string) (string, error) {
+	t := time.Now()
+	img, err := base.Image(ctx, filepath.Join(cache, "debian"))
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(out, "base: Debian %s minbase (+%s), from mmdebstrap via %s: %s\n", base.Suite, strings.Join(base.Packages, ","), filepath.Join(cache, "debian"), since(t))
+	baseTag := fmt.Sprintf("ds01-base/debian-%s:%s", base.Suite, registry.DebianCreated.Format("20060102"))
+	want, err := img.ConfigName()
+	if err != nil {
+		return "", err
+	}
+	if ins, err := d.ImageInspect(ctx, baseTag); err != nil || ins.ID != want.String() {
+		t = time.Now()
+		st, err := d.Load(ctx, img, baseTag, nil)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(out, "base loaded into Docker once as %s: %d MB in %s\n", baseTag, st.Sent>>20, since(t))
+	}
+	return baseTag, nil
 }
 
 func indent(w io.Writer, s string) {
