@@ -13,6 +13,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/ds01/ds01/deploy"
+	"github.com/ds01/ds01/deploy/binds"
 	"github.com/ds01/ds01/internal/testbed"
 	"github.com/ds01/ds01/layers"
 	"github.com/ds01/ds01/passwd"
@@ -22,10 +23,12 @@ import (
 // AIME does; sudo comes from sudoers.d, not the group.
 var bakerInContainer = passwd.Account{Name: "h-baker", UID: 1722830498, GID: 1722830498, Groups: []string{"video"}}
 
-// removeContainer removes a test's container when it ends.
+// removeContainer removes a test's container when it ends, and the pins
+// of its bind sources (ds01 retire would take them away).
 func removeContainer(t *testing.T, d *deploy.Daemon, name string) {
 	t.Cleanup(func() {
 		d.ContainerRemove(context.Background(), name, client.ContainerRemoveOptions{Force: true})
+		binds.Unpin(name)
 	})
 }
 

@@ -673,6 +673,12 @@ func deployBench(ctx context.Context, d *deploy.Daemon, bin string, env []string
 	if err := os.MkdirAll(ws, 0o755); err != nil {
 		return nil, err
 	}
+	// On a hardened host's filesystem (nosuid,nodev), where the setuid
+	// rule passes, as a deploy for a user must.
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "nosuid,nodev,size=64m", "ds01bench-ws", ws).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("mounting the workspace tmpfs: %v %s", err, out)
+	}
+	defer exec.Command("umount", "-l", ws).Run()
 	cname := project + "._.1722830498"
 	rm := func() { exec.Command("docker", "rm", "-f", cname).Run() }
 	defer rm()
@@ -682,7 +688,8 @@ func deployBench(ctx context.Context, d *deploy.Daemon, bin string, env []string
 	deployCmd := exec.Command(bin, append(who, "container", "deploy", project, "--workspace", ws, "--memlock", "8m")...)
 	deployCmd.Env = env
 	image := fmt.Sprintf("ds01-1722830498/%s:latest", project)
-	createArgs := []string{"create", "--name", cname, "-it", "--user", "1722830498:1722830498", "--group-add", "video", "--ipc", "host",
+	createArgs := []string{"create", "--name", cname, "-it", "--user", "1722830498:1722830498", "--group-add", "video",
+		"--ipc", "private", "--shm-size", strconv.FormatInt(deploy.DefaultShmSize(), 10), "--cap-drop", "MKNOD", "--cap-drop", "SETFCAP",
 		"--ulimit", "memlock=8388608", "--ulimit", "stack=67108864", "-w", "/workspace", "-v", ws + ":/workspace", "--hostname", project,
 		"--label", "ds01.managed=true", image}
 	var tDeploy, tCreate []time.Duration
