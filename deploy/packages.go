@@ -340,16 +340,7 @@ func withLayersRecord(img v1.Image) (v1.Image, error) {
 	if err != nil || !ok {
 		return img, err
 	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cfg = cfg.DeepCopy()
-	if cfg.Config.Labels == nil {
-		cfg.Config.Labels = map[string]string{}
-	}
-	cfg.Config.Labels[label.Layers] = rec
-	return mutate.ConfigFile(img, cfg)
+	return withLabel(img, label.Layers, rec)
 }
 
 // tailBuffer keeps the last lines written, for error messages.

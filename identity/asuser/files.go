@@ -322,10 +322,7 @@ func ReadFile(c Cred, path string, limit int64) ([]byte, error) {
 	err := c.Do(func() error {
 		// No magic links: /proc/self/fd/N is this root process's own
 		// open files, which the user's rights alone would not reach.
-		fd, err := unix.Openat2(unix.AT_FDCWD, path, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_NONBLOCK | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_MAGICLINKS})
-		if errors.Is(err, unix.ELOOP) {
-			return fmt.Errorf("a link into this process or another namespace (/proc/…): %w", ErrLink)
-		}
+		fd, err := openNoMagic(path, unix.O_RDONLY|unix.O_NONBLOCK)
 		if err != nil {
 			return err
 		}
@@ -386,10 +383,7 @@ func newHandle(fd int) (*DirHandle, error) {
 func OpenUserDir(c Cred, path string, want Access) (*DirHandle, error) {
 	var h *DirHandle
 	err := c.Do(func() error {
-		fd, err := unix.Openat2(unix.AT_FDCWD, path, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_MAGICLINKS})
-		if errors.Is(err, unix.ELOOP) {
-			return fmt.Errorf("a link into another namespace (/proc/…/root and the like): %w", ErrLink)
-		}
+		fd, err := openNoMagic(path, unix.O_PATH|unix.O_DIRECTORY)
 		if err != nil {
 			return err
 		}
@@ -481,4 +475,16 @@ func (d *Dir) Lock(rel string) (unlock func(), err error) {
 		return nil, d.pathErr("lock", rel, err)
 	}
 	return func() { unix.Flock(fd, unix.LOCK_UN); unix.Close(fd) }, nil
+}
+
+// openNoMagic opens a path the user names, following links as the user
+// would but never a magic one: /proc/self/fd/N is this root process's
+// own open files, /proc/PID/root another mount namespace, neither of
+// which the user's rights alone would reach.
+func openNoMagic(path string, flags int) (int, error) {
+	fd, err := unix.Openat2(unix.AT_FDCWD, path, &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Resolve: unix.RESOLVE_NO_MAGICLINKS})
+	if errors.Is(err, unix.ELOOP) {
+		return -1, fmt.Errorf("a link into this process or another namespace (/proc/…): %w", ErrLink)
+	}
+	return fd, err
 }
