@@ -75,14 +75,16 @@ func trojanWheel(t *testing.T) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	z := zip.NewWriter(&b)
-	for name, body := range map[string]string{
-		"ds01_words/__init__.py":             "TROJAN = True\n",
-		"ds01_words-99.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: ds01-words\nVersion: 99.0\n",
-		"ds01_words-99.0.dist-info/WHEEL":    "Wheel-Version: 1.0\nGenerator: ds01test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-		"ds01_words-99.0.dist-info/RECORD":   "ds01_words/__init__.py,,\nds01_words-99.0.dist-info/METADATA,,\nds01_words-99.0.dist-info/WHEEL,,\nds01_words-99.0.dist-info/RECORD,,\n",
+	// In a fixed order (not a map's): the test finds the planted copy by
+	// its bytes, so every call must give the same ones.
+	for _, f := range [][2]string{
+		{"ds01_words/__init__.py", "TROJAN = True\n"},
+		{"ds01_words-99.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: ds01-words\nVersion: 99.0\n"},
+		{"ds01_words-99.0.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: ds01test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"},
+		{"ds01_words-99.0.dist-info/RECORD", "ds01_words/__init__.py,,\nds01_words-99.0.dist-info/METADATA,,\nds01_words-99.0.dist-info/WHEEL,,\nds01_words-99.0.dist-info/RECORD,,\n"},
 	} {
-		w, _ := z.Create(name)
-		io.WriteString(w, body)
+		w, _ := z.Create(f[0])
+		io.WriteString(w, f[1])
 	}
 	z.Close()
 	return b.Bytes()
