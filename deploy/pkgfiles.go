@@ -110,12 +110,25 @@ func (r *installRun) stageWheels(cred asuser.Cred, dir string) ([]CachedFile, er
 	refuse := func(err error) error {
 		return fmt.Errorf("--wheels %s: %w (rule: ds01 reads a wheel directory with your own rights, so nothing you could not read goes into an image; give a directory you can read)", dir, err)
 	}
-	real, err := asuser.UserDir(cred, dir, asuser.Read)
+	// The checked directory is held open and every wheel opened beneath
+	// its descriptor: a parent swapped for a link after the check leads
+	// nowhere else.
+	h, err := asuser.OpenUserDir(cred, dir, asuser.Read)
 	if err != nil {
 		return nil, refuse(err)
 	}
-	var ents []os.DirEntry
-	if err := cred.Do(func() error { ents, err = os.ReadDir(real); return err }); err != nil {
+	defer h.Close()
+	var listing *os.File
+	if err := cred.Do(func() error {
+		fd, err := unix.Openat(h.FD(), ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		listing = os.NewFile(uintptr(fd), h.Path)
+		return err
+	}); err != nil {
+		return nil, refuse(err)
+	}
+	defer listing.Close()
+	ents, err := listing.ReadDir(-1)
+	if err != nil {
 		return nil, refuse(err)
 	}
 	dst := r.in("find-links")
@@ -131,7 +144,7 @@ func (r *installRun) stageWheels(cred asuser.Cred, dir string) ([]CachedFile, er
 		if len(files) == maxPackageFiles {
 			return nil, refuse(fmt.Errorf("more than %d wheels", maxPackageFiles))
 		}
-		f, n, err := copyAsUser(cred, filepath.Join(real, e.Name()), filepath.Join(dst, e.Name()), maxPackageBytes-total)
+		f, n, err := copyAsUser(cred, int(listing.Fd()), e.Name(), filepath.Join(dst, e.Name()), maxPackageBytes-total)
 		if errors.Is(err, asuser.ErrNotRegular) {
 			continue
 		}
@@ -144,12 +157,13 @@ func (r *installRun) stageWheels(cred asuser.Cred, dir string) ([]CachedFile, er
 	return files, nil
 }
 
-// copyAsUser opens src as cred (no final link, no blocking, regular) and
+// copyAsUser opens name beneath dirfd as cred (no link, no blocking, regular) and
 // copies at most limit bytes of it to a new file dst, made by ds01.
-func copyAsUser(cred asuser.Cred, src, dst string, limit int64) (CachedFile, int64, error) {
+func copyAsUser(cred asuser.Cred, dirfd int, name, dst string, limit int64) (CachedFile, int64, error) {
+	src := name
 	var f *os.File
 	err := cred.Do(func() error {
-		fd, err := unix.Open(src, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return err
 		}
