@@ -242,21 +242,14 @@ func (d *Dir) ReadFile(rel string, limit int64) ([]byte, error) {
 
 // Remove deletes the file rel as the user; the link itself, if rel is
 // one, never what it points to.
-func (d *Dir) Remove(rel string) error {
-	dir, base := filepath.Split(filepath.Clean(rel))
-	err := d.cred.Do(func() error {
-		parent, err := d.open(d.fd, orDot(filepath.Clean(dir)), unix.O_PATH|unix.O_DIRECTORY, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(parent)
-		return unix.Unlinkat(parent, base, 0)
-	})
-	return d.pathErr("remove", rel, err)
-}
+func (d *Dir) Remove(rel string) error { return d.unlink(rel, 0) }
 
 // RemoveEmptyDir deletes the directory rel as the user if it is empty.
-func (d *Dir) RemoveEmptyDir(rel string) error {
+func (d *Dir) RemoveEmptyDir(rel string) error { return d.unlink(rel, unix.AT_REMOVEDIR) }
+
+// unlink removes rel beneath its parent, reached without links, as the
+// user.
+func (d *Dir) unlink(rel string, flags int) error {
 	dir, base := filepath.Split(filepath.Clean(rel))
 	err := d.cred.Do(func() error {
 		parent, err := d.open(d.fd, orDot(filepath.Clean(dir)), unix.O_PATH|unix.O_DIRECTORY, 0)
@@ -264,7 +257,7 @@ func (d *Dir) RemoveEmptyDir(rel string) error {
 			return err
 		}
 		defer unix.Close(parent)
-		return unix.Unlinkat(parent, base, unix.AT_REMOVEDIR)
+		return unix.Unlinkat(parent, base, flags)
 	})
 	return d.pathErr("remove", rel, err)
 }
