@@ -274,13 +274,19 @@ func (l daemonLayer) MediaType() (types.MediaType, error) {
 // read with their content; Headers only as far as their tar header (the
 // stream is closed after it, so a sparse 400 GB lastlog costs nothing).
 func (d *Daemon) BaseFiles(ctx context.Context, imageID string, want layers.Want) (*layers.Files, error) {
+	return d.baseFilesFor(ctx, imageID, want, "")
+}
+
+// baseFilesFor is BaseFiles for the making of image forImage, which the
+// container is labelled with.
+func (d *Daemon) baseFilesFor(ctx context.Context, imageID string, want layers.Want, forImage string) (*layers.Files, error) {
 	created, err := d.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Config: &container.Config{
 			Image: imageID,
 			// Never started; an entrypoint is only set so that images
 			// without one can still be created.
 			Entrypoint: []string{"/ds01-never-started"},
-			Labels:     map[string]string{label.Purpose: "read-base-files"},
+			Labels:     map[string]string{label.Purpose: "read-base-files", label.For: forImage},
 		},
 		HostConfig: &container.HostConfig{NetworkMode: "none"},
 	})

@@ -181,7 +181,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 			return res, nil
 		}
 		t = time.Now()
-		pr, err := d.PackageLayer(ctx, base, req.Packages, PackageOptions{Cache: ro.Cache, Offline: ro.Offline, Output: req.PackageOutput})
+		pr, err := d.PackageLayer(ctx, base, req.Packages, PackageOptions{Cache: ro.Cache, Offline: ro.Offline, Output: req.PackageOutput, For: tag})
 		if err != nil {
 			return nil, err
 		}
@@ -212,9 +212,9 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 			// the few files from the cached layers.
 			files, err = assemble.Files(base.Image)
 		} else if how.Held {
-			files, err = d.BaseFiles(ctx, base.Ref, layers.UserWant)
+			files, err = d.baseFilesFor(ctx, base.Ref, layers.UserWant, tag)
 		} else {
-			files, err = d.BaseFiles(ctx, base.ID, layers.UserWant)
+			files, err = d.baseFilesFor(ctx, base.ID, layers.UserWant, tag)
 		}
 		if err != nil {
 			return nil, err

@@ -103,6 +103,9 @@ type PackageOptions struct {
 	Offline bool
 	// Output gets the package managers' own output as it comes.
 	Output io.Writer
+	// For is the image the layer is made for, labelled on the install
+	// container.
+	For string
 }
 
 // PackageResult is a package layer: made now or found in the cache.

@@ -136,7 +136,7 @@ func (d *Daemon) startInstall(ctx context.Context, base *Base, pk Packages, run 
 			// Kept running, so that the changes are copied from a mounted
 			// root, which is many times quicker than from a stopped one.
 			Entrypoint: []string{"sh", "-c", "while :; do sleep 3600; done"},
-			Labels:     map[string]string{label.Purpose: "install-packages"},
+			Labels:     map[string]string{label.Purpose: "install-packages", label.For: o.For},
 		},
 		HostConfig: hc,
 	})

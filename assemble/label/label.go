@@ -70,6 +70,10 @@ const (
 	// Purpose marks the containers ds01 makes for itself (reading a
 	// base's files, installing packages), never a user's.
 	Purpose = "ds01.purpose"
+	// For names the image a ds01 container of Purpose works towards, so
+	// that an administrator's docker ps (and a test) can tell whose
+	// request an install container serves.
+	For = "ds01.for"
 	// MLCVersion is the AIME container format these labels follow.
 	MLCVersion = "4"
 )

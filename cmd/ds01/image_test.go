@@ -389,7 +389,7 @@ func TestImageCreateBadInput(t *testing.T) {
 			if ents, _ := os.ReadDir(filepath.Join(c.config, "images")); slices.ContainsFunc(ents, func(e os.DirEntry) bool { return !strings.HasPrefix(e.Name(), ".lock-") }) {
 				t.Errorf("left records %v", ents)
 			}
-			if left := testbed.LeftContainers(t, d); len(left) > 0 {
+			if left := testbed.LeftContainers(t, d, project); len(left) > 0 {
 				t.Errorf("left containers %v", left)
 			}
 		})

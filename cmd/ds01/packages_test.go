@@ -14,6 +14,7 @@ import (
 
 	"github.com/moby/moby/client"
 
+	"github.com/ds01/ds01/assemble/label"
 	"github.com/ds01/ds01/internal/testbed"
 )
 
@@ -214,9 +215,15 @@ func TestImagePackages(t *testing.T) {
 			}
 			seen += string(buf[:n])
 		}
+		// While it works, the install container names the image it is
+		// for, so that an administrator's docker ps tells whose it is.
+		running, err := d.ContainerList(ctx, client.ContainerListOptions{Filters: client.Filters{}.Add("label", label.For+"=ds01-1722830498/"+p+":latest")})
+		if err != nil || len(running.Items) != 1 || running.Items[0].Labels[label.Purpose] != "install-packages" {
+			t.Errorf("install containers for %s while it runs: %v %+v", p, err, running.Items)
+		}
 		cmd.Process.Signal(syscall.SIGINT)
 		rest, _ := io.ReadAll(stdout)
-		err := cmd.Wait()
+		err = cmd.Wait()
 		if err == nil {
 			t.Fatalf("an interrupted create succeeded:\n%s%s", seen, rest)
 		}
@@ -234,7 +241,7 @@ func assertNothingLeft(t *testing.T, d interface {
 	if len(imgs.Items) > 0 {
 		t.Errorf("left image %v", imgs.Items[0].RepoTags)
 	}
-	if left := testbed.LeftContainers(t, d); len(left) > 0 {
+	if left := testbed.LeftContainers(t, d, project); len(left) > 0 {
 		t.Errorf("left containers %v", left)
 	}
 	if after, _ := os.ReadDir(filepath.Join(c.cache, "packages", "layers")); len(after) != layersBefore {

@@ -224,7 +224,7 @@ func TestInstallContainerHostileBase(t *testing.T) {
 				t.Errorf("the cache holds the host's shadow in %s", f)
 			}
 		}
-		if left := testbed.LeftContainers(t, d); len(left) > 0 {
+		if left := testbed.LeftContainers(t, d, p); len(left) > 0 {
 			t.Errorf("left containers %v", left)
 		}
 	})

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,10 +82,12 @@ func RemoveImage(t testing.TB, d *deploy.Daemon, ref string) {
 // LeftContainers lists the containers ds01 makes for itself (reading a
 // base's files, installing packages: label ds01.purpose) that are still
 // there a few seconds later: other tests running at the same time make
-// such containers for a moment, a leak keeps them.
+// such containers for a moment, a leak keeps them. Only those for
+// the images of project count (label ds01.for): other packages' tests
+// run at the same time on the same daemon.
 func LeftContainers(t testing.TB, d interface {
 	ContainerList(context.Context, client.ContainerListOptions) (client.ContainerListResult, error)
-}) []string {
+}, project string) []string {
 	t.Helper()
 	list := func() map[string]bool {
 		cs, err := d.ContainerList(context.Background(), client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", label.Purpose)})
@@ -93,7 +96,9 @@ func LeftContainers(t testing.TB, d interface {
 		}
 		ids := map[string]bool{}
 		for _, c := range cs.Items {
-			ids[c.ID] = true
+			if strings.HasSuffix(c.Labels[label.For], "/"+project+":latest") {
+				ids[c.ID] = true
+			}
 		}
 		return ids
 	}
