@@ -21,10 +21,10 @@ import (
 	"github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/client"
 
+	"github.com/ds01/ds01/assemble/label"
+	"github.com/ds01/ds01/internal/engine"
 	"github.com/ds01/ds01/internal/limits"
 	"github.com/ds01/ds01/layers"
-
-	"github.com/ds01/ds01/assemble/label"
 )
 
 // ErrNotInDaemon is returned by Base for a ref the daemon does not hold.
@@ -97,7 +97,7 @@ func (d *Daemon) baseFrom(ctx context.Context, ref string, ins client.ImageInspe
 		return nil, err
 	}
 	img := &daemonImage{raw: raw, cfg: cfg}
-	if d.Store == Containerd && cfg.Config.Labels[label.Layers] != "" {
+	if d.Store == engine.Containerd && cfg.Config.Labels[label.Layers] != "" {
 		// An image ds01 loaded itself: the engine holds its layers under the
 		// descriptors ds01's manifest listed, recorded in the label.
 		if img.descs, err = label.ParseLayersRecord(cfg.Config.Labels[label.Layers], len(diffIDs)); err != nil {
@@ -293,7 +293,7 @@ func (d *Daemon) baseFilesFor(ctx context.Context, imageID string, want layers.W
 	if err != nil {
 		return nil, fmt.Errorf("creating a container of %s to read its files: %w", imageID, err)
 	}
-	defer d.remove(created.ID)
+	defer d.RemoveContainer(created.ID)
 
 	cp := &copier{d: d, ctx: ctx, id: created.ID, fs: layers.NewFiles(), want: want}
 	fs := cp.fs

@@ -15,11 +15,10 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
+	"github.com/ds01/ds01/assemble/label"
 	"github.com/ds01/ds01/deploy/binds"
 	"github.com/ds01/ds01/identity/asuser"
 	"github.com/ds01/ds01/passwd"
-
-	"github.com/ds01/ds01/assemble/label"
 )
 
 // Flow is how container deploy makes a container, as the seeds name the
@@ -235,7 +234,7 @@ func (d *Daemon) startNew(ctx context.Context, req DeployRequest, name, id strin
 	if err == nil {
 		return nil
 	}
-	d.remove(id)
+	d.RemoveContainer(id)
 	switch {
 	case strings.Contains(err.Error(), "rlimit type 8"):
 		return fmt.Errorf("starting %s: the Docker daemon may not raise the locked-memory limit to unlimited (it lacks CAP_SYS_RESOURCE); deploy with a limit it allows, e.g. --memlock 8m: %w; the container was removed", name, err)

@@ -21,6 +21,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/ds01/ds01/deploy"
+	"github.com/ds01/ds01/internal/engine"
 	"github.com/ds01/ds01/internal/testbed"
 	"github.com/ds01/ds01/registry"
 )
@@ -39,7 +40,7 @@ func TestContainerdEngine(t *testing.T) {
 func testContainerdEngine(t *testing.T, e testbed.Engine) {
 	d := testbed.Docker(t)
 	ce := testbed.ContainerdEngine(t, d, e)
-	if ce.Store != deploy.Containerd {
+	if ce.Store != engine.Containerd {
 		t.Fatalf("store %q; want containerd (driver %s)", ce.Store, ce.Driver)
 	}
 	ctx := context.Background()
@@ -86,7 +87,7 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 			}
 			// The base goes in once, as the cache has it; the image then is a
 			// delta, the engine's ID for the base being the cached manifest's.
-			if (res.Load.Kind != deploy.LoadDelta || res.Load.Store != deploy.Containerd) || res.Sent >= 1<<20 || res.Resolution.Loaded < tc.min {
+			if (res.Load.Kind != deploy.LoadDelta || res.Load.Store != engine.Containerd) || res.Sent >= 1<<20 || res.Resolution.Loaded < tc.min {
 				t.Errorf("load path %q, sent %d, base streamed %d", res.Load, res.Sent, res.Resolution.Loaded)
 			}
 			again, err := ce.Create(ctx, deploy.CreateRequest{Login: "h.baker@hertie-school.lan", Account: hbaker, Project: project + "-2", BaseRef: ref,
@@ -95,7 +96,7 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 				t.Fatal(err)
 			}
 			testbed.RemoveImage(t, ce, "ds01-1722830498/"+project+"-2:latest")
-			if (again.Load.Kind != deploy.LoadDelta || again.Load.Store != deploy.Containerd) || again.Sent >= 1<<20 || again.Resolution.Loaded != 0 {
+			if (again.Load.Kind != deploy.LoadDelta || again.Load.Store != engine.Containerd) || again.Sent >= 1<<20 || again.Resolution.Loaded != 0 {
 				t.Errorf("second create: load path %q, sent %d, base streamed %d", again.Load, again.Sent, again.Resolution.Loaded)
 			}
 			tag := "ds01-1722830498/" + project + ":latest"
@@ -133,7 +134,7 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 				t.Fatal(err)
 			}
 			notice := strings.Join(w.Warnings, "\n")
-			if w.Load != (deploy.LoadPath{Kind: deploy.LoadFull, Store: deploy.Containerd, Why: deploy.FullAfterCheck}) || w.Sent < tc.min ||
+			if w.Load != (deploy.LoadPath{Kind: deploy.LoadFull, Store: engine.Containerd, Why: deploy.FullAfterCheck}) || w.Sent < tc.min ||
 				!strings.Contains(notice, "delta load did not give the image expected") || !strings.Contains(notice, "removed and the whole image sent") {
 				t.Errorf("wrong descriptor: load path %q, sent %d, warnings %q", w.Load, w.Sent, w.Warnings)
 			}
@@ -187,7 +188,7 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 			}
 			committed := testbed.Prefix(t) + "/committed:1"
 			testbed.RemoveImage(t, ce, committed)
-			_, err = ce.ContainerCommit(ctx, cc.ID, client.ContainerCommitOptions{Reference: committed})
+			_, err = ce.Engine.(*client.Client).ContainerCommit(ctx, cc.ID, client.ContainerCommitOptions{Reference: committed})
 			ce.ContainerRemove(ctx, cc.ID, client.ContainerRemoveOptions{Force: true})
 			if err != nil {
 				t.Fatal(err)
@@ -312,7 +313,7 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 			t.Fatal(err)
 		}
 		testbed.RemoveImage(t, ce, ref)
-		pull, err := ce.ImagePull(ctx, ref, client.ImagePullOptions{})
+		pull, err := ce.Engine.(*client.Client).ImagePull(ctx, ref, client.ImagePullOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

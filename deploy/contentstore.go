@@ -23,10 +23,6 @@ import (
 	"github.com/ds01/ds01/registry"
 )
 
-// DefaultContainerdSockets are where the containerd of a local Docker
-// engine listens: the system's, and the one dockerd starts itself.
-var DefaultContainerdSockets = []string{"/run/containerd/containerd.sock", "/var/run/docker/containerd/containerd.sock"}
-
 // maxBlob bounds the manifests, indexes and configs read from the content
 // store; real ones are a few KB.
 const maxBlob = 4 << 20

@@ -12,14 +12,13 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/client"
 
 	"github.com/ds01/ds01/assemble"
+	"github.com/ds01/ds01/assemble/label"
+	"github.com/ds01/ds01/internal/engine"
 	"github.com/ds01/ds01/layers"
 	"github.com/ds01/ds01/passwd"
-
-	"github.com/ds01/ds01/assemble/label"
 )
 
 // FilesCache keeps the files the user layer reads from a base, per base
@@ -129,17 +128,17 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	if ro.Log == nil {
 		ro.Log = req.Log
 	}
-	if req.DryRun && d.Store == Containerd {
+	if req.DryRun && d.Store == engine.Containerd {
 		if _, _, ins, ok := d.heldBase(ctx, req.BaseRef, "", ro); !ok && !(ro.Refresh && !ro.Offline) {
 			if ins != nil {
-				res.Load = LoadPath{Kind: LoadPending, Store: Containerd, DryRun: true, Pending: PendingExport}
+				res.Load = LoadPath{Kind: LoadPending, Store: engine.Containerd, DryRun: true, Pending: PendingExport}
 				return res, nil
 			}
 			from := "pulled into ds01's cache first"
 			if cd := cachedDigest(ro.Cache, req.BaseRef); cd != "" {
 				from = "taken from ds01's cache (" + cd + ")"
 			}
-			res.Load = LoadPath{Kind: LoadPending, Store: Containerd, DryRun: true, Pending: PendingStream, From: from}
+			res.Load = LoadPath{Kind: LoadPending, Store: engine.Containerd, DryRun: true, Pending: PendingStream, From: from}
 			return res, nil
 		}
 	} else if req.DryRun {
@@ -193,7 +192,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		if base, err = d.Base(ctx, pr.Image); err != nil {
 			return nil, err
 		}
-		if d.Store == Containerd {
+		if d.Store == engine.Containerd {
 			if !base.Described() {
 				return nil, fmt.Errorf("the package image %s carries no record of its layer descriptors; remove it (docker rmi %s) and build again", pr.Image, pr.Image)
 			}
@@ -280,7 +279,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	}
 	if req.DryRun {
 		res.ImageID = cfgName.String()
-		if d.Store == Containerd {
+		if d.Store == engine.Containerd {
 			dg, err := built.Image.Digest()
 			if err != nil {
 				return nil, err
@@ -300,9 +299,9 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	// Loaded under a temporary tag and checked before it takes the
 	// project's name: a failed, interrupted or racing load leaves the
 	// name as it was and nothing else behind.
-	sg, st, err := d.stageLoad(ctx, built.Image, tag, omit, progress)
+	sg, st, err := d.Stage(ctx, built.Image, tag, omit, progress)
 	res.Sent = st.Sent
-	var cf checkFailed
+	var cf engine.CheckFailed
 	if err != nil && omit != nil && how.Held && errors.As(err, &cf) {
 		// A delta the engine took wrongly: it would load and run, but
 		// docker save of it would be incomplete. Take the full path.
@@ -321,7 +320,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		if progress == nil {
 			progress = ro.progressFor(built.Image)
 		}
-		sg, st, err = d.stageLoad(ctx, built.Image, tag, nil, progress)
+		sg, st, err = d.Stage(ctx, built.Image, tag, nil, progress)
 		res.Sent += st.Sent
 	}
 	if errors.As(err, &cf) {
@@ -332,7 +331,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	step("load", t)
 	t = time.Now()
 	defer step("verify and record", t)
-	if err := sg.commit(tag); err != nil {
+	if err := sg.Commit(tag); err != nil {
 		return nil, err
 	}
 	res.ImageID = sg.ID
@@ -340,7 +339,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		if err := req.Records.Write(RecordFromResult(req, res, time.Now())); err != nil {
 			// The record is what image update rebuilds from: without it
 			// the image is half made. Take it back.
-			sg.undo(tag, res.Replaced)
+			sg.Undo(tag, res.Replaced)
 			return nil, fmt.Errorf("%w; the image was removed again", err)
 		}
 	}
@@ -368,69 +367,6 @@ func (b *Base) Digest() string {
 		}
 	}
 	return b.ID
-}
-
-// verifyLoaded checks that the daemon holds what was assembled: the same
-// layers in the same order, under the config digest as ID.
-// It returns the image ID as the daemon reports it.
-func (d *Daemon) verifyLoaded(ctx context.Context, tag string, img v1.Image) (string, error) {
-	ins, err := d.ImageInspect(ctx, tag)
-	if err != nil {
-		return "", fmt.Errorf("checking the loaded image %s: %w", tag, err)
-	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		return "", err
-	}
-	want := cfg.RootFS.DiffIDs
-	if len(ins.RootFS.Layers) != len(want) {
-		return "", fmt.Errorf("loaded %s has %d layers, want %d", tag, len(ins.RootFS.Layers), len(want))
-	}
-	for i, l := range ins.RootFS.Layers {
-		if l != want[i].String() {
-			return "", fmt.Errorf("loaded %s: layer %d is %s, want %s", tag, i, l, want[i])
-		}
-	}
-	// On the containerd store the ID is the manifest digest (ggcr #1954),
-	// elsewhere the config digest.
-	id, _ := img.ConfigName()
-	if d.Store == Containerd {
-		id, _ = img.Digest()
-	}
-	if ins.ID != id.String() {
-		return "", fmt.Errorf("loaded %s has ID %s, want %s", tag, ins.ID, id)
-	}
-	if d.Store == Containerd {
-		if err := d.contentWhole(ctx, tag, ins.ID); err != nil {
-			return "", err
-		}
-	}
-	return ins.ID, nil
-}
-
-// contentWhole checks that the containerd image store holds every blob the
-// image's manifest lists. A manifest naming a layer blob the store lacks
-// still loads, inspects whole and runs (the snapshots are keyed by diff
-// ID), but docker save of it silently leaves the layer out. Inspect cannot
-// tell; the image list can: Engine 25-27 leave such an image out of it,
-// later engines mark its manifest not Available (API 1.47+).
-func (d *Daemon) contentWhole(ctx context.Context, tag, id string) error {
-	res, err := d.ImageList(ctx, client.ImageListOptions{Filters: make(client.Filters).Add("reference", tag), Manifests: true})
-	if err != nil {
-		return fmt.Errorf("checking the content of %s: %w", tag, err)
-	}
-	for _, im := range res.Items {
-		if im.ID != id {
-			continue
-		}
-		for _, m := range im.Manifests {
-			if m.Kind == image.ManifestKindImage && !m.Available {
-				return fmt.Errorf("loaded %s: the engine lacks blobs its manifest %s lists (%d bytes of content present)", tag, m.ID, m.Size.Content)
-			}
-		}
-		return nil
-	}
-	return fmt.Errorf("loaded %s: the engine does not list it as whole (a blob its manifest names is missing from the content store)", tag)
 }
 
 // RemoveIfOrphan removes an image a rebuild replaced, when no tag and no

@@ -74,7 +74,7 @@ func importBase(t *testing.T, d *deploy.Daemon, name string, es []entry) string 
 	testbed.RemoveImage(t, d, ref)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	rc, err := d.ImageImport(ctx, client.ImageImportSource{Source: pr, SourceName: "-"}, ref, client.ImageImportOptions{})
+	rc, err := d.Engine.(*client.Client).ImageImport(ctx, client.ImageImportSource{Source: pr, SourceName: "-"}, ref, client.ImageImportOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

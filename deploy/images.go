@@ -11,6 +11,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/ds01/ds01/assemble/label"
+	"github.com/ds01/ds01/internal/engine"
 )
 
 // ImageInfo is one of a user's images as `image list` shows it.
@@ -38,7 +39,7 @@ func (d *Daemon) ListImages(ctx context.Context, uid, gid uint32) ([]ImageInfo, 
 	var out []ImageInfo
 	for _, im := range res.Items {
 		for _, tag := range im.RepoTags {
-			if !strings.HasPrefix(tag, prefix) || strings.Contains(tag, loadingTag) {
+			if !strings.HasPrefix(tag, prefix) || strings.Contains(tag, engine.LoadingTag) {
 				continue // not the user's, or a load under way
 			}
 			l, has := label.DecodeImage(im.Labels)

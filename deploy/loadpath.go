@@ -1,5 +1,7 @@
 package deploy
 
+import "github.com/ds01/ds01/internal/engine"
+
 import "fmt"
 
 // BaseSource is where a base was found.
@@ -99,7 +101,7 @@ const (
 // LoadPath is how create loads (or would load) the image, and why.
 type LoadPath struct {
 	Kind        LoadKind
-	Store       Store
+	Store       engine.Store
 	Descriptors DescriptorSource // a delta on the containerd store
 	Why         FullReason       // a full load
 	DryRun      bool
@@ -117,7 +119,7 @@ func (p LoadPath) String() string {
 		s = "full: containerd image store, after a delta load failed its check"
 	case p.Kind == LoadFull:
 		s = "full: containerd image store, the engine did not take the base as ds01's cache has it, so the base is sent with the image"
-	case p.Store == Containerd:
+	case p.Store == engine.Containerd:
 		s = "delta: containerd image store, base layers left out, named by the descriptors the engine holds them under, from " + p.Descriptors.String()
 	}
 	if p.DryRun {
@@ -132,7 +134,7 @@ func (p LoadPath) pending() string {
 		return "dry run, nothing loaded; containerd image store: the engine holds the base but no source names its layer descriptors, so it would be read out of the engine once (docker save) into ds01's cache, then the user layer loaded as a delta"
 	case p.Pending == PendingPackages:
 		return "dry run, nothing installed or loaded: the packages would be installed in a throwaway container of the base (or taken from ds01's cache), then the user layer added"
-	case p.Store == Containerd:
+	case p.Store == engine.Containerd:
 		return "dry run, nothing loaded; containerd image store: the engine does not hold the base, so it would be " + p.From + " and streamed in once, then the user layer loaded as a delta"
 	}
 	return fmt.Sprintf("dry run, nothing loaded; the base is not in the daemon: it would be %s and streamed into the daemon once, then the user layer loaded as a delta", p.From)

@@ -19,11 +19,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/ds01/ds01/assemble"
+	"github.com/ds01/ds01/assemble/label"
 	"github.com/ds01/ds01/identity/asuser"
+	"github.com/ds01/ds01/internal/engine"
 	"github.com/ds01/ds01/layers"
 	"github.com/ds01/ds01/registry"
-
-	"github.com/ds01/ds01/assemble/label"
 )
 
 // Packages are what a user asks to have installed in an image.
@@ -316,7 +316,7 @@ func (d *Daemon) loadPackages(ctx context.Context, base *Base, res *PackageResul
 	if img, err = withLabel(img, label.PackagesKey, res.Key); err != nil {
 		return err
 	}
-	if d.Store == Containerd {
+	if d.Store == engine.Containerd {
 		// The user layer goes on this image next: record the descriptors
 		// the engine will hold its layers under, as assemble does.
 		if img, err = withLayersRecord(img); err != nil {
@@ -327,11 +327,11 @@ func (d *Daemon) loadPackages(ctx context.Context, base *Base, res *PackageResul
 	for _, h := range base.layerIDs() {
 		omit[h] = true
 	}
-	sg, _, err := d.stageLoad(ctx, img, res.Image, func(h v1.Hash) bool { return omit[h] }, nil)
+	sg, _, err := d.Stage(ctx, img, res.Image, func(h v1.Hash) bool { return omit[h] }, nil)
 	if err != nil {
 		return fmt.Errorf("loading the package layer onto the base: %w", err)
 	}
-	if err := sg.commit(res.Image); err != nil {
+	if err := sg.Commit(res.Image); err != nil {
 		return err
 	}
 	return nil

@@ -49,7 +49,7 @@ func (d *Daemon) installPackages(ctx context.Context, base *Base, pk Packages, k
 	if err != nil {
 		return nil, err
 	}
-	defer d.remove(id)
+	defer d.RemoveContainer(id)
 	if len(pk.Apt) > 0 && o.Offline {
 		if err := d.aptListsIn(ctx, id, base, o.Cache); err != nil {
 			return nil, err
@@ -144,7 +144,7 @@ func (d *Daemon) startInstall(ctx context.Context, base *Base, pk Packages, run 
 		return "", fmt.Errorf("creating the install container: %w", err)
 	}
 	if _, err := d.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
-		d.remove(created.ID)
+		d.RemoveContainer(created.ID)
 		return "", fmt.Errorf("starting the install container: %w", err)
 	}
 	return created.ID, nil
@@ -306,12 +306,18 @@ func (d *Daemon) writeLayer(ctx context.Context, id string, created time.Time, r
 		return err
 	}
 	h := sha256.New()
-	counter := &countingWriter{w: io.MultiWriter(tmp, h)}
-	if err := spool.WriteTar(counter, created); err != nil {
+	var size int64
+	counter := writerFunc(func(p []byte) (int, error) { size += int64(len(p)); return len(p), nil })
+	if err := spool.WriteTar(io.MultiWriter(tmp, h, counter), created); err != nil {
 		tmp.Abort()
 		return err
 	}
 	res.DiffID = v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
-	res.Size = counter.n.Load()
+	res.Size = size
 	return tmp.CommitAs(res.DiffID.Hex + ".tar")
 }
+
+// writerFunc is a function as an io.Writer.
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

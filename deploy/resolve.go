@@ -12,6 +12,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/moby/client"
 
+	"github.com/ds01/ds01/internal/engine"
 	"github.com/ds01/ds01/registry"
 )
 
@@ -79,7 +80,7 @@ func (d *Daemon) ResolveBase(ctx context.Context, ref string, o ResolveOptions) 
 		want = dig
 		logf("registry: %s is %s", ref, dig)
 	}
-	if d.Store == Containerd {
+	if d.Store == engine.Containerd {
 		return d.resolveFull(ctx, ref, want, o)
 	}
 	b, err := d.Base(ctx, ref)

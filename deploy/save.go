@@ -112,11 +112,11 @@ func (d *Daemon) SaveChanges(ctx context.Context, c container.InspectResponse, t
 	for _, h := range base.layerIDs() {
 		inBase[h] = true
 	}
-	sg, _, err := d.stageLoad(ctx, img, tag, func(h v1.Hash) bool { return inBase[h] }, nil)
+	sg, _, err := d.Stage(ctx, img, tag, func(h v1.Hash) bool { return inBase[h] }, nil)
 	if err != nil {
 		return nil, err
 	}
-	if err := sg.commit(tag); err != nil {
+	if err := sg.Commit(tag); err != nil {
 		return nil, err
 	}
 	id := sg.ID

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/deploy/binds"
+	"github.com/ds01/ds01/internal/engine"
 	"github.com/ds01/ds01/internal/testbed"
 	"github.com/ds01/ds01/layers"
 	"github.com/ds01/ds01/passwd"
@@ -45,7 +46,7 @@ func imageCount(t *testing.T, d *deploy.Daemon) int {
 // that /workspace is the host directory.
 func checkInside(t *testing.T, d *deploy.Daemon, container, workspace string, files *layers.Files) {
 	t.Helper()
-	testbed.AssertUser(t, func(ctx context.Context, script string) (deploy.RunResult, error) {
+	testbed.AssertUser(t, func(ctx context.Context, script string) (engine.RunResult, error) {
 		return d.Exec(ctx, container, "1722830498:1722830498", "bash", "-lc", script)
 	}, files, bakerInContainer)
 	fi, err := os.Stat(filepath.Join(workspace, "probe"))
@@ -64,7 +65,7 @@ func TestContainerDeployFlows(t *testing.T) {
 	}
 }
 
-func testContainerDeployFlows(t *testing.T, e engine) {
+func testContainerDeployFlows(t *testing.T, e testEngine) {
 	d := e.d
 	ctx := context.Background()
 	c := e.cli(t)

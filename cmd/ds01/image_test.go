@@ -21,6 +21,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/ds01/ds01/deploy"
+	"github.com/ds01/ds01/internal/engine"
 	"github.com/ds01/ds01/internal/testbed"
 	"github.com/ds01/ds01/layers"
 	"github.com/ds01/ds01/passwd"
@@ -120,7 +121,7 @@ func TestImageCreate(t *testing.T) {
 	}
 }
 
-func testImageCreate(t *testing.T, e engine, base registry.Debian) {
+func testImageCreate(t *testing.T, e testEngine, base registry.Debian) {
 	d := e.d
 	ctx := context.Background()
 	stack := testbed.Base(t, base)
@@ -131,8 +132,8 @@ func testImageCreate(t *testing.T, e engine, base registry.Debian) {
 	testbed.RemoveImage(t, d, tag)
 
 	// A dry run names the load path and the ID the image will have.
-	wantPath := map[deploy.Store]string{deploy.GraphDriver: "would load delta: graphdriver store",
-		deploy.Containerd: "would load delta: containerd image store, base layers left out, named by the descriptors the engine holds them under, from the manifest in ds01's cache"}[d.Store]
+	wantPath := map[engine.Store]string{engine.GraphDriver: "would load delta: graphdriver store",
+		engine.Containerd: "would load delta: containerd image store, base layers left out, named by the descriptors the engine holds them under, from the manifest in ds01's cache"}[d.Store]
 	dry, code := c.run(append(asBaker, "image", "create", project, "--base", baseTag, "--dry-run")...)
 	dm := dryRE.FindStringSubmatch(dry)
 	if code != 0 || dm == nil || !strings.Contains(dry, wantPath) {

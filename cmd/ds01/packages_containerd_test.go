@@ -20,7 +20,7 @@ import (
 // from a local wheel directory (under /tmp, which the engine shares).
 func TestImagePackagesContainerd(t *testing.T) {
 	d := testbed.Docker(t)
-	e := engine{"containerd", testbed.ContainerdEngine(t, d, testbed.Sid)}
+	e := testEngine{"containerd", testbed.ContainerdEngine(t, d, testbed.Sid)}
 	ce := e.d
 	ctx := context.Background()
 	c := e.cli(t)

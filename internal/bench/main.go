@@ -439,7 +439,11 @@ func cranePipeline(ctx context.Context, d *deploy.Daemon, base v1.Image, userLay
 }
 
 func pull(ctx context.Context, d *deploy.Daemon, ref string) error {
-	rc, err := d.ImagePull(ctx, ref, client.ImagePullOptions{})
+	raw, ok := d.Engine.(*client.Client)
+	if !ok {
+		return fmt.Errorf("pull needs a Docker client")
+	}
+	rc, err := raw.ImagePull(ctx, ref, client.ImagePullOptions{})
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ds01/ds01/deploy"
+	"github.com/ds01/ds01/internal/engine"
 	"github.com/ds01/ds01/layers"
 	"github.com/ds01/ds01/passwd"
 )
@@ -18,7 +19,7 @@ import (
 // the base's modes on /home, /var/log and /etc (files holds the base's).
 func AssertUserInside(t *testing.T, d *deploy.Daemon, tag string, files *layers.Files, acct passwd.Account) {
 	t.Helper()
-	AssertUser(t, func(ctx context.Context, script string) (deploy.RunResult, error) {
+	AssertUser(t, func(ctx context.Context, script string) (engine.RunResult, error) {
 		return d.Run(ctx, tag, "", "bash", "-lc", script)
 	}, files, acct)
 }
@@ -26,7 +27,7 @@ func AssertUserInside(t *testing.T, d *deploy.Daemon, tag string, files *layers.
 // AssertUser makes the checks of AssertUserInside through run, which runs
 // a bash script as the user somewhere: a new container of an image, or an
 // exec in a running one.
-func AssertUser(t *testing.T, run func(ctx context.Context, script string) (deploy.RunResult, error), files *layers.Files, acct passwd.Account) {
+func AssertUser(t *testing.T, run func(ctx context.Context, script string) (engine.RunResult, error), files *layers.Files, acct passwd.Account) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

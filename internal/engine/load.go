@@ -1,4 +1,4 @@
-package deploy
+package engine
 
 import (
 	"archive/tar"
@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/client"
 )
 
@@ -188,7 +189,7 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 }
 
 // Load streams img into the daemon tagged tag; omit is as in WriteArchive.
-func (d *Daemon) Load(ctx context.Context, img v1.Image, tag string, omit func(v1.Hash) bool) (LoadStats, error) {
+func (d *Docker) Load(ctx context.Context, img v1.Image, tag string, omit func(v1.Hash) bool) (LoadStats, error) {
 	return d.LoadWithProgress(ctx, img, tag, omit, nil)
 }
 
@@ -200,7 +201,7 @@ const loadGrace = time.Minute
 // waits, up to loadGrace, for the daemon to say it is done: a daemon that
 // had the whole archive goes on loading after the client hangs up, and an
 // image would appear after ds01 exited, where no clean-up can see it.
-func (d *Daemon) LoadWithProgress(ctx context.Context, img v1.Image, tag string, omit func(v1.Hash) bool, progress func(n int64)) (LoadStats, error) {
+func (d *Docker) LoadWithProgress(ctx context.Context, img v1.Image, tag string, omit func(v1.Hash) bool, progress func(n int64)) (LoadStats, error) {
 	pr, pw := io.Pipe()
 	cw := &countingWriter{w: pw, progress: progress, stop: ctx.Done()}
 	done := make(chan struct{})
@@ -260,24 +261,24 @@ func readMessages(r io.Reader) error {
 	}
 }
 
-// staged is an image loaded under a temporary tag of its own and checked,
+// Staged is an image loaded under a temporary tag of its own and checked,
 // not yet under its name: a load that fails, is interrupted or loses a
 // race never touches the name, and what it made is found by that tag.
-type staged struct {
-	d       *Daemon
+type Staged struct {
+	d       *Docker
 	tmp     string
 	want    string // the ID the image must have
 	existed bool   // the daemon held that ID before: never removed
 	ID      string // as the daemon reports it, once checked
 }
 
-// checkFailed is a load the daemon took that is not the image assembled.
-type checkFailed struct{ error }
+// CheckFailed is a load the daemon took that is not the image assembled.
+type CheckFailed struct{ error }
 
-func (e checkFailed) Unwrap() error { return e.error }
+func (e CheckFailed) Unwrap() error { return e.error }
 
-// loadingTag starts the tag of an image being loaded.
-const loadingTag = ":ds01-loading-"
+// LoadingTag starts the tag of an image being loaded.
+const LoadingTag = ":ds01-loading-"
 
 // tempTag is a tag beside tag that nothing else uses.
 func tempTag(tag string) string {
@@ -287,12 +288,12 @@ func tempTag(tag string) string {
 	}
 	b := make([]byte, 6)
 	rand.Read(b)
-	return repo + loadingTag + hex.EncodeToString(b)
+	return repo + LoadingTag + hex.EncodeToString(b)
 }
 
-// expectedID is the ID the daemon gives img: the config digest, or on the
+// ExpectedID is the ID the daemon gives img: the config digest, or on the
 // containerd store the manifest digest.
-func (d *Daemon) expectedID(img v1.Image) (string, error) {
+func (d *Docker) ExpectedID(img v1.Image) (string, error) {
 	if d.Store == Containerd {
 		h, err := img.Digest()
 		return h.String(), err
@@ -301,30 +302,30 @@ func (d *Daemon) expectedID(img v1.Image) (string, error) {
 	return h.String(), err
 }
 
-// stageLoad loads img under a temporary tag beside tag and checks it. On
+// Stage loads img under a temporary tag beside tag and checks it. On
 // any failure, and when ctx is cancelled, it removes what the daemon made
 // (the image by its ID, unless the daemon held it before) and returns the
-// error; a failed check is a checkFailed.
-func (d *Daemon) stageLoad(ctx context.Context, img v1.Image, tag string, omit func(v1.Hash) bool, progress func(int64)) (*staged, LoadStats, error) {
-	want, err := d.expectedID(img)
+// error; a failed check is a CheckFailed.
+func (d *Docker) Stage(ctx context.Context, img v1.Image, tag string, omit func(v1.Hash) bool, progress func(int64)) (*Staged, LoadStats, error) {
+	want, err := d.ExpectedID(img)
 	if err != nil {
 		return nil, LoadStats{}, err
 	}
-	s := &staged{d: d, tmp: tempTag(tag), want: want}
+	s := &Staged{d: d, tmp: tempTag(tag), want: want}
 	if _, err := d.ImageInspect(ctx, want); err == nil {
 		s.existed = true
 	}
 	st, err := d.LoadWithProgress(ctx, img, s.tmp, omit, progress)
 	if err == nil {
 		if s.ID, err = d.verifyLoaded(ctx, s.tmp, img); err != nil && ctx.Err() == nil {
-			err = checkFailed{err}
+			err = CheckFailed{err}
 		}
 	}
 	if err == nil {
 		err = ctx.Err()
 	}
 	if err != nil {
-		s.discard()
+		s.Discard()
 		if ctx.Err() != nil {
 			err = fmt.Errorf("interrupted: the load of %s was stopped (%w); what the daemon had made of it was removed, and %s is as it was", tag, err, tag)
 		}
@@ -333,8 +334,8 @@ func (d *Daemon) stageLoad(ctx context.Context, img v1.Image, tag string, omit f
 	return s, st, nil
 }
 
-// cleanupContext outlives the command's: clean-up after Ctrl-C must run.
-func cleanupContext() (context.Context, context.CancelFunc) {
+// CleanupContext outlives the command's: clean-up after Ctrl-C must run.
+func CleanupContext() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), time.Minute)
 }
 
@@ -342,8 +343,8 @@ func cleanupContext() (context.Context, context.CancelFunc) {
 // make, by its ID, unless the daemon held it before, and the temporary
 // tag, which takes with it any other image the daemon made of the archive
 // (nothing else refers to it).
-func (s *staged) discard() {
-	ctx, cancel := cleanupContext()
+func (s *Staged) Discard() {
+	ctx, cancel := CleanupContext()
 	defer cancel()
 	if !s.existed {
 		s.d.ImageRemove(ctx, s.want, client.ImageRemoveOptions{Force: true})
@@ -354,11 +355,11 @@ func (s *staged) discard() {
 // commit puts the checked image under tag, in place of whatever was there,
 // and drops the temporary tag. It runs to the end even after Ctrl-C:
 // finishing is shorter than undoing.
-func (s *staged) commit(tag string) error {
-	ctx, cancel := cleanupContext()
+func (s *Staged) Commit(tag string) error {
+	ctx, cancel := CleanupContext()
 	defer cancel()
 	if _, err := s.d.ImageTag(ctx, client.ImageTagOptions{Source: s.tmp, Target: tag}); err != nil {
-		s.discard()
+		s.Discard()
 		return fmt.Errorf("tagging the loaded image %s: %w; it was removed", tag, err)
 	}
 	s.d.ImageRemove(ctx, s.tmp, client.ImageRemoveOptions{})
@@ -367,8 +368,8 @@ func (s *staged) commit(tag string) error {
 
 // undo takes back a commit: tag goes back to previous (or away), and the
 // image goes when the daemon did not hold it before.
-func (s *staged) undo(tag, previous string) {
-	ctx, cancel := cleanupContext()
+func (s *Staged) Undo(tag, previous string) {
+	ctx, cancel := CleanupContext()
 	defer cancel()
 	if previous != "" {
 		s.d.ImageTag(ctx, client.ImageTagOptions{Source: previous, Target: tag})
@@ -378,4 +379,67 @@ func (s *staged) undo(tag, previous string) {
 	if !s.existed {
 		s.d.ImageRemove(ctx, s.ID, client.ImageRemoveOptions{Force: previous == ""})
 	}
+}
+
+// verifyLoaded checks that the daemon holds what was assembled: the same
+// layers in the same order, under the config digest as ID.
+// It returns the image ID as the daemon reports it.
+func (d *Docker) verifyLoaded(ctx context.Context, tag string, img v1.Image) (string, error) {
+	ins, err := d.ImageInspect(ctx, tag)
+	if err != nil {
+		return "", fmt.Errorf("checking the loaded image %s: %w", tag, err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return "", err
+	}
+	want := cfg.RootFS.DiffIDs
+	if len(ins.RootFS.Layers) != len(want) {
+		return "", fmt.Errorf("loaded %s has %d layers, want %d", tag, len(ins.RootFS.Layers), len(want))
+	}
+	for i, l := range ins.RootFS.Layers {
+		if l != want[i].String() {
+			return "", fmt.Errorf("loaded %s: layer %d is %s, want %s", tag, i, l, want[i])
+		}
+	}
+	// On the containerd store the ID is the manifest digest (ggcr #1954),
+	// elsewhere the config digest.
+	id, _ := img.ConfigName()
+	if d.Store == Containerd {
+		id, _ = img.Digest()
+	}
+	if ins.ID != id.String() {
+		return "", fmt.Errorf("loaded %s has ID %s, want %s", tag, ins.ID, id)
+	}
+	if d.Store == Containerd {
+		if err := d.contentWhole(ctx, tag, ins.ID); err != nil {
+			return "", err
+		}
+	}
+	return ins.ID, nil
+}
+
+// contentWhole checks that the containerd image store holds every blob the
+// image's manifest lists. A manifest naming a layer blob the store lacks
+// still loads, inspects whole and runs (the snapshots are keyed by diff
+// ID), but docker save of it silently leaves the layer out. Inspect cannot
+// tell; the image list can: Engine 25-27 leave such an image out of it,
+// later engines mark its manifest not Available (API 1.47+).
+func (d *Docker) contentWhole(ctx context.Context, tag, id string) error {
+	res, err := d.ImageList(ctx, client.ImageListOptions{Filters: make(client.Filters).Add("reference", tag), Manifests: true})
+	if err != nil {
+		return fmt.Errorf("checking the content of %s: %w", tag, err)
+	}
+	for _, im := range res.Items {
+		if im.ID != id {
+			continue
+		}
+		for _, m := range im.Manifests {
+			if m.Kind == image.ManifestKindImage && !m.Available {
+				return fmt.Errorf("loaded %s: the engine lacks blobs its manifest %s lists (%d bytes of content present)", tag, m.ID, m.Size.Content)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("loaded %s: the engine does not list it as whole (a blob its manifest names is missing from the content store)", tag)
 }

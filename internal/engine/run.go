@@ -1,4 +1,4 @@
-package deploy
+package engine
 
 import (
 	"bytes"
@@ -20,7 +20,7 @@ type RunResult struct {
 
 // Run runs cmd in a new container of image as user ("" for the image's
 // own), waits for it, and removes it whatever happens, Ctrl-C included.
-func (d *Daemon) Run(ctx context.Context, image, user string, cmd ...string) (RunResult, error) {
+func (d *Docker) Run(ctx context.Context, image, user string, cmd ...string) (RunResult, error) {
 	created, err := d.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Config: &container.Config{Image: image, User: user, Cmd: cmd, Hostname: "ds01"},
 		// One-off commands need no network, and an engine may have no
@@ -31,7 +31,7 @@ func (d *Daemon) Run(ctx context.Context, image, user string, cmd ...string) (Ru
 	if err != nil {
 		return RunResult{}, fmt.Errorf("creating a container of %s: %w", image, err)
 	}
-	defer d.remove(created.ID)
+	defer d.RemoveContainer(created.ID)
 	if _, err := d.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
 		return RunResult{}, fmt.Errorf("starting a container of %s: %w", image, err)
 	}
@@ -58,14 +58,14 @@ func (d *Daemon) Run(ctx context.Context, image, user string, cmd ...string) (Ru
 
 // remove force-removes a container with a context of its own, so that a
 // cancelled caller still cleans up.
-func (d *Daemon) remove(id string) {
+func (d *Docker) RemoveContainer(id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	d.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 }
 
 // Exec runs cmd in a running container as user and waits for it.
-func (d *Daemon) Exec(ctx context.Context, id, user string, cmd ...string) (RunResult, error) {
+func (d *Docker) Exec(ctx context.Context, id, user string, cmd ...string) (RunResult, error) {
 	var out, errOut bytes.Buffer
 	code, err := d.ExecTo(ctx, id, user, nil, &out, &errOut, cmd...)
 	return RunResult{Stdout: out.String(), Stderr: errOut.String(), ExitCode: code}, err
@@ -73,7 +73,7 @@ func (d *Daemon) Exec(ctx context.Context, id, user string, cmd ...string) (RunR
 
 // ExecTo runs cmd in a running container as user with env, streaming its
 // output to stdout and stderr as it comes, and returns its exit code.
-func (d *Daemon) ExecTo(ctx context.Context, id, user string, env []string, stdout, stderr io.Writer, cmd ...string) (int64, error) {
+func (d *Docker) ExecTo(ctx context.Context, id, user string, env []string, stdout, stderr io.Writer, cmd ...string) (int64, error) {
 	ex, err := d.ExecCreate(ctx, id, client.ExecCreateOptions{User: user, Cmd: cmd, Env: env, AttachStdout: true, AttachStderr: true})
 	if err != nil {
 		return 0, fmt.Errorf("exec in %s: %w", id, err)
