@@ -2,7 +2,6 @@ package deploy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -16,6 +15,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/ds01/ds01/assemble/label"
+	"github.com/ds01/ds01/assemble/pipeline"
 	"github.com/ds01/ds01/deploy/binds"
 	"github.com/ds01/ds01/identity/asuser"
 	"github.com/ds01/ds01/passwd"
@@ -79,7 +79,7 @@ type DeployRequest struct {
 	// logged way past it.
 	SetuidRule       bool
 	AcceptSetuidRisk bool
-	// OwnImagesOnly refuses another user's image (see CheckOwnImage), for
+	// OwnImagesOnly refuses another user's image (see pipeline.CheckOwnImage), for
 	// a caller through sudo.
 	OwnImagesOnly bool
 	// Pin hands Docker pins of the bind sources instead of their paths
@@ -90,7 +90,7 @@ type DeployRequest struct {
 	DryRun bool
 	// Assemble is the build request used when the image needs the user
 	// layer (its Project, BaseRef and Account are filled in here).
-	Assemble CreateRequest
+	Assemble pipeline.CreateRequest
 }
 
 // DeployResult says what was made.
@@ -99,14 +99,14 @@ type DeployResult struct {
 	ID        string
 	Image     string
 	Flow      Flow
-	Assembled *CreateResult // when the flow assembled an image
-	Sources   Sources       // the host directories bound in
+	Assembled *pipeline.CreateResult // when the flow assembled an image
+	Sources   Sources                // the host directories bound in
 	Create    client.ContainerCreateOptions
 	Started   bool
 }
 
 // ErrOtherUser is returned for an image set up for another UID/GID.
-var ErrOtherUser = errors.New("image is set up for another user")
+var ErrOtherUser = pipeline.ErrOtherUser
 
 // Deploy makes the container, choosing the flow from the image's labels.
 // A failed create or start leaves no container behind.
@@ -150,7 +150,7 @@ func (d *Daemon) Deploy(ctx context.Context, req DeployRequest) (*DeployResult, 
 	if res.Flow != FlowLabelled {
 		b := req.Assemble
 		b.Project, b.BaseRef, b.Account, b.Replace, b.DryRun = req.Name, image, a, true, req.DryRun
-		built, err := d.Create(ctx, b)
+		built, err := d.Images.Create(ctx, b)
 		if err != nil {
 			return nil, fmt.Errorf("assembling the user layer onto %s: %w", image, err)
 		}
@@ -203,7 +203,7 @@ func (d *Daemon) deployImage(ctx context.Context, req DeployRequest) (string, cl
 		return "", ins, fmt.Errorf("image %s is not in the Docker daemon", image)
 	}
 	if req.OwnImagesOnly {
-		if err := CheckOwnImage(image, ins.Config.Labels, req.Account.UID); err != nil {
+		if err := pipeline.CheckOwnImage(image, ins.Config.Labels, req.Account.UID); err != nil {
 			return "", ins, err
 		}
 	}

@@ -1,23 +1,25 @@
-// Package deploy is ds01's side of the Docker daemon: loading assembled
-// images, and creating, running and removing containers.
+// Package deploy is containers: the three flows of container deploy, the
+// options and binds a user's container gets, and listing, opening,
+// retiring and saving them.
 package deploy
 
 import (
 	"context"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-
+	"github.com/ds01/ds01/assemble/pipeline"
 	"github.com/ds01/ds01/internal/engine"
 )
 
 // Daemon is an engine and what ds01 does with it.
 type Daemon struct {
 	*engine.Docker
-
-	// heldDescriptors, when set (by tests only), changes the base's layer
-	// descriptors that a delta load names, as a wrong source of them would.
-	heldDescriptors func(v1.Image) v1.Image
+	// Images makes the images a deploy assembles (container deploy
+	// --image) and tells which containers use an image.
+	Images *pipeline.Pipeline
 }
+
+// New deploys on the engine d.
+func New(d *engine.Docker) *Daemon { return &Daemon{Docker: d, Images: pipeline.New(d)} }
 
 // Connect connects to the engine of the docker CLI's environment.
 func Connect(ctx context.Context) (*Daemon, error) {
@@ -25,7 +27,7 @@ func Connect(ctx context.Context) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Daemon{Docker: e}, nil
+	return New(e), nil
 }
 
 // ConnectHost connects to the engine at host.
@@ -34,5 +36,5 @@ func ConnectHost(ctx context.Context, host string) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Daemon{Docker: e}, nil
+	return New(e), nil
 }

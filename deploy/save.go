@@ -1,22 +1,18 @@
 package deploy
 
 import (
-	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"path"
-	"slices"
-	"strings"
-
+	"github.com/ds01/ds01/assemble/source"
+	"github.com/ds01/ds01/internal/engine"
+	"github.com/ds01/ds01/layers"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/moby/moby/api/types/container"
-	"github.com/moby/moby/client"
-
-	"github.com/ds01/ds01/layers"
+	"os"
+	"slices"
+	"strings"
 )
 
 // SaveResult says what container retire --save put back into the image.
@@ -31,20 +27,6 @@ type SaveResult struct {
 	Warnings []string
 }
 
-// notSaved are paths a saved layer never carries: the files useradd makes
-// huge, scratch space, caches, and what Docker itself puts into every
-// container.
-var notSaved = []string{"/var/log/lastlog", "/var/log/faillog", "/tmp", "/var/tmp", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/.dockerenv", "/proc", "/sys", "/dev", "/run"}
-
-func under(p, dir string) bool { return p == dir || strings.HasPrefix(p, dir+"/") }
-
-// underAny is a predicate for paths at or below any of dirs.
-func underAny(dirs []string) func(string) bool {
-	return func(p string) bool {
-		return slices.ContainsFunc(dirs, func(d string) bool { return under(p, d) })
-	}
-}
-
 // SaveChanges puts a container's filesystem changes back into an image as
 // one layer, without docker commit: the changed paths are read from the
 // container's diff and copied out (never an export of the whole
@@ -55,7 +37,7 @@ func (d *Daemon) SaveChanges(ctx context.Context, c container.InspectResponse, t
 	if err := d.notRolledBack(ctx, c, tag); err != nil {
 		return nil, err
 	}
-	skip := slices.Clone(notSaved)
+	skip := slices.Clone(engine.NotCaptured)
 	skip = append(skip, home+"/.cache")
 	for _, m := range c.Mounts {
 		skip = append(skip, m.Destination) // the workspace, data, models
@@ -65,7 +47,7 @@ func (d *Daemon) SaveChanges(ctx context.Context, c container.InspectResponse, t
 		return nil, err
 	}
 	defer spool.Close()
-	content, err := d.CaptureChanges(ctx, c.ID, underAny(skip), spool)
+	content, err := d.CaptureChanges(ctx, c.ID, engine.UnderAny(skip), spool)
 	if err != nil {
 		return nil, fmt.Errorf("reading the changes of %s: %w", c.Name, err)
 	}
@@ -75,7 +57,7 @@ func (d *Daemon) SaveChanges(ctx context.Context, c container.InspectResponse, t
 		return nil, nil
 	}
 
-	base, err := d.Base(ctx, c.Image)
+	base, err := source.InDaemon(ctx, d.Docker, c.Image)
 	if err != nil {
 		return nil, fmt.Errorf("reading the image of %s: %w", c.Name, err)
 	}
@@ -109,7 +91,7 @@ func (d *Daemon) SaveChanges(ctx context.Context, c container.InspectResponse, t
 		return nil, err
 	}
 	inBase := map[v1.Hash]bool{}
-	for _, h := range base.layerIDs() {
+	for _, h := range base.LayerIDs() {
 		inBase[h] = true
 	}
 	sg, _, err := d.Stage(ctx, img, tag, func(h v1.Hash) bool { return inBase[h] }, nil)
@@ -146,91 +128,4 @@ func (d *Daemon) notRolledBack(ctx context.Context, c container.InspectResponse,
 	name := strings.TrimPrefix(c.Name, "/")
 	return fmt.Errorf("%w: %s was made from %s, and %s is now %s (made %s): saving into it would put the project back on the image the container came from. Nothing was saved and the container was kept; copy what you need into /workspace (it is on the host) and retire it without --save, or redo the changes in a container of the current image",
 		ErrRebuilt, name, c.Image, tag, cur.ID, cur.Created)
-}
-
-// CaptureChanges copies a container's filesystem changes into the spool:
-// the paths its diff lists, except those excluded, added trees copied
-// whole, modified entries alone, deletions as whiteouts. Never an export
-// of the whole filesystem. It reports whether anything but directories
-// changed. Copies are quickest while the container runs, when its root is
-// mounted already.
-func (d *Daemon) CaptureChanges(ctx context.Context, id string, excluded func(string) bool, spool *layers.Spool) (bool, error) {
-	diff, err := d.ContainerDiff(ctx, id, client.ContainerDiffOptions{})
-	if err != nil {
-		return false, err
-	}
-	kinds := map[string]container.ChangeType{}
-	for _, ch := range diff.Changes {
-		kinds[path.Clean(ch.Path)] = ch.Kind
-	}
-	paths := make([]string, 0, len(kinds))
-	for p := range kinds {
-		paths = append(paths, p)
-	}
-	slices.Sort(paths)
-	content := false
-	for _, p := range paths {
-		if excluded(p) || p == "/" {
-			continue
-		}
-		parentKind, parentChanged := kinds[path.Dir(p)]
-		switch kinds[p] {
-		case container.ChangeDelete:
-			if parentChanged && parentKind == container.ChangeDelete {
-				continue // the parent's whiteout covers it
-			}
-			spool.Whiteout(p)
-			content = true
-		case container.ChangeAdd:
-			if parentChanged && parentKind == container.ChangeAdd {
-				continue // copied with its parent's tree
-			}
-			if _, err := d.copyInto(ctx, id, p, true, excluded, spool); err != nil {
-				return false, err
-			}
-			content = true
-		default: // modified: the entry itself, a directory without its contents
-			nonDir, err := d.copyInto(ctx, id, p, false, excluded, spool)
-			if err != nil {
-				return false, err
-			}
-			content = content || nonDir
-		}
-	}
-	return content, nil
-}
-
-// copyInto copies p out of the container into the spool: its whole tree
-// when tree is set, else only its own entry. nonDir says whether anything
-// but a directory was added.
-func (d *Daemon) copyInto(ctx context.Context, id, p string, tree bool, excluded func(string) bool, s *layers.Spool) (nonDir bool, err error) {
-	res, err := d.CopyFromContainer(ctx, id, client.CopyFromContainerOptions{SourcePath: p})
-	if err != nil {
-		return false, fmt.Errorf("copying %s out of the container: %w", p, err)
-	}
-	defer res.Content.Close()
-	parent := path.Dir(p)
-	tr := tar.NewReader(res.Content)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return nonDir, nil
-		}
-		if err != nil {
-			return nonDir, fmt.Errorf("reading %s from the container: %w", p, err)
-		}
-		name := path.Join(parent, h.Name)
-		if !excluded(name) {
-			if h.Typeflag == tar.TypeLink {
-				h.Linkname = path.Join(parent, h.Linkname)
-			}
-			if err := s.Add(name, h, tr); err != nil {
-				return nonDir, err
-			}
-			nonDir = nonDir || h.Typeflag != tar.TypeDir
-		}
-		if !tree {
-			return nonDir, nil
-		}
-	}
 }

@@ -16,11 +16,11 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/urfave/cli/v3"
 
+	"github.com/ds01/ds01/assemble/label"
+	"github.com/ds01/ds01/assemble/pipeline"
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/identity"
 	"github.com/ds01/ds01/internal/termsafe"
-
-	"github.com/ds01/ds01/assemble/label"
 )
 
 // ownContainer is where retire and open start: the user, the daemon and
@@ -210,7 +210,7 @@ func runContainerRetire(ctx context.Context, cmd *cli.Command) error {
 		return fmt.Errorf("retiring %s: %w", cname, err)
 	}
 	if saved != nil {
-		d.RemoveIfOrphan(ctx, saved.Previous)
+		d.Images.RemoveIfOrphan(ctx, saved.Previous)
 	}
 	fmt.Fprintf(out, "retired %s\n", cname)
 	return nil
@@ -237,7 +237,7 @@ func recordSave(id identity.Identity, container string, s *deploy.SaveResult) er
 		return err
 	}
 	rec.ImageID = s.ImageID
-	rec.Saved = append(rec.Saved, deploy.SavedLayer{Container: container, DiffID: s.Layer.String(), Paths: len(s.Paths), Bytes: s.Bytes, At: time.Now().UTC()})
+	rec.Saved = append(rec.Saved, pipeline.SavedLayer{Container: container, DiffID: s.Layer.String(), Paths: len(s.Paths), Bytes: s.Bytes, At: time.Now().UTC()})
 	return recs.Write(rec)
 }
 

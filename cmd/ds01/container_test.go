@@ -3,21 +3,21 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"os"
-	"path/filepath"
-	"slices"
-	"strings"
-	"syscall"
-	"testing"
-
-	"github.com/moby/moby/client"
-
+	"github.com/ds01/ds01/assemble/pipeline"
+	"github.com/ds01/ds01/assemble/source"
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/deploy/binds"
 	"github.com/ds01/ds01/internal/engine"
 	"github.com/ds01/ds01/internal/testbed"
 	"github.com/ds01/ds01/layers"
 	"github.com/ds01/ds01/passwd"
+	"github.com/moby/moby/client"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
 )
 
 // In deployed containers the user runs as UID:GID with video added, as
@@ -72,7 +72,7 @@ func testContainerDeployFlows(t *testing.T, e testEngine) {
 	// A catalog-style base: no DS01 labels.
 	base := e.loadBase(t, c, testbed.Base(t, testbed.Bookworm), "aime-pytorch")
 	baseIns, _ := d.ImageInspect(ctx, base)
-	files, err := d.BaseFiles(ctx, baseIns.ID, layers.UserWant)
+	files, err := source.Files(ctx, d.Docker, baseIns.ID, layers.UserWant)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,7 +382,7 @@ func TestRetireSaveRecordsTheImagesProject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, err := deploy.DecodeRecord(data)
+	rec, err := pipeline.DecodeRecord(data)
 	if err != nil || len(rec.Saved) != 1 || rec.Saved[0].Container != other+"._.1722830498" {
 		t.Errorf("record of %s: %+v, %v; want the saved layer noted", project, rec.Saved, err)
 	}

@@ -15,11 +15,11 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"github.com/ds01/ds01/assemble"
+	"github.com/ds01/ds01/assemble/label"
+	"github.com/ds01/ds01/assemble/pipeline"
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/identity"
 	"github.com/ds01/ds01/registry"
-
-	"github.com/ds01/ds01/assemble/label"
 )
 
 // demoLogin is whom the demo acts for when root runs it without --user:
@@ -104,7 +104,7 @@ func runDemo(ctx context.Context, cmd *cli.Command) error {
 		// The demo user is not on this host: keep its record in the cache.
 		os.Setenv("DS01_CONFIG", filepath.Join(cache, "demo-config"))
 	}
-	req := deploy.CreateRequest{Project: cmd.String("project"), BaseRef: baseTag, Created: created, Replace: true}
+	req := pipeline.CreateRequest{Project: cmd.String("project"), BaseRef: baseTag, Created: created, Replace: true}
 	if err := fillBuild(cmd, id, &req); err != nil {
 		return err
 	}
@@ -114,7 +114,7 @@ func runDemo(ctx context.Context, cmd *cli.Command) error {
 	}
 	defer unlock()
 	t := time.Now()
-	res, err := d.Create(ctx, req)
+	res, err := d.Images.Create(ctx, req)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ds01/ds01/assemble"
+	"github.com/ds01/ds01/assemble/label"
+	"github.com/ds01/ds01/assemble/pipeline"
+	"github.com/ds01/ds01/assemble/source"
+	"github.com/ds01/ds01/deploy"
+	"github.com/ds01/ds01/identity"
+	"github.com/ds01/ds01/identity/asuser"
+	"github.com/ds01/ds01/internal/limits"
+	"github.com/ds01/ds01/internal/termsafe"
+	"github.com/ds01/ds01/registry"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/urfave/cli/v3"
 	"io"
 	"os"
 	"os/user"
@@ -15,30 +27,17 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-
-	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/urfave/cli/v3"
-
-	"github.com/ds01/ds01/assemble"
-	"github.com/ds01/ds01/deploy"
-	"github.com/ds01/ds01/identity"
-	"github.com/ds01/ds01/identity/asuser"
-	"github.com/ds01/ds01/internal/limits"
-	"github.com/ds01/ds01/internal/termsafe"
-	"github.com/ds01/ds01/registry"
-
-	"github.com/ds01/ds01/assemble/label"
 )
 
 // openRecords opens where a user's image records live: $DS01_CONFIG/images,
 // or ~/.ds01-config/images in the home of the user acted for, reached with
 // that user's credentials.
-func openRecords(id identity.Identity) (*deploy.Records, error) {
+func openRecords(id identity.Identity) (*pipeline.Records, error) {
 	root, rel, err := recordsPlace(id)
 	if err != nil {
 		return nil, err
 	}
-	return deploy.OpenRecords(id.Cred(), root, rel)
+	return pipeline.OpenRecords(id.Cred(), root, rel)
 }
 
 // recordsPlace is the directory the records are reached from and where
@@ -167,10 +166,10 @@ func runImageCreate(ctx context.Context, cmd *cli.Command) error {
 		}
 		defer unlock()
 	}
-	return create(ctx, cmd, d, id, deploy.CreateRequest{
+	return create(ctx, cmd, d, id, pipeline.CreateRequest{
 		Project: project, BaseRef: baseRef, Catalog: catalog, Created: created,
 		Replace: cmd.Bool("force"), DryRun: cmd.Bool("dry-run"),
-		Resolve:  deploy.ResolveOptions{Offline: cmd.Bool("offline"), Refresh: cmd.Bool("pull")},
+		Resolve:  source.ResolveOptions{Offline: cmd.Bool("offline"), Refresh: cmd.Bool("pull")},
 		Packages: pk, Env: env, Presets: presetNames,
 	})
 }
@@ -223,8 +222,8 @@ func userFile(cmd *cli.Command, flag, p string) ([]byte, error) {
 }
 
 // packagesFrom reads the package flags.
-func packagesFrom(cmd *cli.Command) (deploy.Packages, error) {
-	pk := deploy.Packages{Apt: cmd.StringSlice("apt"), Pip: cmd.StringSlice("pip"), FindLinks: cmd.String("wheels"), NoIndex: cmd.Bool("no-index")}
+func packagesFrom(cmd *cli.Command) (pipeline.Packages, error) {
+	pk := pipeline.Packages{Apt: cmd.StringSlice("apt"), Pip: cmd.StringSlice("pip"), FindLinks: cmd.String("wheels"), NoIndex: cmd.Bool("no-index")}
 	if names := cmd.StringSlice("preset"); len(names) > 0 {
 		presets, err := loadPresets(cmd)
 		if err != nil {
@@ -258,7 +257,7 @@ func packagesFrom(cmd *cli.Command) (deploy.Packages, error) {
 
 func envFrom(cmd *cli.Command) ([]string, error) {
 	env := cmd.StringSlice("env")
-	if err := deploy.ValidateEnv(env); err != nil {
+	if err := pipeline.ValidateEnv(env); err != nil {
 		return nil, usageError{err}
 	}
 	return env, nil
@@ -288,7 +287,7 @@ func chooseBase(cmd *cli.Command) (string, map[string]string, error) {
 
 // fillBuild completes a build request with what every build of id shares:
 // who it is for, the cache, where its record goes.
-func fillBuild(cmd *cli.Command, id identity.Identity, req *deploy.CreateRequest) error {
+func fillBuild(cmd *cli.Command, id identity.Identity, req *pipeline.CreateRequest) error {
 	recs, err := openRecords(id)
 	if err != nil {
 		return err
@@ -317,7 +316,7 @@ func fillBuild(cmd *cli.Command, id identity.Identity, req *deploy.CreateRequest
 
 // create runs one build for id and reports it; image create and image
 // update differ only in where the request comes from.
-func create(ctx context.Context, cmd *cli.Command, d *deploy.Daemon, id identity.Identity, req deploy.CreateRequest) error {
+func create(ctx context.Context, cmd *cli.Command, d *deploy.Daemon, id identity.Identity, req pipeline.CreateRequest) error {
 	out := cmd.Root().Writer
 	if err := fillBuild(cmd, id, &req); err != nil {
 		return err
@@ -333,7 +332,7 @@ func create(ctx context.Context, cmd *cli.Command, d *deploy.Daemon, id identity
 		req.PackageOutput = condensed
 	}
 	t := time.Now()
-	res, err := d.Create(ctx, req)
+	res, err := d.Images.Create(ctx, req)
 	doneProgress()
 	if condensed != nil {
 		condensed.end()
@@ -416,8 +415,8 @@ func runImageUpdate(ctx context.Context, cmd *cli.Command) error {
 	if len(rec.Saved) > 0 && !cmd.Bool("discard-saved") {
 		return fmt.Errorf("%s holds %d layer(s) saved by container retire --save, which a rebuild from its recorded inputs would drop; rebuild anyway with --discard-saved", rec.Image, len(rec.Saved))
 	}
-	req := deploy.CreateRequest{Project: project, BaseRef: rec.Base.Ref, Catalog: rec.Catalog, Replace: true, Env: rec.Env, Presets: rec.Presets,
-		Resolve: deploy.ResolveOptions{Offline: cmd.Bool("offline"), Refresh: cmd.Bool("pull")}}
+	req := pipeline.CreateRequest{Project: project, BaseRef: rec.Base.Ref, Catalog: rec.Catalog, Replace: true, Env: rec.Env, Presets: rec.Presets,
+		Resolve: source.ResolveOptions{Offline: cmd.Bool("offline"), Refresh: cmd.Bool("pull")}}
 	if rec.Packages != nil {
 		req.Packages, req.Asked = *rec.Packages, rec.Packages
 		if rec.Installed != nil && !cmd.Bool("upgrade-packages") {
@@ -456,7 +455,7 @@ func runImageList(ctx context.Context, cmd *cli.Command) error {
 	defer d.Close()
 	out := cmd.Root().Writer
 	if cmd.Bool("legacy") {
-		imgs, err := d.LegacyImages(ctx, legacyScope(cmd, id))
+		imgs, err := d.Images.LegacyImages(ctx, legacyScope(cmd, id))
 		if err != nil {
 			return err
 		}
@@ -474,7 +473,7 @@ func runImageList(ctx context.Context, cmd *cli.Command) error {
 		fmt.Fprintf(out, "%d committed images of the old flow, %s (layers they share with other images are counted in each)\n", len(imgs), humanSize(total))
 		return nil
 	}
-	imgs, err := d.ListImages(ctx, id.UID, id.GID)
+	imgs, err := d.Images.ListImages(ctx, id.UID, id.GID)
 	if err != nil {
 		return err
 	}
@@ -516,14 +515,14 @@ func runImageRetire(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	defer unlock()
-	users, err := d.ContainersOf(ctx, tag)
+	users, err := d.Images.ContainersOf(ctx, tag)
 	if err != nil {
 		return fmt.Errorf("%s: no such image of yours (ds01 image list shows them): %w", tag, err)
 	}
 	if len(users) > 0 && !cmd.Bool("force") {
 		return fmt.Errorf("%s is used by container(s) %s; retire them first (ds01 container retire NAME), or remove the tag anyway with --force", tag, strings.Join(users, ", "))
 	}
-	if err := d.RemoveTag(ctx, tag, cmd.Bool("force")); err != nil {
+	if err := d.Images.RemoveTag(ctx, tag, cmd.Bool("force")); err != nil {
 		return err
 	}
 	recs, err := openRecords(id)
@@ -544,7 +543,7 @@ func retireLegacy(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	defer d.Close()
-	imgs, err := d.LegacyImages(ctx, legacyScope(cmd, id))
+	imgs, err := d.Images.LegacyImages(ctx, legacyScope(cmd, id))
 	if err != nil {
 		return err
 	}
@@ -565,7 +564,7 @@ func retireLegacy(ctx context.Context, cmd *cli.Command) error {
 	}
 	var failed []string
 	for _, im := range imgs {
-		if err := d.RemoveTag(ctx, im.Tag, false); err != nil {
+		if err := d.Images.RemoveTag(ctx, im.Tag, false); err != nil {
 			failed = append(failed, err.Error())
 			continue
 		}

@@ -5,6 +5,16 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"github.com/ds01/ds01/assemble/pipeline"
+	"github.com/ds01/ds01/assemble/source"
+	"github.com/ds01/ds01/deploy"
+	"github.com/ds01/ds01/internal/engine"
+	"github.com/ds01/ds01/internal/testbed"
+	"github.com/ds01/ds01/layers"
+	"github.com/ds01/ds01/passwd"
+	"github.com/ds01/ds01/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/moby/moby/client"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,16 +26,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/moby/moby/client"
-
-	"github.com/ds01/ds01/deploy"
-	"github.com/ds01/ds01/internal/engine"
-	"github.com/ds01/ds01/internal/testbed"
-	"github.com/ds01/ds01/layers"
-	"github.com/ds01/ds01/passwd"
-	"github.com/ds01/ds01/registry"
 )
 
 var (
@@ -175,7 +175,7 @@ func testImageCreate(t *testing.T, e testEngine, base registry.Debian) {
 	if top := hist.Items[0]; top.Size >= 1<<20 || !strings.Contains(top.CreatedBy, "ds01: user h-baker") {
 		t.Errorf("top layer: %d bytes, %q; want ds01's, under 1 MB", top.Size, top.CreatedBy)
 	}
-	files, err := d.BaseFiles(ctx, baseIns.ID, layers.UserWant)
+	files, err := source.Files(ctx, d.Docker, baseIns.ID, layers.UserWant)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +199,7 @@ func testImageCreate(t *testing.T, e testEngine, base registry.Debian) {
 	}
 
 	out, code = c.run(append(asBaker, "image", "list", "--json")...)
-	var list []deploy.ImageInfo
+	var list []pipeline.ImageInfo
 	if err := json.Unmarshal([]byte(out), &list); code != 0 || err != nil {
 		t.Fatalf("image list --json: exit %d, %v:\n%s", code, err, out)
 	}
@@ -272,11 +272,11 @@ func TestImageCreateBigBase(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	start := time.Now()
-	b, err := d.Base(context.Background(), baseTag)
+	b, err := source.InDaemon(context.Background(), d.Docker, baseTag)
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, err := d.BaseFiles(context.Background(), b.ID, layers.UserWant)
+	files, err := source.Files(context.Background(), d.Docker, b.ID, layers.UserWant)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +409,7 @@ func TestImageCreateBadInput(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		files, err := d.BaseFiles(ctx, ins.ID, layers.Want{Files: []string{"etc/passwd", "etc/sudoers.d/ds01-h-baker"}})
+		files, err := source.Files(ctx, d.Docker, ins.ID, layers.Want{Files: []string{"etc/passwd", "etc/sudoers.d/ds01-h-baker"}})
 		if err != nil {
 			t.Fatal(err)
 		}

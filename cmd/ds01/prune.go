@@ -48,7 +48,7 @@ func runImagePrune(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	imgs, err := d.PackageImages(ctx)
+	imgs, err := d.Images.PackageImages(ctx)
 	if err != nil {
 		return err
 	}
@@ -66,7 +66,7 @@ func runImagePrune(ctx context.Context, cmd *cli.Command) error {
 			continue
 		}
 		if !dry {
-			if err := d.RemovePackageImage(ctx, p); err != nil {
+			if err := d.Images.RemovePackageImage(ctx, p); err != nil {
 				failed = append(failed, err.Error())
 				continue
 			}

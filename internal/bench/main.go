@@ -15,6 +15,20 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/ds01/ds01/assemble"
+	"github.com/ds01/ds01/assemble/pipeline"
+	"github.com/ds01/ds01/assemble/source"
+	"github.com/ds01/ds01/deploy"
+	"github.com/ds01/ds01/internal/testbed"
+	"github.com/ds01/ds01/layers"
+	"github.com/ds01/ds01/passwd"
+	"github.com/ds01/ds01/registry"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/daemon"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/moby/moby/client"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -26,20 +40,6 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
-
-	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/daemon"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/moby/moby/client"
-
-	"github.com/ds01/ds01/assemble"
-	"github.com/ds01/ds01/deploy"
-	"github.com/ds01/ds01/internal/testbed"
-	"github.com/ds01/ds01/layers"
-	"github.com/ds01/ds01/passwd"
-	"github.com/ds01/ds01/registry"
 )
 
 var (
@@ -368,11 +368,11 @@ func ensureLoaded(ctx context.Context, d *deploy.Daemon, img v1.Image, tag strin
 }
 
 func userLayerFor(ctx context.Context, d *deploy.Daemon, baseTag string, created time.Time) (v1.Layer, error) {
-	b, err := d.Base(ctx, baseTag)
+	b, err := source.InDaemon(ctx, d.Docker, baseTag)
 	if err != nil {
 		return nil, err
 	}
-	files, err := d.BaseFiles(ctx, b.ID, layers.UserWant)
+	files, err := source.Files(ctx, d.Docker, b.ID, layers.UserWant)
 	if err != nil {
 		return nil, err
 	}
@@ -1046,12 +1046,12 @@ func benchEngine(ctx context.Context, d *deploy.Daemon, e testbed.Engine) error 
 		if err := cache.Put(ref, img); err != nil {
 			return err
 		}
-		req := func(i int) deploy.CreateRequest {
-			return deploy.CreateRequest{Login: "h.baker@hertie-school.lan", Account: acct, Project: "bench", BaseRef: ref, Replace: true,
-				Created: time.Unix(int64(1700000000+i), 0), Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache, Offline: true}}
+		req := func(i int) pipeline.CreateRequest {
+			return pipeline.CreateRequest{Login: "h.baker@hertie-school.lan", Account: acct, Project: "bench", BaseRef: ref, Replace: true,
+				Created: time.Unix(int64(1700000000+i), 0), Cache: cache, Resolve: source.ResolveOptions{Cache: cache, Offline: true}}
 		}
 		t := time.Now()
-		first, err := ce.Create(ctx, req(-1))
+		first, err := ce.Images.Create(ctx, req(-1))
 		if err != nil {
 			return err
 		}
@@ -1060,7 +1060,7 @@ func benchEngine(ctx context.Context, d *deploy.Daemon, e testbed.Engine) error 
 		var sent int64
 		for i := range *runs {
 			t := time.Now()
-			res, err := ce.Create(ctx, req(i))
+			res, err := ce.Images.Create(ctx, req(i))
 			if err != nil {
 				return err
 			}

@@ -1,4 +1,4 @@
-package deploy_test
+package pipeline_test
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/ds01/ds01/assemble"
-	"github.com/ds01/ds01/deploy"
+	"github.com/ds01/ds01/assemble/source"
 	"github.com/ds01/ds01/internal/testbed"
 	"github.com/ds01/ds01/layers"
 	"github.com/ds01/ds01/passwd"
@@ -63,7 +63,7 @@ func TestDaemonBaseDeltaLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	base, err := d.Base(ctx, baseTag)
+	base, err := source.InDaemon(ctx, d.Docker, baseTag)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestDaemonBaseDeltaLoad(t *testing.T) {
 		t.Errorf("config from inspect lost fields: %+v", cfg)
 	}
 
-	files, err := d.BaseFiles(ctx, base.ID, layers.UserWant)
+	files, err := source.Files(ctx, d.Docker, base.ID, layers.UserWant)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func TestDeltaLoadNeedsBase(t *testing.T) {
 	if _, err := d.ImageInspect(ctx, tag); err == nil {
 		t.Error("a failed load left an image")
 	}
-	if _, err := d.Base(ctx, tag); !errors.Is(err, deploy.ErrNotInDaemon) {
+	if _, err := source.InDaemon(ctx, d.Docker, tag); !errors.Is(err, source.ErrNotInDaemon) {
 		t.Errorf("Base of a missing image: %v; want ErrNotInDaemon", err)
 	}
 }

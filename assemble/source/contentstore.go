@@ -1,4 +1,4 @@
-package deploy
+package source
 
 import (
 	"bytes"

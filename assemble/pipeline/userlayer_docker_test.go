@@ -1,4 +1,4 @@
-package deploy_test
+package pipeline_test
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package deploy
+package pipeline
 
 import (
 	"context"
@@ -30,7 +30,7 @@ type ImageInfo struct {
 }
 
 // ListImages lists ds01-{uid}/* images.
-func (d *Daemon) ListImages(ctx context.Context, uid, gid uint32) ([]ImageInfo, error) {
+func (d *Pipeline) ListImages(ctx context.Context, uid, gid uint32) ([]ImageInfo, error) {
 	prefix := label.UserRepo(uid)
 	res, err := d.ImageList(ctx, client.ImageListOptions{Filters: client.Filters{}.Add("reference", prefix+"*")})
 	if err != nil {
@@ -68,7 +68,7 @@ type LegacyImage struct {
 
 // LegacyImages finds the old flow's committed images: every one with
 // uid nil (root), else those whose tag ends in ._.{uid}.
-func (d *Daemon) LegacyImages(ctx context.Context, uid *uint32) ([]LegacyImage, error) {
+func (d *Pipeline) LegacyImages(ctx context.Context, uid *uint32) ([]LegacyImage, error) {
 	res, err := d.ImageList(ctx, client.ImageListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("listing images: %w", err)
@@ -92,7 +92,7 @@ func (d *Daemon) LegacyImages(ctx context.Context, uid *uint32) ([]LegacyImage, 
 
 // ContainersOf lists the names of containers, running or not, made from
 // the image that ref names.
-func (d *Daemon) ContainersOf(ctx context.Context, ref string) ([]string, error) {
+func (d *Pipeline) ContainersOf(ctx context.Context, ref string) ([]string, error) {
 	ins, err := d.ImageInspect(ctx, ref)
 	if err != nil {
 		return nil, fmt.Errorf("inspecting %s: %w", ref, err)
@@ -112,7 +112,7 @@ func (d *Daemon) ContainersOf(ctx context.Context, ref string) ([]string, error)
 
 // RemoveTag removes an image by tag; the image itself goes when no other
 // tag or container holds it.
-func (d *Daemon) RemoveTag(ctx context.Context, tag string, force bool) error {
+func (d *Pipeline) RemoveTag(ctx context.Context, tag string, force bool) error {
 	if _, err := d.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: force}); err != nil {
 		return fmt.Errorf("removing %s: %w", tag, err)
 	}
@@ -143,7 +143,7 @@ func (p PackageImage) Key() string {
 
 // PackageImages lists the package images in the daemon, each with what
 // uses it.
-func (d *Daemon) PackageImages(ctx context.Context) ([]PackageImage, error) {
+func (d *Pipeline) PackageImages(ctx context.Context) ([]PackageImage, error) {
 	list, err := d.ImageList(ctx, client.ImageListOptions{All: true})
 	if err != nil {
 		return nil, fmt.Errorf("listing images: %w", err)
@@ -198,7 +198,7 @@ func (d *Daemon) PackageImages(ctx context.Context) ([]PackageImage, error) {
 // RemovePackageImage removes an unused package image by its tags; the
 // daemon removes the image with the last one, and refuses while a
 // container uses it.
-func (d *Daemon) RemovePackageImage(ctx context.Context, p PackageImage) error {
+func (d *Pipeline) RemovePackageImage(ctx context.Context, p PackageImage) error {
 	for _, t := range p.Tags {
 		if _, err := d.ImageRemove(ctx, t, client.ImageRemoveOptions{}); err != nil {
 			return fmt.Errorf("removing %s: %w", t, err)

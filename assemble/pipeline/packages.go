@@ -1,4 +1,4 @@
-package deploy
+package pipeline
 
 import (
 	"bytes"
@@ -20,6 +20,7 @@ import (
 
 	"github.com/ds01/ds01/assemble"
 	"github.com/ds01/ds01/assemble/label"
+	"github.com/ds01/ds01/assemble/source"
 	"github.com/ds01/ds01/identity/asuser"
 	"github.com/ds01/ds01/internal/engine"
 	"github.com/ds01/ds01/layers"
@@ -159,10 +160,10 @@ var notPackaged = []string{"/var/lib/apt/lists", "/var/cache/apt", "/var/cache/l
 	"/var/lib/dpkg/lock", "/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/triggers/Lock", "/var/cache/debconf/passwords.dat"}
 
 func notInPackageLayer(p string) bool {
-	if underAny(notSaved)(p) || underAny(notPackaged)(p) {
+	if engine.UnderAny(engine.NotCaptured)(p) || engine.UnderAny(notPackaged)(p) {
 		return true
 	}
-	return strings.HasSuffix(p, "-old") && (under(p, "/var/lib/dpkg") || under(p, "/var/cache/debconf"))
+	return strings.HasSuffix(p, "-old") && (engine.Under(p, "/var/lib/dpkg") || engine.Under(p, "/var/cache/debconf"))
 }
 
 // installScript runs as root in the throwaway container: apt first, then
@@ -204,7 +205,7 @@ var ErrInstall = errors.New("installing packages failed")
 // user already asked for the same packages on the same base. The result
 // is loaded into the daemon as base + packages, the base of the user's
 // image. The container is always removed; nothing is cached unless whole.
-func (d *Daemon) PackageLayer(ctx context.Context, base *Base, pk Packages, o PackageOptions) (*PackageResult, error) {
+func (d *Pipeline) PackageLayer(ctx context.Context, base *source.Base, pk Packages, o PackageOptions) (*PackageResult, error) {
 	if err := pk.Validate(); err != nil {
 		return nil, err
 	}
@@ -249,7 +250,7 @@ const maxRequestRecord = 16 << 20
 // the daemon holds it on the base or its cached file still matches its
 // diff ID (re-hashed: a corrupt file is removed and the layer made again);
 // nil when there is none.
-func (d *Daemon) reusedLayer(ctx context.Context, base *Base, key string, o PackageOptions) *PackageResult {
+func (d *Pipeline) reusedLayer(ctx context.Context, base *source.Base, key string, o PackageOptions) *PackageResult {
 	data, err := registry.ReadRegular(packagesDir(o.Cache, "req-"+key+".json"), maxRequestRecord)
 	if err != nil {
 		return nil
@@ -280,20 +281,20 @@ func hexKey64(s string) bool { return len(s) == 64 && strings.Trim(s, "012345678
 
 // holdsPackages reports whether the daemon's package image is exactly the
 // base's layers and the package layer.
-func (d *Daemon) holdsPackages(ctx context.Context, base *Base, res *PackageResult) bool {
+func (d *Pipeline) holdsPackages(ctx context.Context, base *source.Base, res *PackageResult) bool {
 	ins, err := d.ImageInspect(ctx, res.Image)
 	if err != nil {
 		return false
 	}
 	want := []string{}
-	for _, h := range base.layerIDs() {
+	for _, h := range base.LayerIDs() {
 		want = append(want, h.String())
 	}
 	return slices.Equal(ins.RootFS.Layers, append(want, res.DiffID.String()))
 }
 
 // loadPackages loads base + the package layer from the cache as res.Image.
-func (d *Daemon) loadPackages(ctx context.Context, base *Base, res *PackageResult, c *registry.Cache) error {
+func (d *Pipeline) loadPackages(ctx context.Context, base *source.Base, res *PackageResult, c *registry.Cache) error {
 	l := layers.FromFileDigest(packagesDir(c, "layers", res.DiffID.Hex+".tar"), res.DiffID, res.Size)
 	mt, err := base.Image.MediaType()
 	if err != nil {
@@ -324,7 +325,7 @@ func (d *Daemon) loadPackages(ctx context.Context, base *Base, res *PackageResul
 		}
 	}
 	omit := map[v1.Hash]bool{}
-	for _, h := range base.layerIDs() {
+	for _, h := range base.LayerIDs() {
 		omit[h] = true
 	}
 	sg, _, err := d.Stage(ctx, img, res.Image, func(h v1.Hash) bool { return omit[h] }, nil)

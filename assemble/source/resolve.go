@@ -1,4 +1,4 @@
-package deploy
+package source
 
 import (
 	"context"
@@ -58,11 +58,11 @@ type Resolution struct {
 // when the network may not be used.
 var ErrOffline = errors.New("not in the Docker daemon nor in ds01's cache, and --offline forbids fetching it")
 
-// ResolveBase is the one resolver of every command: the image in the local
+// Resolve is the one resolver of every command: the image in the local
 // daemon; else ds01's cache; else the registry. A base from the cache or
 // the registry is streamed into the daemon once, tagged with its ref, so
 // that every later build finds it there and sends only its own layer.
-func (d *Daemon) ResolveBase(ctx context.Context, ref string, o ResolveOptions) (*Base, Resolution, error) {
+func Resolve(ctx context.Context, d *engine.Docker, ref string, o ResolveOptions) (*Base, Resolution, error) {
 	logf := func(format string, a ...any) {
 		if o.Log != nil {
 			fmt.Fprintf(o.Log, format+"\n", a...)
@@ -81,11 +81,11 @@ func (d *Daemon) ResolveBase(ctx context.Context, ref string, o ResolveOptions) 
 		logf("registry: %s is %s", ref, dig)
 	}
 	if d.Store == engine.Containerd {
-		return d.resolveFull(ctx, ref, want, o)
+		return resolveFull(ctx, d, ref, want, o)
 	}
-	b, err := d.Base(ctx, ref)
+	b, err := InDaemon(ctx, d, ref)
 	switch {
-	case err == nil && (want == "" || b.Digest() == want || cachedDigest(o.Cache, ref) == want):
+	case err == nil && (want == "" || b.Digest() == want || CachedDigest(o.Cache, ref) == want):
 		logf("base %s: in the Docker daemon (%s)", ref, b.ID)
 		attachCachedDigest(o.Cache, ref, b)
 		return b, Resolution{From: FromDaemon}, nil
@@ -100,13 +100,13 @@ func (d *Daemon) ResolveBase(ctx context.Context, ref string, o ResolveOptions) 
 		return nil, Resolution{}, err
 	}
 	logf("base %s: streaming %s from the cache into the daemon, once", ref, e.Digest)
-	st, err := d.LoadWithProgress(ctx, img, ref, nil, o.progressFor(img))
+	st, err := d.LoadWithProgress(ctx, img, ref, nil, o.ProgressFor(img))
 	res.Loaded = st.Sent
 	if err != nil {
 		return nil, Resolution{}, fmt.Errorf("giving the daemon base %s: %w", ref, err)
 	}
 	o.touch(ref)
-	b, err = d.Base(ctx, ref)
+	b, err = InDaemon(ctx, d, ref)
 	if err != nil {
 		return nil, Resolution{}, err
 	}
@@ -134,7 +134,7 @@ func attachCachedDigest(c *registry.Cache, ref string, b *Base) {
 	}
 }
 
-func cachedDigest(c *registry.Cache, ref string) string {
+func CachedDigest(c *registry.Cache, ref string) string {
 	if c == nil {
 		return ""
 	}
@@ -185,7 +185,7 @@ func cachedBase(ctx context.Context, ref, want string, o ResolveOptions) (v1.Ima
 	return img, e, res, nil
 }
 
-// heldBase finds the layer descriptors of a base the containerd image
+// HeldBase finds the layer descriptors of a base the containerd image
 // store holds, without reading a layer: there an image's ID is its
 // manifest digest and its layers are kept under exactly the descriptors
 // that manifest lists, which the Docker API does not show. In order:
@@ -194,13 +194,13 @@ func cachedBase(ctx context.Context, ref, want string, o ResolveOptions) (v1.Ima
 // by the digest the engine pulled it by; containerd's content store, when
 // its socket may be used. ok is false when none knows them; ins is the
 // engine's image when it holds ref (the one --pull wants, if given).
-func (d *Daemon) heldBase(ctx context.Context, ref, want string, o ResolveOptions) (b *Base, res Resolution, ins *client.ImageInspectResult, ok bool) {
+func HeldBase(ctx context.Context, d *engine.Docker, ref, want string, o ResolveOptions) (b *Base, res Resolution, ins *client.ImageInspectResult, ok bool) {
 	found, err := d.ImageInspect(ctx, ref)
 	if err != nil || (want != "" && want != found.ID) {
 		return nil, Resolution{}, nil, false
 	}
 	ins = &found
-	if b, err := d.baseFrom(ctx, ref, found); err == nil && b.Described() {
+	if b, err := fromInspect(ctx, d, ref, found); err == nil && b.Described() {
 		return b, Resolution{From: FromDaemon, Held: true, Descriptors: DescriptorSource{Kind: DescRecord}}, ins, true
 	}
 	if o.Cache != nil {
@@ -254,8 +254,8 @@ func (d *Daemon) heldBase(ctx context.Context, ref, want string, o ResolveOption
 // after which the engine holds it under the cached manifest's digest. A
 // base the engine holds with no record of its descriptors is read out of
 // the engine once into the cache (exportBase).
-func (d *Daemon) resolveFull(ctx context.Context, ref, want string, o ResolveOptions) (*Base, Resolution, error) {
-	b, res, ins, ok := d.heldBase(ctx, ref, want, o)
+func resolveFull(ctx context.Context, d *engine.Docker, ref, want string, o ResolveOptions) (*Base, Resolution, error) {
+	b, res, ins, ok := HeldBase(ctx, d, ref, want, o)
 	if ok {
 		return b, res, nil
 	}
@@ -263,7 +263,7 @@ func (d *Daemon) resolveFull(ctx context.Context, ref, want string, o ResolveOpt
 		return nil, Resolution{}, fmt.Errorf("base %s: the containerd image store needs ds01's cache for a base whose layer descriptors are not known", ref)
 	}
 	if ins != nil {
-		return d.exportBase(ctx, ref, ins.ID, ins.RepoDigests, o)
+		return exportBase(ctx, d, ref, ins.ID, ins.RepoDigests, o)
 	}
 	img, e, res, err := cachedBase(ctx, ref, want, o)
 	if err != nil {
@@ -277,7 +277,7 @@ func (d *Daemon) resolveFull(ctx context.Context, ref, want string, o ResolveOpt
 	// (heldBase found it by the engine's ID otherwise): stream it in.
 	b = &Base{Ref: ref, ID: e.Digest, RepoDigests: []string{ref + "@" + e.Digest}, Image: img}
 	res.Descriptors = DescriptorSource{Kind: DescStreamed}
-	st, err := d.LoadWithProgress(ctx, img, ref, nil, o.progressFor(img))
+	st, err := d.LoadWithProgress(ctx, img, ref, nil, o.ProgressFor(img))
 	res.Loaded = st.Sent
 	if err != nil {
 		return nil, Resolution{}, fmt.Errorf("giving the daemon base %s: %w", ref, err)
@@ -297,7 +297,7 @@ func (d *Daemon) resolveFull(ctx context.Context, ref, want string, o ResolveOpt
 // with docker save into ds01's cache. The engine's own manifest is then
 // in the cache under the engine's ID, and every later build is a delta.
 // The engine's image is used, never replaced by another of the same name.
-func (d *Daemon) exportBase(ctx context.Context, ref, id string, repoDigests []string, o ResolveOptions) (*Base, Resolution, error) {
+func exportBase(ctx context.Context, d *engine.Docker, ref, id string, repoDigests []string, o ResolveOptions) (*Base, Resolution, error) {
 	notice := fmt.Sprintf("base %s: the engine holds it, but no record of ds01's, cache entry, reachable registry or usable containerd socket names its layer descriptors; it is read out of the engine once (docker save) into ds01's cache, and later builds on it are deltas", ref)
 	if o.Log != nil {
 		fmt.Fprintln(o.Log, notice)
@@ -319,9 +319,9 @@ func (d *Daemon) exportBase(ctx context.Context, ref, id string, repoDigests []s
 		Descriptors: DescriptorSource{Kind: DescExported, Detail: strconv.FormatInt(n, 10)}}, nil
 }
 
-// progressFor turns LoadProgress into a per-chunk callback for streaming
+// ProgressFor turns LoadProgress into a per-chunk callback for streaming
 // img, or nil.
-func (o ResolveOptions) progressFor(img v1.Image) func(int64) {
+func (o ResolveOptions) ProgressFor(img v1.Image) func(int64) {
 	if o.LoadProgress == nil {
 		return nil
 	}

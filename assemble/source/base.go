@@ -1,4 +1,7 @@
-package deploy
+// Package source is where the base of an image comes from: the engine,
+// ds01's cache or a registry, with the layer descriptors a delta load
+// names, and the few files the user layer reads out of the base.
+package source
 
 import (
 	"archive/tar"
@@ -41,8 +44,8 @@ type Base struct {
 	Image       v1.Image
 }
 
-// Base inspects ref in the daemon.
-func (d *Daemon) Base(ctx context.Context, ref string) (*Base, error) {
+// InDaemon is ref as the daemon holds it: inspected, with its history.
+func InDaemon(ctx context.Context, d *engine.Docker, ref string) (*Base, error) {
 	ins, err := d.ImageInspect(ctx, ref)
 	if err != nil {
 		if cerrdefs.IsNotFound(err) {
@@ -50,11 +53,11 @@ func (d *Daemon) Base(ctx context.Context, ref string) (*Base, error) {
 		}
 		return nil, fmt.Errorf("inspecting %s: %w", ref, err)
 	}
-	return d.baseFrom(ctx, ref, ins)
+	return fromInspect(ctx, d, ref, ins)
 }
 
-// baseFrom is Base for an image already inspected.
-func (d *Daemon) baseFrom(ctx context.Context, ref string, ins client.ImageInspectResult) (*Base, error) {
+// fromInspect is InDaemon for an image already inspected.
+func fromInspect(ctx context.Context, d *engine.Docker, ref string, ins client.ImageInspectResult) (*Base, error) {
 	hist, err := d.ImageHistory(ctx, ins.ID)
 	if err != nil {
 		return nil, fmt.Errorf("reading history of %s: %w", ref, err)
@@ -146,6 +149,13 @@ type daemonImage struct {
 }
 
 var _ v1.Image = (*daemonImage)(nil)
+
+// Bytesless says whether img is known to ds01 by its descriptors only, its
+// layers' bytes held by the engine alone (a record, the content store).
+func Bytesless(img v1.Image) bool {
+	_, ok := img.(*daemonImage)
+	return ok
+}
 
 func (i *daemonImage) Layers() ([]v1.Layer, error) {
 	var out []v1.Layer
@@ -269,17 +279,17 @@ func (l daemonLayer) MediaType() (types.MediaType, error) {
 	return types.DockerUncompressedLayer, nil
 }
 
-// BaseFiles copies the files of want out of a container of the image that
+// Files copies the files of want out of a container of the image that
 // is created, never started, and always removed, Ctrl-C included. Files are
 // read with their content; Headers only as far as their tar header (the
 // stream is closed after it, so a sparse 400 GB lastlog costs nothing).
-func (d *Daemon) BaseFiles(ctx context.Context, imageID string, want layers.Want) (*layers.Files, error) {
-	return d.baseFilesFor(ctx, imageID, want, "")
+func Files(ctx context.Context, d *engine.Docker, imageID string, want layers.Want) (*layers.Files, error) {
+	return FilesFor(ctx, d, imageID, want, "")
 }
 
-// baseFilesFor is BaseFiles for the making of image forImage, which the
+// FilesFor is Files for the making of image forImage, which the
 // container is labelled with.
-func (d *Daemon) baseFilesFor(ctx context.Context, imageID string, want layers.Want, forImage string) (*layers.Files, error) {
+func FilesFor(ctx context.Context, d *engine.Docker, imageID string, want layers.Want, forImage string) (*layers.Files, error) {
 	created, err := d.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Config: &container.Config{
 			Image: imageID,
@@ -425,7 +435,7 @@ func (c *copier) linkHard() error {
 
 // copier copies paths out of a container into a set of files.
 type copier struct {
-	d    *Daemon
+	d    *engine.Docker
 	ctx  context.Context
 	id   string
 	fs   *layers.Files
@@ -504,4 +514,24 @@ func (c *copier) copy(p string, tree bool, keep func(name string) (keep, data bo
 			return true, nil
 		}
 	}
+}
+
+// layerIDs are the base's diff IDs.
+func (b *Base) LayerIDs() []v1.Hash {
+	cfg, err := b.Image.ConfigFile()
+	if err != nil {
+		return nil
+	}
+	return cfg.RootFS.DiffIDs
+}
+
+// Digest is the base's registry digest when the daemon pulled it from one,
+// else its image ID.
+func (b *Base) Digest() string {
+	for _, rd := range b.RepoDigests {
+		if _, dig, ok := strings.Cut(rd, "@"); ok {
+			return dig
+		}
+	}
+	return b.ID
 }

@@ -1,4 +1,4 @@
-package deploy
+package pipeline
 
 import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -8,7 +8,7 @@ import (
 
 // WrongBaseDescriptor makes d's delta loads name a wrong digest and size
 // for the base's first layer, as a wrong source of descriptors would.
-func WrongBaseDescriptor(d *Daemon) {
+func WrongBaseDescriptor(d *Pipeline) {
 	d.heldDescriptors = func(img v1.Image) v1.Image {
 		ls, err := img.Layers()
 		if err != nil || len(ls) == 0 {

@@ -1,4 +1,4 @@
-package deploy
+package pipeline
 
 import (
 	"context"
@@ -7,7 +7,6 @@ import (
 	"io"
 	"maps"
 	"slices"
-	"strings"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/ds01/ds01/assemble"
 	"github.com/ds01/ds01/assemble/label"
+	"github.com/ds01/ds01/assemble/source"
 	"github.com/ds01/ds01/internal/engine"
 	"github.com/ds01/ds01/layers"
 	"github.com/ds01/ds01/passwd"
@@ -46,7 +46,7 @@ type CreateRequest struct {
 	Version string // ds01's, recorded in a label
 	Cache   FilesCache
 	// Resolve says where the base may come from besides the daemon.
-	Resolve ResolveOptions
+	Resolve source.ResolveOptions
 	// Packages go into a shared layer between the base and the user's.
 	Packages Packages
 	// Asked is what the user asked for, recorded for a later upgrade;
@@ -75,13 +75,13 @@ type CreateResult struct {
 	Tag       string
 	Project   string
 	ImageID   string // as the daemon reports it
-	Base      *Base
+	Base      *source.Base
 	LayerSize int64
 	Load      LoadPath
 	Sent      int64
 	Replaced  string // the image ID the tag pointed at before, if any
 	// Resolution says where the base came from.
-	Resolution Resolution
+	Resolution source.Resolution
 	// Packages is the package layer, when packages were asked for.
 	Packages *PackageResult
 	Labels   map[string]string
@@ -95,7 +95,7 @@ var ErrExists = errors.New("image exists")
 // Create assembles the user's image on a base held by the daemon and loads
 // it, sending only the new layer and the config. On any failure nothing is
 // left behind: no image, no container.
-func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, error) {
+func (d *Pipeline) Create(ctx context.Context, req CreateRequest) (*CreateResult, error) {
 	tag, project, err := label.ImageName(req.Account.UID, req.Project)
 	if err != nil {
 		return nil, err
@@ -129,13 +129,13 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		ro.Log = req.Log
 	}
 	if req.DryRun && d.Store == engine.Containerd {
-		if _, _, ins, ok := d.heldBase(ctx, req.BaseRef, "", ro); !ok && !(ro.Refresh && !ro.Offline) {
+		if _, _, ins, ok := source.HeldBase(ctx, d.Docker, req.BaseRef, "", ro); !ok && !(ro.Refresh && !ro.Offline) {
 			if ins != nil {
 				res.Load = LoadPath{Kind: LoadPending, Store: engine.Containerd, DryRun: true, Pending: PendingExport}
 				return res, nil
 			}
 			from := "pulled into ds01's cache first"
-			if cd := cachedDigest(ro.Cache, req.BaseRef); cd != "" {
+			if cd := source.CachedDigest(ro.Cache, req.BaseRef); cd != "" {
 				from = "taken from ds01's cache (" + cd + ")"
 			}
 			res.Load = LoadPath{Kind: LoadPending, Store: engine.Containerd, DryRun: true, Pending: PendingStream, From: from}
@@ -144,16 +144,16 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	} else if req.DryRun {
 		// A dry run changes nothing: no pull, no load of the base. What
 		// it would do without the base in the daemon is said, not done.
-		if _, err := d.Base(ctx, req.BaseRef); errors.Is(err, ErrNotInDaemon) {
+		if _, err := source.InDaemon(ctx, d.Docker, req.BaseRef); errors.Is(err, source.ErrNotInDaemon) {
 			from := "pulled from its registry into ds01's cache"
-			if d := cachedDigest(ro.Cache, req.BaseRef); d != "" {
+			if d := source.CachedDigest(ro.Cache, req.BaseRef); d != "" {
 				from = "taken from ds01's cache (" + d + ")"
 			}
 			res.Load = LoadPath{Kind: LoadPending, Store: d.Store, DryRun: true, Pending: PendingStream, From: from}
 			return res, nil
 		}
 	}
-	base, how, err := d.ResolveBase(ctx, req.BaseRef, ro)
+	base, how, err := source.Resolve(ctx, d.Docker, req.BaseRef, ro)
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +169,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	}
 	res.Base, res.Resolution = base, how
 	step("resolve base", t)
-	logf("base %s: image %s, %d layers, from the %s", req.BaseRef, base.ID, len(base.layerIDs()), how.From)
+	logf("base %s: image %s, %d layers, from the %s", req.BaseRef, base.ID, len(base.LayerIDs()), how.From)
 
 	if !req.Packages.Empty() {
 		switch {
@@ -189,14 +189,14 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		logf("packages: layer %s (%d bytes), %s", pr.DiffID, pr.Size, map[bool]string{true: "shared layer reused, nothing installed", false: "installed now"}[pr.Reused])
 		// The user layer goes on base + packages: its files (a new group
 		// a package made, say) are read from there.
-		if base, err = d.Base(ctx, pr.Image); err != nil {
+		if base, err = source.InDaemon(ctx, d.Docker, pr.Image); err != nil {
 			return nil, err
 		}
 		if d.Store == engine.Containerd {
 			if !base.Described() {
 				return nil, fmt.Errorf("the package image %s carries no record of its layer descriptors; remove it (docker rmi %s) and build again", pr.Image, pr.Image)
 			}
-			how.Descriptors = DescriptorSource{Kind: DescPackageImage, Detail: pr.Image}
+			how.Descriptors = source.DescriptorSource{Kind: source.DescPackageImage, Detail: pr.Image}
 		}
 	}
 
@@ -211,9 +211,9 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 			// the few files from the cached layers.
 			files, err = assemble.Files(base.Image)
 		} else if how.Held {
-			files, err = d.baseFilesFor(ctx, base.Ref, layers.UserWant, tag)
+			files, err = source.FilesFor(ctx, d.Docker, base.Ref, layers.UserWant, tag)
 		} else {
-			files, err = d.baseFilesFor(ctx, base.ID, layers.UserWant, tag)
+			files, err = source.FilesFor(ctx, d.Docker, base.ID, layers.UserWant, tag)
 		}
 		if err != nil {
 			return nil, err
@@ -272,7 +272,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		res.Warnings = append(res.Warnings, "the containerd image store did not keep the base under the cached manifest: the whole image, base included, is sent")
 	} else {
 		inBase := map[v1.Hash]bool{}
-		for _, h := range base.layerIDs() {
+		for _, h := range base.LayerIDs() {
 			inBase[h] = true
 		}
 		omit = func(h v1.Hash) bool { return inBase[h] }
@@ -294,7 +294,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	t = time.Now()
 	var progress func(int64)
 	if how.Full {
-		progress = ro.progressFor(built.Image)
+		progress = ro.ProgressFor(built.Image)
 	}
 	// Loaded under a temporary tag and checked before it takes the
 	// project's name: a failed, interrupted or racing load leaves the
@@ -305,7 +305,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	if err != nil && omit != nil && how.Held && errors.As(err, &cf) {
 		// A delta the engine took wrongly: it would load and run, but
 		// docker save of it would be incomplete. Take the full path.
-		if _, bytesless := base.Image.(*daemonImage); bytesless {
+		if source.Bytesless(base.Image) {
 			// Descriptors from a record or the content store, no bytes.
 			return nil, fmt.Errorf("the delta load of %s did not give the image expected (%v), and ds01 cannot send base %s whole: its layers are known from %s, their bytes only to the engine; the image was removed. Put the base in ds01's cache (`ds01 base pull %s`) and run again",
 				tag, err, req.BaseRef, how.Descriptors, req.BaseRef)
@@ -318,7 +318,7 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 			return nil, err
 		}
 		if progress == nil {
-			progress = ro.progressFor(built.Image)
+			progress = ro.ProgressFor(built.Image)
 		}
 		sg, st, err = d.Stage(ctx, built.Image, tag, nil, progress)
 		res.Sent += st.Sent
@@ -349,30 +349,10 @@ func (d *Daemon) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	return res, nil
 }
 
-// layerIDs are the base's diff IDs.
-func (b *Base) layerIDs() []v1.Hash {
-	cfg, err := b.Image.ConfigFile()
-	if err != nil {
-		return nil
-	}
-	return cfg.RootFS.DiffIDs
-}
-
-// Digest is the base's registry digest when the daemon pulled it from one,
-// else its image ID.
-func (b *Base) Digest() string {
-	for _, rd := range b.RepoDigests {
-		if _, dig, ok := strings.Cut(rd, "@"); ok {
-			return dig
-		}
-	}
-	return b.ID
-}
-
 // RemoveIfOrphan removes an image a rebuild replaced, when no tag and no
 // container refer to it any more: the old flow's orphaned images are what
 // ds01 exists to end.
-func (d *Daemon) RemoveIfOrphan(ctx context.Context, id string) {
+func (d *Pipeline) RemoveIfOrphan(ctx context.Context, id string) {
 	ins, err := d.ImageInspect(ctx, id)
 	if err != nil || len(ins.RepoTags) > 0 {
 		return
@@ -387,52 +367,4 @@ func (d *Daemon) RemoveIfOrphan(ctx context.Context, id string) {
 		}
 	}
 	d.ImageRemove(ctx, id, client.ImageRemoveOptions{})
-}
-
-// ErrWouldReplace is a command that would put an image over the user's
-// project image without --force.
-var ErrWouldReplace = errors.New("would replace your image")
-
-// keepProjectImage refuses to put an image assembled from another one
-// (container deploy NAME --image REF) over the project's image at tag,
-// naming what would be lost: the work container retire --save put into
-// it, and the containers made from it. The image the assembly starts from
-// being the project's own is no loss.
-func (d *Daemon) keepProjectImage(ctx context.Context, tag, from, fromID, name string) error {
-	old, err := d.ImageInspect(ctx, tag)
-	if cerrdefs.IsNotFound(err) || err == nil && old.ID == fromID {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("inspecting %s: %w", tag, err)
-	}
-	what := fmt.Sprintf("your image %s (%s, made %s", tag, old.ID, old.Created)
-	if b := old.Config.Labels[label.Base]; b != "" {
-		what += " on " + label.Unescape(b)
-	}
-	what += ")"
-	if saved := d.savedLayers(ctx, tag); len(saved) > 0 {
-		what += fmt.Sprintf(", which holds work saved by container retire --save (%s)", strings.Join(saved, "; "))
-	}
-	if users, _ := d.ContainersOf(ctx, tag); len(users) > 0 {
-		what += ", used by container(s) " + strings.Join(users, ", ")
-	}
-	return fmt.Errorf("%w: deploying %s from %s would replace %s. Nothing was changed. Deploy from your image with `ds01 container deploy %s` (no --image), give the container of %s another name, or replace your image and lose what it holds with --force",
-		ErrWouldReplace, name, from, what, name, from)
-}
-
-// savedLayers describes the layers of the image at tag that container
-// retire --save added, newest first, from the image's history.
-func (d *Daemon) savedLayers(ctx context.Context, tag string) []string {
-	hist, err := d.ImageHistory(ctx, tag)
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, h := range hist.Items {
-		if s, ok := strings.CutPrefix(h.CreatedBy, savedBy); ok {
-			out = append(out, "from "+s)
-		}
-	}
-	return out
 }

@@ -1,16 +1,10 @@
-package deploy
+package pipeline
 
 import (
 	"encoding/json"
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/ds01/ds01/assemble/label"
-	"github.com/ds01/ds01/deploy/binds"
-	"github.com/ds01/ds01/identity/asuser"
 )
 
 func goodRecord() Record {
@@ -118,20 +112,5 @@ func TestCheckOwnImage(t *testing.T) {
 		if err := CheckOwnImage(tc.ref, tc.labels, 1000); !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
 			t.Errorf("%s: %v, want %v", tc.ref, err, tc.want)
 		}
-	}
-}
-
-// A base's own ds01.bind.* labels (a container inherits its image's)
-// pin nothing: only a source the container binds from its pin counts.
-func TestRepinIgnoresInheritedLabels(t *testing.T) {
-	old := binds.PinRoot
-	binds.PinRoot = filepath.Join(t.TempDir(), "binds")
-	defer func() { binds.PinRoot = old }()
-	labels := map[string]string{label.Bind + "data": "1:2:rw:/etc"}
-	if err := Repin("c._.1000", labels, nil, asuser.Cred{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(binds.PinRoot); err == nil {
-		t.Errorf("a pin was made for a label no mount uses")
 	}
 }

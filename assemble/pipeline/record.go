@@ -1,4 +1,4 @@
-package deploy
+package pipeline
 
 import (
 	"bytes"
@@ -14,9 +14,8 @@ import (
 
 	"github.com/distribution/reference"
 
-	"github.com/ds01/ds01/identity/asuser"
-
 	"github.com/ds01/ds01/assemble/label"
+	"github.com/ds01/ds01/identity/asuser"
 )
 
 // Record is every input of an image build, kept in
@@ -257,6 +256,10 @@ func ValidateEnv(env []string) error {
 	}
 	return nil
 }
+
+// ErrOtherUser is returned for an image or record set up for another
+// UID/GID.
+var ErrOtherUser = errors.New("image is set up for another user")
 
 // ErrPackageImage is a shared package image named as a base or to deploy.
 var ErrPackageImage = errors.New("a shared package image")

@@ -1,13 +1,14 @@
-package deploy_test
+package pipeline_test
 
 import (
 	"archive/tar"
 	"context"
-	"io"
-	"runtime"
-	"strings"
-	"testing"
-
+	"github.com/ds01/ds01/assemble/pipeline"
+	"github.com/ds01/ds01/assemble/source"
+	"github.com/ds01/ds01/deploy"
+	"github.com/ds01/ds01/internal/engine"
+	"github.com/ds01/ds01/internal/testbed"
+	"github.com/ds01/ds01/registry"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -16,14 +17,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
-
-	"github.com/ds01/ds01/deploy"
-	"github.com/ds01/ds01/internal/engine"
-	"github.com/ds01/ds01/internal/testbed"
-	"github.com/ds01/ds01/registry"
+	"io"
+	"runtime"
+	"strings"
+	"testing"
 )
 
 // On a real engine with the containerd image store (Debian's Docker 26,
@@ -80,23 +79,23 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 				t.Fatal(err)
 			}
 			project := testbed.Prefix(t)
-			res, err := ce.Create(ctx, deploy.CreateRequest{Login: "h.baker@hertie-school.lan", Account: hbaker, Project: project, BaseRef: ref,
-				Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache}})
+			res, err := ce.Images.Create(ctx, pipeline.CreateRequest{Login: "h.baker@hertie-school.lan", Account: hbaker, Project: project, BaseRef: ref,
+				Cache: cache, Resolve: source.ResolveOptions{Cache: cache}})
 			if err != nil {
 				t.Fatal(err)
 			}
 			// The base goes in once, as the cache has it; the image then is a
 			// delta, the engine's ID for the base being the cached manifest's.
-			if (res.Load.Kind != deploy.LoadDelta || res.Load.Store != engine.Containerd) || res.Sent >= 1<<20 || res.Resolution.Loaded < tc.min {
+			if (res.Load.Kind != pipeline.LoadDelta || res.Load.Store != engine.Containerd) || res.Sent >= 1<<20 || res.Resolution.Loaded < tc.min {
 				t.Errorf("load path %q, sent %d, base streamed %d", res.Load, res.Sent, res.Resolution.Loaded)
 			}
-			again, err := ce.Create(ctx, deploy.CreateRequest{Login: "h.baker@hertie-school.lan", Account: hbaker, Project: project + "-2", BaseRef: ref,
-				Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache}})
+			again, err := ce.Images.Create(ctx, pipeline.CreateRequest{Login: "h.baker@hertie-school.lan", Account: hbaker, Project: project + "-2", BaseRef: ref,
+				Cache: cache, Resolve: source.ResolveOptions{Cache: cache}})
 			if err != nil {
 				t.Fatal(err)
 			}
 			testbed.RemoveImage(t, ce, "ds01-1722830498/"+project+"-2:latest")
-			if (again.Load.Kind != deploy.LoadDelta || again.Load.Store != engine.Containerd) || again.Sent >= 1<<20 || again.Resolution.Loaded != 0 {
+			if (again.Load.Kind != pipeline.LoadDelta || again.Load.Store != engine.Containerd) || again.Sent >= 1<<20 || again.Resolution.Loaded != 0 {
 				t.Errorf("second create: load path %q, sent %d, base streamed %d", again.Load, again.Sent, again.Resolution.Loaded)
 			}
 			tag := "ds01-1722830498/" + project + ":latest"
@@ -125,16 +124,16 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 				t.Fatal(err)
 			}
 			defer wrong.Close()
-			deploy.WrongBaseDescriptor(wrong)
+			pipeline.WrongBaseDescriptor(wrong.Images)
 			wtag := "ds01-1722830498/" + project + "-w:latest"
 			testbed.RemoveImage(t, ce, wtag)
-			w, err := wrong.Create(ctx, deploy.CreateRequest{Login: "h.baker@hertie-school.lan", Account: hbaker, Project: project + "-w", BaseRef: ref,
-				Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache}})
+			w, err := wrong.Images.Create(ctx, pipeline.CreateRequest{Login: "h.baker@hertie-school.lan", Account: hbaker, Project: project + "-w", BaseRef: ref,
+				Cache: cache, Resolve: source.ResolveOptions{Cache: cache}})
 			if err != nil {
 				t.Fatal(err)
 			}
 			notice := strings.Join(w.Warnings, "\n")
-			if w.Load != (deploy.LoadPath{Kind: deploy.LoadFull, Store: engine.Containerd, Why: deploy.FullAfterCheck}) || w.Sent < tc.min ||
+			if w.Load != (pipeline.LoadPath{Kind: pipeline.LoadFull, Store: engine.Containerd, Why: pipeline.FullAfterCheck}) || w.Sent < tc.min ||
 				!strings.Contains(notice, "delta load did not give the image expected") || !strings.Contains(notice, "removed and the whole image sent") {
 				t.Errorf("wrong descriptor: load path %q, sent %d, warnings %q", w.Load, w.Sent, w.Warnings)
 			}
@@ -148,20 +147,20 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 			// ds01's own image as a base (flow 2's case), offline: its
 			// descriptors come from its ds01.layers label, and the build is a
 			// delta.
-			onTag, err := ce.Create(ctx, deploy.CreateRequest{Login: "alice", Account: alice, Project: project + "-a", BaseRef: tag,
-				Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache, Offline: true}})
+			onTag, err := ce.Images.Create(ctx, pipeline.CreateRequest{Login: "alice", Account: alice, Project: project + "-a", BaseRef: tag,
+				Cache: cache, Resolve: source.ResolveOptions{Cache: cache, Offline: true}})
 			if err != nil {
 				t.Fatal(err)
 			}
 			testbed.RemoveImage(t, ce, "ds01-20000000/"+project+"-a:latest")
-			if onTag.Load.Descriptors.Kind != deploy.DescRecord || onTag.Sent >= 1<<20 {
+			if onTag.Load.Descriptors.Kind != source.DescRecord || onTag.Sent >= 1<<20 {
 				t.Errorf("on ds01's own image: load path %q, sent %d", onTag.Load, onTag.Sent)
 			}
 			saveWhole(t, ce, "ds01-20000000/"+project+"-a:latest", onTag.Base.Image)
 			// A wrong descriptor there has no whole image to fall back on:
 			// the bytes are the engine's only. A clear error, nothing left.
-			_, e := wrong.Create(ctx, deploy.CreateRequest{Login: "alice", Account: alice, Project: project + "-b", BaseRef: tag,
-				Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache, Offline: true}})
+			_, e := wrong.Images.Create(ctx, pipeline.CreateRequest{Login: "alice", Account: alice, Project: project + "-b", BaseRef: tag,
+				Cache: cache, Resolve: source.ResolveOptions{Cache: cache, Offline: true}})
 			if e == nil || !strings.Contains(e.Error(), "cannot send base "+tag+" whole") || !strings.Contains(e.Error(), "ds01 base pull") {
 				t.Errorf("wrong descriptor on a record-described base: %v", e)
 			}
@@ -196,13 +195,13 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 			// With containerd's socket (root), its content store has them.
 			xtag := "ds01-1722830498/" + project + "-x:latest"
 			testbed.RemoveImage(t, ce, xtag)
-			xreq := deploy.CreateRequest{Login: "x", Account: hbaker, Project: project + "-x", BaseRef: committed, Replace: true,
-				Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache, Offline: true}}
-			onCommitted, err := ce.Create(ctx, xreq)
+			xreq := pipeline.CreateRequest{Login: "x", Account: hbaker, Project: project + "-x", BaseRef: committed, Replace: true,
+				Cache: cache, Resolve: source.ResolveOptions{Cache: cache, Offline: true}}
+			onCommitted, err := ce.Images.Create(ctx, xreq)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if onCommitted.Load.Descriptors.Kind != deploy.DescContentStore || onCommitted.Sent >= 1<<20 {
+			if onCommitted.Load.Descriptors.Kind != source.DescContentStore || onCommitted.Sent >= 1<<20 {
 				t.Errorf("engine-only base, content store: load path %q, sent %d", onCommitted.Load, onCommitted.Sent)
 			}
 			// Without it, the base is read out of the engine once into the
@@ -210,26 +209,26 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 			socket := ce.ContainerdSocket
 			ce.ContainerdSocket = ""
 			defer func() { ce.ContainerdSocket = socket }()
-			exported, err := ce.Create(ctx, xreq)
+			exported, err := ce.Images.Create(ctx, xreq)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if exported.Load.Descriptors.Kind != deploy.DescExported || exported.Resolution.Exported < tc.min ||
+			if exported.Load.Descriptors.Kind != source.DescExported || exported.Resolution.Exported < tc.min ||
 				!strings.Contains(strings.Join(exported.Warnings, "\n"), "read out of the engine once (docker save)") || exported.Sent >= 1<<20 {
 				t.Errorf("engine-only base, no socket: load path %q, exported %d, sent %d, warnings %q", exported.Load, exported.Resolution.Exported, exported.Sent, exported.Warnings)
 			}
 			if exported.ImageID != onCommitted.ImageID {
 				t.Errorf("content store and export give different images: %s, %s", onCommitted.ImageID, exported.ImageID)
 			}
-			again, err = ce.Create(ctx, xreq)
+			again, err = ce.Images.Create(ctx, xreq)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if again.Load.Descriptors.Kind != deploy.DescCacheByID || again.Resolution.Exported != 0 || len(again.Warnings) != 0 {
+			if again.Load.Descriptors.Kind != source.DescCacheByID || again.Resolution.Exported != 0 || len(again.Warnings) != 0 {
 				t.Errorf("after the export: load path %q, exported %d, warnings %q", again.Load, again.Resolution.Exported, again.Warnings)
 			}
 			// Without ds01's cache there is nowhere to keep it: a clear error.
-			if _, e := ce.Create(ctx, deploy.CreateRequest{Login: "x", Account: hbaker, Project: project + "-y", BaseRef: committed}); e == nil || !strings.Contains(e.Error(), "needs ds01's cache") {
+			if _, e := ce.Images.Create(ctx, pipeline.CreateRequest{Login: "x", Account: hbaker, Project: project + "-y", BaseRef: committed}); e == nil || !strings.Contains(e.Error(), "needs ds01's cache") {
 				t.Errorf("engine-only base, no cache: %v", e)
 			}
 			saveWhole(t, ce, xtag, onCommitted.Base.Image)
@@ -272,16 +271,16 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 		project := testbed.Prefix(t)
 		tag := "ds01-1722830498/" + project + ":latest"
 		testbed.RemoveImage(t, ce, tag)
-		req := deploy.CreateRequest{Login: "h.baker@hertie-school.lan", Account: hbaker, Project: project, BaseRef: ref, Replace: true,
-			Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache, Offline: true}}
-		first, err := ce.Create(ctx, req)
+		req := pipeline.CreateRequest{Login: "h.baker@hertie-school.lan", Account: hbaker, Project: project, BaseRef: ref, Replace: true,
+			Cache: cache, Resolve: source.ResolveOptions{Cache: cache, Offline: true}}
+		first, err := ce.Images.Create(ctx, req)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if first.Load.Descriptors.Kind != deploy.DescExported || first.Sent >= 1<<20 || first.Resolution.Exported < 256<<20 {
+		if first.Load.Descriptors.Kind != source.DescExported || first.Sent >= 1<<20 || first.Resolution.Exported < 256<<20 {
 			t.Errorf("docker-loaded base: load path %q, sent %d, exported %d", first.Load, first.Sent, first.Resolution.Exported)
 		}
-		second, err := ce.Create(ctx, req)
+		second, err := ce.Images.Create(ctx, req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -327,15 +326,15 @@ func testContainerdEngine(t *testing.T, e testbed.Engine) {
 		project := testbed.Prefix(t)
 		tag := "ds01-1722830498/" + project + ":latest"
 		testbed.RemoveImage(t, ce, tag)
-		res, err := ce.Create(ctx, deploy.CreateRequest{Login: "h.baker@hertie-school.lan", Account: hbaker, Project: project, BaseRef: ref,
-			Cache: cache, Resolve: deploy.ResolveOptions{Cache: cache}})
+		res, err := ce.Images.Create(ctx, pipeline.CreateRequest{Login: "h.baker@hertie-school.lan", Account: hbaker, Project: project, BaseRef: ref,
+			Cache: cache, Resolve: source.ResolveOptions{Cache: cache}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if idxDigest, _ := idx.Digest(); res.Base.ID != idxDigest.String() {
 			t.Errorf("base ID %s; want the index digest %s, the engine's ID", res.Base.ID, idxDigest)
 		}
-		if res.Load.Descriptors.Kind != deploy.DescRegistry || res.Sent >= 1<<20 || res.Resolution.Loaded != 0 {
+		if res.Load.Descriptors.Kind != source.DescRegistry || res.Sent >= 1<<20 || res.Resolution.Loaded != 0 {
 			t.Errorf("engine-pulled base: load path %q, sent %d, base streamed %d", res.Load, res.Sent, res.Resolution.Loaded)
 		}
 		if entries, _ := cache.Entries(); len(entries) != 0 {

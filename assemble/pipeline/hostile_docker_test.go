@@ -1,4 +1,4 @@
-package deploy_test
+package pipeline_test
 
 import (
 	"archive/tar"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/moby/moby/client"
 
+	"github.com/ds01/ds01/assemble/source"
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/internal/testbed"
 	"github.com/ds01/ds01/layers"
@@ -135,7 +136,7 @@ func TestHostileBases(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			t0 := time.Now()
-			fs, err := d.BaseFiles(ctx, ref, layers.UserWant)
+			fs, err := source.Files(ctx, d.Docker, ref, layers.UserWant)
 			var res layers.UserResult
 			if err == nil {
 				res, err = layers.UserLayer(fs, hbaker, t0)

@@ -1,8 +1,9 @@
-package deploy
+package pipeline
 
 import (
 	"testing"
 
+	"github.com/ds01/ds01/assemble/source"
 	"github.com/ds01/ds01/internal/engine"
 )
 
@@ -14,9 +15,9 @@ func TestLoadPathString(t *testing.T) {
 		want string
 	}{
 		{LoadPath{Kind: LoadDelta, Store: engine.GraphDriver}, "delta: graphdriver store, base layers left out of the archive"},
-		{LoadPath{Kind: LoadDelta, Store: engine.Containerd, Descriptors: DescriptorSource{Kind: DescRecord}},
+		{LoadPath{Kind: LoadDelta, Store: engine.Containerd, Descriptors: source.DescriptorSource{Kind: source.DescRecord}},
 			"delta: containerd image store, base layers left out, named by the descriptors the engine holds them under, from ds01's record in the image's ds01.layers label"},
-		{LoadPath{Kind: LoadDelta, Store: engine.Containerd, Descriptors: DescriptorSource{Kind: DescRegistry, Detail: "r@sha256:1"}, DryRun: true},
+		{LoadPath{Kind: LoadDelta, Store: engine.Containerd, Descriptors: source.DescriptorSource{Kind: source.DescRegistry, Detail: "r@sha256:1"}, DryRun: true},
 			"dry run, nothing loaded; would load delta: containerd image store, base layers left out, named by the descriptors the engine holds them under, from its registry, by the digest the engine pulled it by (r@sha256:1)"},
 		{LoadPath{Kind: LoadFull, Store: engine.Containerd, Why: FullNotHeld}, "full: containerd image store, the engine did not take the base as ds01's cache has it, so the base is sent with the image"},
 		{LoadPath{Kind: LoadFull, Store: engine.Containerd, Why: FullAfterCheck}, "full: containerd image store, after a delta load failed its check"},
@@ -32,20 +33,20 @@ func TestLoadPathString(t *testing.T) {
 		}
 	}
 	for _, tc := range []struct {
-		s    DescriptorSource
+		s    source.DescriptorSource
 		want string
 	}{
-		{DescriptorSource{Kind: DescCacheByID}, "the manifest in ds01's cache with the engine's ID"},
-		{DescriptorSource{Kind: DescContentStore, Detail: "/run/containerd.sock"}, "containerd's content store at /run/containerd.sock"},
-		{DescriptorSource{Kind: DescExported, Detail: "42"}, "the engine's own manifest, read out of it once into ds01's cache (42 bytes)"},
-		{DescriptorSource{Kind: DescStreamed}, "the manifest in ds01's cache, the engine holding it under that digest"},
-		{DescriptorSource{Kind: DescPackageImage, Detail: "ds01-packages/k"}, "ds01's record in the image's ds01.layers label (the shared package image ds01-packages/k)"},
+		{source.DescriptorSource{Kind: source.DescCacheByID}, "the manifest in ds01's cache with the engine's ID"},
+		{source.DescriptorSource{Kind: source.DescContentStore, Detail: "/run/containerd.sock"}, "containerd's content store at /run/containerd.sock"},
+		{source.DescriptorSource{Kind: source.DescExported, Detail: "42"}, "the engine's own manifest, read out of it once into ds01's cache (42 bytes)"},
+		{source.DescriptorSource{Kind: source.DescStreamed}, "the manifest in ds01's cache, the engine holding it under that digest"},
+		{source.DescriptorSource{Kind: source.DescPackageImage, Detail: "ds01-packages/k"}, "ds01's record in the image's ds01.layers label (the shared package image ds01-packages/k)"},
 	} {
 		if got := tc.s.String(); got != tc.want {
 			t.Errorf("%+v: %s, want %s", tc.s, got, tc.want)
 		}
 	}
-	if FromRegistry.String() != "registry" || FlowReassembled.String() == "" {
-		t.Error("base sources and flows name themselves")
+	if source.FromRegistry.String() != "registry" {
+		t.Error("base sources name themselves")
 	}
 }

@@ -1,4 +1,4 @@
-package deploy
+package pipeline
 
 import (
 	"context"
@@ -21,11 +21,12 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/ds01/ds01/assemble/label"
+	"github.com/ds01/ds01/assemble/source"
 	"github.com/ds01/ds01/layers"
 	"github.com/ds01/ds01/registry"
 )
 
-func (d *Daemon) installPackages(ctx context.Context, base *Base, pk Packages, key string, run *installRun, o PackageOptions) (*PackageResult, error) {
+func (d *Pipeline) installPackages(ctx context.Context, base *source.Base, pk Packages, key string, run *installRun, o PackageOptions) (*PackageResult, error) {
 	note := func(format string, a ...any) {
 		if o.Output != nil {
 			fmt.Fprintf(o.Output, "ds01: "+format+"\n", a...)
@@ -117,7 +118,7 @@ func writeInputs(run *installRun, pk Packages) error {
 
 // startInstall creates and starts the install container: the base, as
 // root, with nothing of the host but the run's in/, read-only.
-func (d *Daemon) startInstall(ctx context.Context, base *Base, pk Packages, run *installRun, cfg *v1.ConfigFile, o PackageOptions) (string, error) {
+func (d *Pipeline) startInstall(ctx context.Context, base *source.Base, pk Packages, run *installRun, cfg *v1.ConfigFile, o PackageOptions) (string, error) {
 	epoch := strconv.FormatInt(cfg.Created.Unix(), 10)
 	env := []string{"SOURCE_DATE_EPOCH=" + epoch, "PIP_NO_CACHE_DIR=1", "PIP_BREAK_SYSTEM_PACKAGES=1", "PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_ROOT_USER_ACTION=ignore", "PYTHONHASHSEED=0"}
 	if o.Offline {
@@ -158,7 +159,7 @@ func errOutput(name string) error {
 // installResults copies the install's /ds01/out out of the container
 // through the Docker API: the reports (regular files, capped) and the
 // wheels and .debs, which go into the cache by digest.
-func (d *Daemon) installResults(ctx context.Context, id string, pk Packages, o PackageOptions, note func(string, ...any)) (*PackageResult, error) {
+func (d *Pipeline) installResults(ctx context.Context, id string, pk Packages, o PackageOptions, note func(string, ...any)) (*PackageResult, error) {
 	arc, err := d.CopyFromContainer(ctx, id, client.CopyFromContainerOptions{SourcePath: "/ds01/out"})
 	if err != nil {
 		return nil, fmt.Errorf("copying the install's results: %w", err)
@@ -254,7 +255,7 @@ func parsePipReport(data []byte) (pins, asked []string, err error) {
 }
 
 // aptListsIn gives an offline install the apt lists kept for its base.
-func (d *Daemon) aptListsIn(ctx context.Context, id string, base *Base, c *registry.Cache) error {
+func (d *Pipeline) aptListsIn(ctx context.Context, id string, base *source.Base, c *registry.Cache) error {
 	lists, err := cachedAptLists(c, base.ID)
 	if err != nil {
 		return fmt.Errorf("--offline: no apt lists of this base in ds01's cache as recorded (%v); build once without --offline", err)
@@ -267,7 +268,7 @@ func (d *Daemon) aptListsIn(ctx context.Context, id string, base *Base, c *regis
 }
 
 // aptListsOut keeps the apt lists the install fetched, for offline rebuilds.
-func (d *Daemon) aptListsOut(ctx context.Context, id string, base *Base, c *registry.Cache) error {
+func (d *Pipeline) aptListsOut(ctx context.Context, id string, base *source.Base, c *registry.Cache) error {
 	arc, err := d.CopyFromContainer(ctx, id, client.CopyFromContainerOptions{SourcePath: "/var/lib/apt/lists"})
 	if err != nil {
 		return fmt.Errorf("copying the apt lists: %w", err)
@@ -281,7 +282,7 @@ func (d *Daemon) aptListsOut(ctx context.Context, id string, base *Base, c *regi
 
 // writeLayer captures the container's changes into the package layer,
 // kept in the cache under its diff ID.
-func (d *Daemon) writeLayer(ctx context.Context, id string, created time.Time, res *PackageResult, c *registry.Cache, note func(string, ...any)) error {
+func (d *Pipeline) writeLayer(ctx context.Context, id string, created time.Time, res *PackageResult, c *registry.Cache, note func(string, ...any)) error {
 	t0 := time.Now()
 	spool, err := layers.NewSpool("")
 	if err != nil {
