@@ -9,7 +9,6 @@ import (
 	"slices"
 	"time"
 
-	cerrdefs "github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/moby/client"
 
@@ -94,259 +93,322 @@ var ErrExists = errors.New("image exists")
 
 // Create assembles the user's image on a base held by the daemon and loads
 // it, sending only the new layer and the config. On any failure nothing is
-// left behind: no image, no container.
+// left behind: no image, no container. It plans first (Plan), and a dry
+// run that the plan answers changes nothing further.
 func (d *Pipeline) Create(ctx context.Context, req CreateRequest) (*CreateResult, error) {
-	tag, project, err := label.ImageName(req.Account.UID, req.Project)
+	p, err := d.Plan(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	if req.OwnImagesOnly {
-		if err := CheckOwnImage(req.BaseRef, nil, req.Account.UID); err != nil {
-			return nil, err
-		}
+	res := &CreateResult{Tag: p.Tag, Project: p.Project, Replaced: p.Replaced, Timings: map[string]time.Duration{}}
+	if p.Load.Kind == LoadPending {
+		res.Load = p.Load
+		return res, nil
 	}
-	res := &CreateResult{Tag: tag, Project: project, Timings: map[string]time.Duration{}}
-	logf := func(format string, a ...any) {
-		if req.Log != nil {
-			fmt.Fprintf(req.Log, format+"\n", a...)
-		}
-	}
-	step := func(name string, t time.Time) { res.Timings[name] = time.Since(t) }
+	r := &run{d: d, req: req, res: res, ro: p.Resolve}
+	return r.execute(ctx, p)
+}
 
-	if old, err := d.ImageInspect(ctx, tag); err == nil {
-		if !req.Replace {
-			return nil, fmt.Errorf("%s: %w (made %s from %s); rebuild it from its recorded inputs with `ds01 image update %s`, or replace it with `ds01 image create %s --force`",
-				tag, ErrExists, old.Created, old.Config.Labels[label.Base], project, project)
-		}
-		res.Replaced = old.ID
-	} else if !cerrdefs.IsNotFound(err) {
-		return nil, fmt.Errorf("inspecting %s: %w", tag, err)
-	}
+// run is one execution of a plan: what it has made so far.
+type run struct {
+	d    *Pipeline
+	req  CreateRequest
+	res  *CreateResult
+	ro   source.ResolveOptions
+	base *source.Base
+	how  source.Resolution
+}
 
+func (r *run) logf(format string, a ...any) {
+	if r.req.Log != nil {
+		fmt.Fprintf(r.req.Log, format+"\n", a...)
+	}
+}
+
+func (r *run) step(name string, t time.Time) { r.res.Timings[name] = time.Since(t) }
+
+// execute resolves the base, adds the package layer, assembles the user
+// layer and loads the image, in that order.
+func (r *run) execute(ctx context.Context, p *Plan) (*CreateResult, error) {
+	if err := r.resolve(ctx, p); err != nil {
+		return nil, err
+	}
+	if !r.req.Packages.Empty() {
+		if pending, err := r.packages(ctx); err != nil || pending {
+			return r.done(err)
+		}
+	}
+	built, err := r.assemble(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if r.req.DryRun {
+		return r.predict(built)
+	}
+	return r.load(ctx, built)
+}
+
+func (r *run) done(err error) (*CreateResult, error) {
+	if err != nil {
+		return nil, err
+	}
+	return r.res, nil
+}
+
+// resolve gives the run its base, checked as the caller's when asked: the
+// base the plan located, or, when the plan did not locate it, resolved.
+func (r *run) resolve(ctx context.Context, p *Plan) error {
 	t := time.Now()
-	ro := req.Resolve
-	if ro.Log == nil {
-		ro.Log = req.Log
+	var base *source.Base
+	var how source.Resolution
+	var err error
+	if p.Base.Ref != "" {
+		base, how, err = source.Give(ctx, r.d.Docker, p.Base, r.ro)
+	} else {
+		base, how, err = source.Resolve(ctx, r.d.Docker, r.req.BaseRef, r.ro)
 	}
-	if req.DryRun && d.Store == engine.Containerd {
-		if _, _, ins, ok := source.HeldBase(ctx, d.Docker, req.BaseRef, "", ro); !ok && !(ro.Refresh && !ro.Offline) {
-			if ins != nil {
-				res.Load = LoadPath{Kind: LoadPending, Store: engine.Containerd, DryRun: true, Pending: PendingExport}
-				return res, nil
-			}
-			from := "pulled into ds01's cache first"
-			if cd := source.CachedDigest(ro.Cache, req.BaseRef); cd != "" {
-				from = "taken from ds01's cache (" + cd + ")"
-			}
-			res.Load = LoadPath{Kind: LoadPending, Store: engine.Containerd, DryRun: true, Pending: PendingStream, From: from}
-			return res, nil
-		}
-	} else if req.DryRun {
-		// A dry run changes nothing: no pull, no load of the base. What
-		// it would do without the base in the daemon is said, not done.
-		if _, err := source.InDaemon(ctx, d.Docker, req.BaseRef); errors.Is(err, source.ErrNotInDaemon) {
-			from := "pulled from its registry into ds01's cache"
-			if d := source.CachedDigest(ro.Cache, req.BaseRef); d != "" {
-				from = "taken from ds01's cache (" + d + ")"
-			}
-			res.Load = LoadPath{Kind: LoadPending, Store: d.Store, DryRun: true, Pending: PendingStream, From: from}
-			return res, nil
-		}
-	}
-	base, how, err := source.Resolve(ctx, d.Docker, req.BaseRef, ro)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if req.OwnImagesOnly {
-		if cfg, err := base.Image.ConfigFile(); err != nil {
-			return nil, err
-		} else if err := CheckOwnImage(req.BaseRef, cfg.Config.Labels, req.Account.UID); err != nil {
-			return nil, err
+	if r.req.OwnImagesOnly {
+		cfg, err := base.Image.ConfigFile()
+		if err != nil {
+			return err
+		}
+		if err := CheckOwnImage(r.req.BaseRef, cfg.Config.Labels, r.req.Account.UID); err != nil {
+			return err
 		}
 	}
 	if how.Notice != "" {
-		res.Warnings = append(res.Warnings, how.Notice)
+		r.res.Warnings = append(r.res.Warnings, how.Notice)
 	}
-	res.Base, res.Resolution = base, how
-	step("resolve base", t)
-	logf("base %s: image %s, %d layers, from the %s", req.BaseRef, base.ID, len(base.LayerIDs()), how.From)
+	r.base, r.how = base, how
+	r.res.Base, r.res.Resolution = base, how
+	r.step("resolve base", t)
+	r.logf("base %s: image %s, %d layers, from the %s", r.req.BaseRef, base.ID, len(base.LayerIDs()), how.From)
+	return nil
+}
 
-	if !req.Packages.Empty() {
-		switch {
-		case how.Full:
-			return nil, fmt.Errorf("packages on the containerd image store need the base held under descriptors ds01 knows, and the engine did not keep %s as ds01's cache has it; nothing was changed", req.BaseRef)
-		case req.DryRun:
-			res.Load = LoadPath{Kind: LoadPending, Store: d.Store, DryRun: true, Pending: PendingPackages}
-			return res, nil
-		}
-		t = time.Now()
-		pr, err := d.PackageLayer(ctx, base, req.Packages, PackageOptions{Cache: ro.Cache, Offline: ro.Offline, Output: req.PackageOutput, For: tag})
-		if err != nil {
-			return nil, err
-		}
-		res.Packages = pr
-		step("packages", t)
-		logf("packages: layer %s (%d bytes), %s", pr.DiffID, pr.Size, map[bool]string{true: "shared layer reused, nothing installed", false: "installed now"}[pr.Reused])
-		// The user layer goes on base + packages: its files (a new group
-		// a package made, say) are read from there.
-		if base, err = source.InDaemon(ctx, d.Docker, pr.Image); err != nil {
-			return nil, err
-		}
-		if d.Store == engine.Containerd {
-			if !base.Described() {
-				return nil, fmt.Errorf("the package image %s carries no record of its layer descriptors; remove it (docker rmi %s) and build again", pr.Image, pr.Image)
-			}
-			how.Descriptors = source.DescriptorSource{Kind: source.DescPackageImage, Detail: pr.Image}
-		}
+// packages puts the shared package layer on the base; the user layer then
+// goes on base + packages, whose files (a new group a package made, say)
+// it reads. A dry run stops here: installing is not a dry thing.
+func (r *run) packages(ctx context.Context) (pending bool, err error) {
+	switch {
+	case r.how.Full:
+		return false, fmt.Errorf("packages on the containerd image store need the base held under descriptors ds01 knows, and the engine did not keep %s as ds01's cache has it; nothing was changed", r.req.BaseRef)
+	case r.req.DryRun:
+		r.res.Load = LoadPath{Kind: LoadPending, Store: r.d.Store, DryRun: true, Pending: PendingPackages}
+		return true, nil
 	}
+	t := time.Now()
+	pr, err := r.d.PackageLayer(ctx, r.base, r.req.Packages, PackageOptions{Cache: r.ro.Cache, Offline: r.ro.Offline, Output: r.req.PackageOutput, For: r.res.Tag})
+	if err != nil {
+		return false, err
+	}
+	r.res.Packages = pr
+	r.step("packages", t)
+	r.logf("packages: layer %s (%d bytes), %s", pr.DiffID, pr.Size, map[bool]string{true: "shared layer reused, nothing installed", false: "installed now"}[pr.Reused])
+	if r.base, err = source.InDaemon(ctx, r.d.Docker, pr.Image); err != nil {
+		return false, err
+	}
+	if r.d.Store == engine.Containerd {
+		if !r.base.Described() {
+			return false, fmt.Errorf("the package image %s carries no record of its layer descriptors; remove it (docker rmi %s) and build again", pr.Image, pr.Image)
+		}
+		r.how.Descriptors = source.DescriptorSource{Kind: source.DescPackageImage, Detail: pr.Image}
+	}
+	return false, nil
+}
 
-	t = time.Now()
-	files, cached := (*layers.Files)(nil), false
-	if req.Cache != nil {
-		files, cached = req.Cache.Files(base.ID)
-	}
-	if !cached {
-		if how.Full {
-			// The engine does not hold the base as the cache has it: read
-			// the few files from the cached layers.
-			files, err = assemble.Files(base.Image)
-		} else if how.Held {
-			files, err = source.FilesFor(ctx, d.Docker, base.Ref, layers.UserWant, tag)
-		} else {
-			files, err = source.FilesFor(ctx, d.Docker, base.ID, layers.UserWant, tag)
-		}
-		if err != nil {
-			return nil, err
-		}
-		if req.Cache != nil {
-			if err := req.Cache.PutFiles(base.ID, files); err != nil {
-				res.Warnings = append(res.Warnings, fmt.Sprintf("could not cache the base's files: %v", err))
-			}
+// files are the base's files the user layer reads: from the cache index,
+// from the cached layers when the engine does not hold the base as ds01
+// has it, else out of a never-started container.
+func (r *run) files(ctx context.Context) (*layers.Files, error) {
+	t := time.Now()
+	defer r.step("read base files", t)
+	if r.req.Cache != nil {
+		if files, ok := r.req.Cache.Files(r.base.ID); ok {
+			r.logf("base files: from the cache index")
+			return files, nil
 		}
 	}
-	step("read base files", t)
-	logf("base files: %s", map[bool]string{true: "from the cache index", false: "copied from a never-started container"}[cached])
+	var files *layers.Files
+	var err error
+	switch {
+	case r.how.Full:
+		files, err = assemble.Files(r.base.Image)
+	case r.how.Held:
+		files, err = source.FilesFor(ctx, r.d.Docker, r.base.Ref, layers.UserWant, r.res.Tag)
+	default:
+		files, err = source.FilesFor(ctx, r.d.Docker, r.base.ID, layers.UserWant, r.res.Tag)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if r.req.Cache != nil {
+		if err := r.req.Cache.PutFiles(r.base.ID, files); err != nil {
+			r.res.Warnings = append(r.res.Warnings, fmt.Sprintf("could not cache the base's files: %v", err))
+		}
+	}
+	r.logf("base files: copied from a never-started container")
+	return files, nil
+}
 
-	t = time.Now()
-	meta := label.Image{
-		UID: req.Account.UID, GID: req.Account.GID, Username: req.Account.Name, Login: req.Login, Project: project,
-		Base: req.BaseRef, BaseID: base.ID, BaseDigest: base.Digest(), Version: req.Version, Catalog: req.Catalog,
+// assembled is the image made in memory, and how to make it again.
+type assembled struct {
+	img   v1.Image
+	files *layers.Files
+	opts  assemble.Options
+}
+
+// assemble makes the image on the base: labels, user layer, config.
+func (r *run) assemble(ctx context.Context) (*assembled, error) {
+	files, err := r.files(ctx)
+	if err != nil {
+		return nil, err
 	}
-	if !req.Created.IsZero() {
-		s := req.Created.Unix()
-		meta.SourceDateEpoch = &s
+	t := time.Now()
+	opts := assemble.Options{Account: r.req.Account, Created: r.req.Created, Labels: r.labels().Encode(), Env: r.req.Env}
+	if slices.Contains(r.req.Presets, "jupyter") {
+		opts.HomeFiles = assemble.JupyterFiles(r.res.Project)
 	}
-	if pr := res.Packages; pr != nil {
-		meta.PackagesApt, meta.PackagesPip, meta.PackagesLayer = pr.Apt, pr.Pip, pr.DiffID.String()
-	}
-	labels := meta.Encode()
-	opts := assemble.Options{Account: req.Account, Created: req.Created, Labels: labels, Env: req.Env}
-	if slices.Contains(req.Presets, "jupyter") {
-		opts.HomeFiles = assemble.JupyterFiles(project)
-	}
-	deltaBase := base.Image
-	if d.heldDescriptors != nil && !how.Full {
-		deltaBase = d.heldDescriptors(deltaBase)
+	deltaBase := r.base.Image
+	if r.d.heldDescriptors != nil && !r.how.Full {
+		deltaBase = r.d.heldDescriptors(deltaBase)
 	}
 	built, err := assemble.Image(deltaBase, files, opts)
 	if err != nil {
 		return nil, err
 	}
-	res.Warnings = append(res.Warnings, built.Warnings...)
-	res.LayerSize, _ = built.UserLayer.Size()
+	r.res.Warnings = append(r.res.Warnings, built.Warnings...)
+	r.res.LayerSize, _ = built.UserLayer.Size()
 	cfgName, err := built.Image.ConfigName()
 	if err != nil {
 		return nil, err
 	}
 	cfg, _ := built.Image.ConfigFile()
-	res.Labels = maps.Clone(cfg.Config.Labels)
-	step("assemble", t)
-	logf("assembled %s: config %s, user layer %d bytes", tag, cfgName, res.LayerSize)
-
-	res.Load = LoadPath{Kind: LoadDelta, Store: d.Store, Descriptors: how.Descriptors}
-	var omit func(v1.Hash) bool
-	if how.Full {
+	r.res.Labels = maps.Clone(cfg.Config.Labels)
+	r.step("assemble", t)
+	r.logf("assembled %s: config %s, user layer %d bytes", r.res.Tag, cfgName, r.res.LayerSize)
+	r.res.Load = LoadPath{Kind: LoadDelta, Store: r.d.Store, Descriptors: r.how.Descriptors}
+	if r.how.Full {
 		// On the containerd store a docker-archive without the base's
 		// layers is refused or, worse, makes a broken image.
-		res.Load = LoadPath{Kind: LoadFull, Store: d.Store, Why: FullNotHeld}
-		res.Warnings = append(res.Warnings, "the containerd image store did not keep the base under the cached manifest: the whole image, base included, is sent")
-	} else {
-		inBase := map[v1.Hash]bool{}
-		for _, h := range base.LayerIDs() {
-			inBase[h] = true
-		}
-		omit = func(h v1.Hash) bool { return inBase[h] }
+		r.res.Load = LoadPath{Kind: LoadFull, Store: r.d.Store, Why: FullNotHeld}
+		r.res.Warnings = append(r.res.Warnings, "the containerd image store did not keep the base under the cached manifest: the whole image, base included, is sent")
 	}
-	if req.DryRun {
-		res.ImageID = cfgName.String()
-		if d.Store == engine.Containerd {
-			dg, err := built.Image.Digest()
-			if err != nil {
-				return nil, err
-			}
-			res.ImageID = dg.String()
-		}
-		res.Load.DryRun = true
-		return res, nil
-	}
-	logf("load path: %s", res.Load)
+	return &assembled{img: built.Image, files: files, opts: opts}, nil
+}
 
-	t = time.Now()
-	var progress func(int64)
-	if how.Full {
-		progress = ro.ProgressFor(built.Image)
+// labels are the image's DS01 labels.
+func (r *run) labels() label.Image {
+	req := r.req
+	meta := label.Image{
+		UID: req.Account.UID, GID: req.Account.GID, Username: req.Account.Name, Login: req.Login, Project: r.res.Project,
+		Base: req.BaseRef, BaseID: r.base.ID, BaseDigest: r.base.Digest(), Version: req.Version, Catalog: req.Catalog,
 	}
-	// Loaded under a temporary tag and checked before it takes the
-	// project's name: a failed, interrupted or racing load leaves the
-	// name as it was and nothing else behind.
-	sg, st, err := d.Stage(ctx, built.Image, tag, omit, progress)
-	res.Sent = st.Sent
+	if !req.Created.IsZero() {
+		s := req.Created.Unix()
+		meta.SourceDateEpoch = &s
+	}
+	if pr := r.res.Packages; pr != nil {
+		meta.PackagesApt, meta.PackagesPip, meta.PackagesLayer = pr.Apt, pr.Pip, pr.DiffID.String()
+	}
+	return meta
+}
+
+// predict ends a dry run: the image ID the engine would give.
+func (r *run) predict(a *assembled) (*CreateResult, error) {
+	id, err := r.d.ExpectedID(a.img)
+	if err != nil {
+		return nil, err
+	}
+	r.res.ImageID = id
+	r.res.Load.DryRun = true
+	return r.res, nil
+}
+
+// omit is what the archive leaves out: the base's layers, unless the base
+// is sent whole.
+func (r *run) omit() func(v1.Hash) bool {
+	if r.how.Full {
+		return nil
+	}
+	inBase := map[v1.Hash]bool{}
+	for _, h := range r.base.LayerIDs() {
+		inBase[h] = true
+	}
+	return func(h v1.Hash) bool { return inBase[h] }
+}
+
+// load sends the image under a temporary tag, checks it, and only then
+// gives it the project's name and writes the record: a failed,
+// interrupted or racing load leaves the name as it was and nothing else
+// behind.
+func (r *run) load(ctx context.Context, a *assembled) (*CreateResult, error) {
+	r.logf("load path: %s", r.res.Load)
+	t := time.Now()
+	var progress func(int64)
+	if r.how.Full {
+		progress = r.ro.ProgressFor(a.img)
+	}
+	sg, st, err := r.d.Stage(ctx, a.img, r.res.Tag, r.omit(), progress)
+	r.res.Sent = st.Sent
 	var cf engine.CheckFailed
-	if err != nil && omit != nil && how.Held && errors.As(err, &cf) {
-		// A delta the engine took wrongly: it would load and run, but
-		// docker save of it would be incomplete. Take the full path.
-		if source.Bytesless(base.Image) {
-			// Descriptors from a record or the content store, no bytes.
-			return nil, fmt.Errorf("the delta load of %s did not give the image expected (%v), and ds01 cannot send base %s whole: its layers are known from %s, their bytes only to the engine; the image was removed. Put the base in ds01's cache (`ds01 base pull %s`) and run again",
-				tag, err, req.BaseRef, how.Descriptors, req.BaseRef)
-		}
-		res.Warnings = append(res.Warnings, fmt.Sprintf("the delta load did not give the image expected (%v): it was removed and the whole image sent instead", err))
-		res.Load = LoadPath{Kind: LoadFull, Store: d.Store, Why: FullAfterCheck}
-		// Assembled again on the base as ds01 has it, whose descriptors
-		// are those of the bytes it sends.
-		if built, err = assemble.Image(base.Image, files, opts); err != nil {
-			return nil, err
-		}
-		if progress == nil {
-			progress = ro.ProgressFor(built.Image)
-		}
-		sg, st, err = d.Stage(ctx, built.Image, tag, nil, progress)
-		res.Sent += st.Sent
+	if err != nil && !r.how.Full && r.how.Held && errors.As(err, &cf) {
+		sg, err = r.sendWhole(ctx, a, err, progress)
 	}
 	if errors.As(err, &cf) {
-		return nil, fmt.Errorf("%w; the image was removed and %s is as it was", err, tag)
+		return nil, fmt.Errorf("%w; the image was removed and %s is as it was", err, r.res.Tag)
 	} else if err != nil {
 		return nil, err
 	}
-	step("load", t)
-	t = time.Now()
-	defer step("verify and record", t)
-	if err := sg.Commit(tag); err != nil {
+	r.step("load", t)
+	return r.commit(ctx, sg)
+}
+
+// sendWhole is the fallback of a delta the engine took wrongly (it would
+// load and run, but docker save of it would be incomplete): the image is
+// assembled again on the base as ds01 has it, whose descriptors are those
+// of the bytes it sends, and sent whole.
+func (r *run) sendWhole(ctx context.Context, a *assembled, failed error, progress func(int64)) (*engine.Staged, error) {
+	if source.Bytesless(r.base.Image) {
+		return nil, fmt.Errorf("the delta load of %s did not give the image expected (%v), and ds01 cannot send base %s whole: its layers are known from %s, their bytes only to the engine; the image was removed. Put the base in ds01's cache (`ds01 base pull %s`) and run again",
+			r.res.Tag, failed, r.req.BaseRef, r.how.Descriptors, r.req.BaseRef)
+	}
+	r.res.Warnings = append(r.res.Warnings, fmt.Sprintf("the delta load did not give the image expected (%v): it was removed and the whole image sent instead", failed))
+	r.res.Load = LoadPath{Kind: LoadFull, Store: r.d.Store, Why: FullAfterCheck}
+	built, err := assemble.Image(r.base.Image, a.files, a.opts)
+	if err != nil {
 		return nil, err
 	}
-	res.ImageID = sg.ID
-	if req.Records != nil {
-		if err := req.Records.Write(RecordFromResult(req, res, time.Now())); err != nil {
-			// The record is what image update rebuilds from: without it
-			// the image is half made. Take it back.
-			sg.Undo(tag, res.Replaced)
+	if progress == nil {
+		progress = r.ro.ProgressFor(built.Image)
+	}
+	sg, st, err := r.d.Stage(ctx, built.Image, r.res.Tag, nil, progress)
+	r.res.Sent += st.Sent
+	return sg, err
+}
+
+// commit names the checked image and writes its record; a record that
+// cannot be written takes the image back, as image update rebuilds from it.
+func (r *run) commit(ctx context.Context, sg *engine.Staged) (*CreateResult, error) {
+	t := time.Now()
+	defer r.step("verify and record", t)
+	if err := sg.Commit(r.res.Tag); err != nil {
+		return nil, err
+	}
+	r.res.ImageID = sg.ID
+	if r.req.Records != nil {
+		if err := r.req.Records.Write(RecordFromResult(r.req, r.res, time.Now())); err != nil {
+			sg.Undo(r.res.Tag, r.res.Replaced)
 			return nil, fmt.Errorf("%w; the image was removed again", err)
 		}
 	}
-	if res.Replaced != "" && res.Replaced != res.ImageID {
-		d.RemoveIfOrphan(context.WithoutCancel(ctx), res.Replaced) // done even after Ctrl-C
+	if r.res.Replaced != "" && r.res.Replaced != r.res.ImageID {
+		r.d.RemoveIfOrphan(context.WithoutCancel(ctx), r.res.Replaced) // done even after Ctrl-C
 	}
-	return res, nil
+	return r.res, nil
 }
 
 // RemoveIfOrphan removes an image a rebuild replaced, when no tag and no

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -63,50 +62,49 @@ var ErrOffline = errors.New("not in the Docker daemon nor in ds01's cache, and -
 // the registry is streamed into the daemon once, tagged with its ref, so
 // that every later build finds it there and sends only its own layer.
 func Resolve(ctx context.Context, d *engine.Docker, ref string, o ResolveOptions) (*Base, Resolution, error) {
-	logf := func(format string, a ...any) {
-		if o.Log != nil {
-			fmt.Fprintf(o.Log, format+"\n", a...)
-		}
-	}
-	if _, err := registry.ParseRef(ref); err != nil {
-		return nil, Resolution{}, err
-	}
-	var want string // the registry's digest, with --pull
-	if o.Refresh && !o.Offline {
-		dig, err := registry.RemoteDigest(ctx, ref, o.Pull)
-		if err != nil {
-			return nil, Resolution{}, err
-		}
-		want = dig
-		logf("registry: %s is %s", ref, dig)
-	}
-	if d.Store == engine.Containerd {
-		return resolveFull(ctx, d, ref, want, o)
-	}
-	b, err := InDaemon(ctx, d, ref)
-	switch {
-	case err == nil && (want == "" || b.Digest() == want || CachedDigest(o.Cache, ref) == want):
-		logf("base %s: in the Docker daemon (%s)", ref, b.ID)
-		attachCachedDigest(o.Cache, ref, b)
-		return b, Resolution{From: FromDaemon}, nil
-	case err != nil && !errors.Is(err, ErrNotInDaemon):
-		return nil, Resolution{}, err
-	}
-	if o.Cache == nil {
-		return nil, Resolution{}, fmt.Errorf("base %s: %w", ref, ErrNotInDaemon)
-	}
-	img, e, res, err := cachedBase(ctx, ref, want, o)
+	loc, err := Locate(ctx, d, ref, o)
 	if err != nil {
 		return nil, Resolution{}, err
 	}
-	logf("base %s: streaming %s from the cache into the daemon, once", ref, e.Digest)
+	return Give(ctx, d, loc, o)
+}
+
+// Give does what loc says the engine needs to hold the base, and returns
+// the base as a build uses it.
+func Give(ctx context.Context, d *engine.Docker, loc Location, o ResolveOptions) (*Base, Resolution, error) {
+	ref := loc.Ref
+	switch {
+	case loc.Fetch == FetchNone && d.Store == engine.Containerd:
+		return loc.Base, Resolution{From: FromDaemon, Held: true, Descriptors: loc.Descriptors}, nil
+	case loc.Fetch == FetchNone:
+		if o.Log != nil {
+			fmt.Fprintf(o.Log, "base %s: in the Docker daemon (%s)\n", ref, loc.Base.ID)
+		}
+		attachCachedDigest(o.Cache, ref, loc.Base)
+		return loc.Base, Resolution{From: FromDaemon}, nil
+	case o.Cache == nil && d.Store == engine.Containerd:
+		return nil, Resolution{}, fmt.Errorf("base %s: the containerd image store needs ds01's cache for a base whose layer descriptors are not known", ref)
+	case o.Cache == nil:
+		return nil, Resolution{}, fmt.Errorf("base %s: %w", ref, ErrNotInDaemon)
+	case loc.Fetch == FetchExport:
+		return exportBase(ctx, d, ref, loc.held.ID, loc.held.RepoDigests, o)
+	case d.Store == engine.Containerd:
+		return streamHeld(ctx, d, loc, o)
+	}
+	img, e, res, err := cachedBase(ctx, ref, loc.Want, o)
+	if err != nil {
+		return nil, Resolution{}, err
+	}
+	if o.Log != nil {
+		fmt.Fprintf(o.Log, "base %s: streaming %s from the cache into the daemon, once\n", ref, e.Digest)
+	}
 	st, err := d.LoadWithProgress(ctx, img, ref, nil, o.ProgressFor(img))
 	res.Loaded = st.Sent
 	if err != nil {
 		return nil, Resolution{}, fmt.Errorf("giving the daemon base %s: %w", ref, err)
 	}
 	o.touch(ref)
-	b, err = InDaemon(ctx, d, ref)
+	b, err := InDaemon(ctx, d, ref)
 	if err != nil {
 		return nil, Resolution{}, err
 	}
@@ -186,86 +184,27 @@ func cachedBase(ctx context.Context, ref, want string, o ResolveOptions) (v1.Ima
 }
 
 // HeldBase finds the layer descriptors of a base the containerd image
-// store holds, without reading a layer: there an image's ID is its
-// manifest digest and its layers are kept under exactly the descriptors
-// that manifest lists, which the Docker API does not show. In order:
-// ds01's own record of an image it loaded (the ds01.layers label); the
-// manifest in ds01's cache whose digest is the engine's ID; the registry,
-// by the digest the engine pulled it by; containerd's content store, when
-// its socket may be used. ok is false when none knows them; ins is the
-// engine's image when it holds ref (the one --pull wants, if given).
+// store holds, without reading a layer, from the first of Describers that
+// knows them. ok is false when none does; ins is the engine's image when
+// it holds ref (the one --pull wants, if given).
 func HeldBase(ctx context.Context, d *engine.Docker, ref, want string, o ResolveOptions) (b *Base, res Resolution, ins *client.ImageInspectResult, ok bool) {
 	found, err := d.ImageInspect(ctx, ref)
 	if err != nil || (want != "" && want != found.ID) {
 		return nil, Resolution{}, nil, false
 	}
-	ins = &found
-	if b, err := fromInspect(ctx, d, ref, found); err == nil && b.Described() {
-		return b, Resolution{From: FromDaemon, Held: true, Descriptors: DescriptorSource{Kind: DescRecord}}, ins, true
+	b, src, ok := Describe(ctx, Held{Ref: ref, Inspect: found}, Describers(d, o), o)
+	if !ok {
+		return nil, Resolution{}, &found, false
 	}
-	if o.Cache != nil {
-		if img, err := o.Cache.ImageFor(ins.ID); err == nil {
-			return &Base{Ref: ref, ID: ins.ID, RepoDigests: ins.RepoDigests, Image: img},
-				Resolution{From: FromDaemon, Held: true, Descriptors: DescriptorSource{Kind: DescCacheByID}}, ins, true
-		}
-	}
-	for _, rd := range ins.RepoDigests {
-		if o.Offline || !strings.HasSuffix(rd, "@"+ins.ID) {
-			continue
-		}
-		// By digest, so go-containerregistry checks what the registry
-		// sends against the engine's ID; an index (a multi-arch base, whose
-		// index digest is the engine's ID) gives the host platform's image.
-		// A bounded first question: a server that lost its network
-		// without --offline goes on to the next source rather than
-		// waiting out TCP. The image keeps ctx for what it fetches later.
-		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		_, err := registry.RemoteDigest(rctx, rd, o.Pull)
-		cancel()
-		var img v1.Image
-		if err == nil {
-			img, err = registry.RemoteImage(ctx, rd, o.Pull)
-		}
-		if err != nil {
-			if o.Log != nil {
-				fmt.Fprintf(o.Log, "base %s: not from its registry: %v\n", ref, err)
-			}
-			continue
-		}
-		return &Base{Ref: ref, ID: ins.ID, RepoDigests: []string{rd}, Image: img},
-			Resolution{From: FromDaemon, Held: true, Descriptors: DescriptorSource{Kind: DescRegistry, Detail: rd}}, ins, true
-	}
-	if usableSocket(d.ContainerdSocket) {
-		img, err := contentStoreImage(ctx, d.ContainerdSocket, ins.ID)
-		if err == nil {
-			return &Base{Ref: ref, ID: ins.ID, RepoDigests: ins.RepoDigests, Image: img},
-				Resolution{From: FromDaemon, Held: true, Descriptors: DescriptorSource{Kind: DescContentStore, Detail: d.ContainerdSocket}}, ins, true
-		}
-		if o.Log != nil {
-			fmt.Fprintf(o.Log, "base %s: not from containerd's content store: %v\n", ref, err)
-		}
-	}
-	return nil, Resolution{}, ins, false
+	return b, Resolution{From: FromDaemon, Held: true, Descriptors: src}, &found, true
 }
 
-// resolveFull resolves a base on the containerd image store: one whose
-// descriptors heldBase finds; else the base from ds01's cache (pulled
-// into it first if missing), streamed into the engine once in that form,
-// after which the engine holds it under the cached manifest's digest. A
-// base the engine holds with no record of its descriptors is read out of
-// the engine once into the cache (exportBase).
-func resolveFull(ctx context.Context, d *engine.Docker, ref, want string, o ResolveOptions) (*Base, Resolution, error) {
-	b, res, ins, ok := HeldBase(ctx, d, ref, want, o)
-	if ok {
-		return b, res, nil
-	}
-	if o.Cache == nil {
-		return nil, Resolution{}, fmt.Errorf("base %s: the containerd image store needs ds01's cache for a base whose layer descriptors are not known", ref)
-	}
-	if ins != nil {
-		return exportBase(ctx, d, ref, ins.ID, ins.RepoDigests, o)
-	}
-	img, e, res, err := cachedBase(ctx, ref, want, o)
+// streamHeld gives the containerd image store a base from ds01's cache
+// (pulled into it first if missing), streamed in once in that form, after
+// which the engine holds it under the cached manifest's digest.
+func streamHeld(ctx context.Context, d *engine.Docker, loc Location, o ResolveOptions) (*Base, Resolution, error) {
+	ref := loc.Ref
+	img, e, res, err := cachedBase(ctx, ref, loc.Want, o)
 	if err != nil {
 		if errors.Is(err, ErrOffline) {
 			return nil, Resolution{}, fmt.Errorf("%w (on the containerd image store ds01 needs the base's manifest and layers: `ds01 base pull %s`)", err, ref)
@@ -274,8 +213,8 @@ func resolveFull(ctx context.Context, d *engine.Docker, ref, want string, o Reso
 	}
 	o.touch(ref)
 	// The engine lacks ref, or holds another image than --pull wants
-	// (heldBase found it by the engine's ID otherwise): stream it in.
-	b = &Base{Ref: ref, ID: e.Digest, RepoDigests: []string{ref + "@" + e.Digest}, Image: img}
+	// (Describers found it by the engine's ID otherwise): stream it in.
+	b := &Base{Ref: ref, ID: e.Digest, RepoDigests: []string{ref + "@" + e.Digest}, Image: img}
 	res.Descriptors = DescriptorSource{Kind: DescStreamed}
 	st, err := d.LoadWithProgress(ctx, img, ref, nil, o.ProgressFor(img))
 	res.Loaded = st.Sent
