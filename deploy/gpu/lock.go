@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -59,7 +60,7 @@ func checkLockDir(dir string) error {
 	if err != nil {
 		return fmt.Errorf("GPU lock directory: %w", err)
 	}
-	st, ok := fi.Sys().(*unix.Stat_t)
+	st, ok := fi.Sys().(*syscall.Stat_t)
 	switch {
 	case !fi.IsDir():
 		return fmt.Errorf("GPU lock directory %s is not a directory", dir)

@@ -134,15 +134,19 @@ func (p Probe) run(ctx context.Context, args []string) ([]byte, error) {
 	return out, nil
 }
 
-// head keeps the first max bytes written to it and drops the rest.
+// head keeps the first max bytes written to it and drops the rest. The
+// buffer is a field, not embedded: its ReadFrom would be promoted, and
+// os/exec's io.Copy would use it and never stop.
 type head struct {
-	bytes.Buffer
+	buf bytes.Buffer
 	max int
 }
 
 func (h *head) Write(p []byte) (int, error) {
-	if room := h.max - h.Len(); room > 0 {
-		h.Buffer.Write(p[:min(room, len(p))])
+	if room := h.max - h.buf.Len(); room > 0 {
+		h.buf.Write(p[:min(room, len(p))])
 	}
 	return len(p), nil
 }
+
+func (h *head) String() string { return h.buf.String() }
