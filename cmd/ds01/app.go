@@ -45,6 +45,7 @@ var grouped = []struct {
 	{"image", "create", imageCreate}, {"image", "update", imageUpdate}, {"image", "list", imageList}, {"image", "retire", imageRetire}, {"image", "prune", imagePrune},
 	{"container", "deploy", containerDeploy}, {"container", "list", containerList}, {"container", "retire", containerRetire}, {"container", "open", containerOpen},
 	{"base", "pull", basePull}, {"base", "list", baseList}, {"base", "prune", basePrune},
+	{"gpu", "list", gpuList}, {"gpu", "status", gpuStatus},
 }
 
 // dashNames are the DS01 script names (image-create, container-deploy, …):
@@ -85,6 +86,7 @@ func newApp() *cli.Command {
 			Usage:    "base images in ds01's cache",
 			Commands: group("base"),
 		},
+		{Name: "gpu", Usage: "the server's GPUs and who holds them", Commands: group("gpu")},
 	}
 	cmds := append([]*cli.Command{}, groups...)
 	cmds = append(cmds, usernameCmd(), versionCmd(), demoCmd())
