@@ -700,7 +700,7 @@ func TestContainers(t *testing.T) {
 	if _, err := e.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{Image: "missing:1"}}); !cerrdefs.IsNotFound(err) {
 		t.Errorf("create of a missing image: %v", err)
 	}
-	two, _ := mk("", nil)
+	mk("", nil)
 	ins, err := e.ContainerInspect(ctx, "one", client.ContainerInspectOptions{})
 	if err != nil || ins.Container.ID != one || ins.Container.Image != id || ins.Container.Config.Labels["test.image"] != "c" ||
 		ins.Container.Config.Labels["ds01.managed"] != "true" || ins.Container.State.Status != container.StateCreated ||
@@ -734,6 +734,24 @@ func TestContainers(t *testing.T) {
 	if got := list(false, nil); got != one {
 		t.Errorf("running: %s", got)
 	}
+	if n := e.Calls()["ContainerCreate"]; n != 5 {
+		t.Errorf("%d creates counted; want 5", n)
+	}
+}
+
+func TestContainerLifecycle(t *testing.T) {
+	ctx := context.Background()
+	e := fake.New(engine.GraphDriver)
+	e.AddImage(imageOf(t, "c", baseLayer(t)), "c:1")
+	mk := func() string {
+		r, err := e.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{Image: "c:1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.ID
+	}
+	one, two := mk(), mk()
+	e.ContainerStart(ctx, one, client.ContainerStartOptions{})
 	if _, err := e.ContainerRemove(ctx, one, client.ContainerRemoveOptions{}); !cerrdefs.IsConflict(err) {
 		t.Errorf("remove of a running container: %v", err)
 	}
@@ -775,8 +793,5 @@ func TestContainers(t *testing.T) {
 	}
 	if e.DaemonHost() != "fake://" || e.Close() != nil {
 		t.Error("host or close")
-	}
-	if n := e.Calls()["ContainerCreate"]; n != 5 {
-		t.Errorf("%d creates counted; want 5", n)
 	}
 }
