@@ -14,17 +14,10 @@ import (
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 
+	"github.com/ds01/ds01/internal/ops"
 	"github.com/ds01/ds01/internal/termsafe"
 	"github.com/ds01/ds01/registry"
 )
-
-func openCache() (*registry.Cache, error) {
-	dir, err := registry.CacheDir()
-	if err != nil {
-		return nil, err
-	}
-	return registry.OpenCache(dir)
-}
 
 func parsePlatform(s string) (*v1.Platform, error) {
 	if s == "" {
@@ -49,34 +42,28 @@ func runBasePull(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	cache, err := openCache()
-	if err != nil {
-		return err
-	}
-	out := cmd.Root().Writer
-	o := registry.PullOptions{Platform: platform}
 	id, err := caller(cmd)
 	if err != nil {
 		return err
 	}
-	if o.Keychain, err = keychainFor(id); err != nil {
-		return err
-	}
-	var bars *pullBars
-	if !cmd.Bool("quiet") && isTerminalWriter(out) {
-		bars = newPullBars(ctx, out)
-		o.Events = bars.event
-	}
-	t := time.Now()
-	res, err := cache.Pull(ctx, ref, o)
-	if bars != nil {
-		bars.wait(err != nil)
-	}
+	o, err := newOps(nil)
 	if err != nil {
 		return err
 	}
-	if cmd.Bool("quiet") {
-		return nil
+	out := cmd.Root().Writer
+	r := ops.BasePull{Ref: ref, Platform: platform}
+	var bars *pullBars
+	if !cmd.Bool("quiet") && isTerminalWriter(out) {
+		bars = newPullBars(ctx, out)
+		r.Events = bars.event
+	}
+	t := time.Now()
+	res, err := o.PullBase(ctx, id, r)
+	if bars != nil {
+		bars.wait(err != nil)
+	}
+	if err != nil || cmd.Bool("quiet") {
+		return err
 	}
 	el := time.Since(t)
 	fmt.Fprintf(out, "%s  %s  %s, %d layers, %s; fetched %s (%s/s), %d layers already cached", ref, res.Digest, res.Platform, res.Layers,
@@ -134,19 +121,16 @@ func (b *pullBars) wait(failed bool) {
 }
 
 func runBaseList(ctx context.Context, cmd *cli.Command) error {
-	cache, err := openCache()
+	o, err := newOps(nil)
 	if err != nil {
 		return err
 	}
-	es, err := cache.Entries()
+	es, err := o.ListBases()
 	if err != nil {
 		return err
 	}
 	out := cmd.Root().Writer
 	if cmd.Bool("json") {
-		if es == nil {
-			es = []registry.Entry{}
-		}
 		return writeJSON(out, es)
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
@@ -162,14 +146,11 @@ func runBasePrune(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	if id.ActsForUser() && !id.Root {
-		return usagef("base prune through sudo would prune root's cache, which every user's builds share: it is for root itself; ds01 prunes nothing a build of yours needs")
-	}
-	cache, err := openCache()
+	o, err := newOps(nil)
 	if err != nil {
 		return err
 	}
-	res, err := cache.Prune(cmd.Bool("dry-run"))
+	res, err := o.PruneBases(id, cmd.Bool("dry-run"))
 	if err != nil {
 		return err
 	}

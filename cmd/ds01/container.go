@@ -7,41 +7,17 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"strings"
 	"syscall"
 	"text/tabwriter"
-	"time"
 
 	units "github.com/docker/go-units"
-	"github.com/moby/moby/api/types/container"
 	"github.com/urfave/cli/v3"
 
 	"github.com/ds01/ds01/assemble/label"
-	"github.com/ds01/ds01/assemble/pipeline"
 	"github.com/ds01/ds01/deploy"
-	"github.com/ds01/ds01/identity"
+	"github.com/ds01/ds01/internal/ops"
 	"github.com/ds01/ds01/internal/termsafe"
 )
-
-// ownContainer is where retire and open start: the user, the daemon and
-// the user's container called NAME.
-func ownContainer(ctx context.Context, cmd *cli.Command) (string, identity.Identity, *deploy.Daemon, container.InspectResponse, error) {
-	var c container.InspectResponse
-	name, err := oneArg(cmd, "NAME")
-	if err != nil {
-		return "", identity.Identity{}, nil, c, err
-	}
-	id, d, err := imageSetup(ctx, cmd)
-	if err != nil {
-		return "", id, nil, c, err
-	}
-	c, err = d.OwnContainer(ctx, name, id.UID)
-	if err != nil {
-		d.Close()
-		return "", id, nil, c, err
-	}
-	return name, id, d, c, nil
-}
 
 func runContainerDeploy(ctx context.Context, cmd *cli.Command) error {
 	name, err := oneArg(cmd, "NAME")
@@ -56,22 +32,12 @@ func runContainerDeploy(ctx context.Context, cmd *cli.Command) error {
 			return usageError{err}
 		}
 	}
-	id, d, err := imageSetup(ctx, cmd)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	req := deploy.DeployRequest{
-		Login: id.Login, Account: id.Account(), Name: name, Image: cmd.String("image"),
+	req := ops.ContainerDeploy{
+		Name: name, Image: cmd.String("image"),
 		GPUs: cmd.String("gpus"), ShmSize: cmd.String("shm-size"), CgroupParent: cmd.String("cgroup-parent"),
 		Workspace: cmd.String("workspace"), Data: cmd.String("data"), Models: cmd.String("models"),
 		Start: cmd.Bool("start"), Force: cmd.Bool("force"), DryRun: cmd.Bool("dry-run"),
-		Cred: id.Cred(), Root: id.Root, SetuidRule: id.ActsForUser(), AcceptSetuidRisk: cmd.Bool("accept-setuid-risk"),
-		// A user who could swap a bound path before a later start gets
-		// pins instead of paths (an account the host does not know has no
-		// files to swap).
-		Pin:           id.ActsForUser() && id.Known,
-		OwnImagesOnly: !id.Root && id.ActsForUser(),
+		AcceptSetuidRisk: cmd.Bool("accept-setuid-risk"),
 	}
 	switch ipc := cmd.String("ipc"); ipc {
 	case "", "private":
@@ -90,27 +56,12 @@ func runContainerDeploy(ctx context.Context, cmd *cli.Command) error {
 		}
 		req.Memlock = n
 	}
-	if !cmd.IsSet("cgroup-parent") {
-		req.CgroupParent = deploy.UserSlice(id.Name)
-	}
-	if req.Workspace == "" {
-		home, err := homeOf(id)
-		if err != nil {
-			return fmt.Errorf("%w; give the workspace with --workspace DIR", err)
-		}
-		req.Home = home
-	}
-	if err := fillBuild(cmd, id, &req.Assemble); err != nil {
+	id, o, err := setup(ctx, cmd)
+	if err != nil {
 		return err
 	}
-	if !req.DryRun {
-		unlock, err := lockProject(ctx, cmd, id, name)
-		if err != nil {
-			return err
-		}
-		defer unlock()
-	}
-	res, err := d.Deploy(ctx, req)
+	defer o.D.Close()
+	res, err := o.DeployContainer(ctx, id, req, events(cmd))
 	if err != nil {
 		if errors.Is(err, deploy.ErrOtherUser) {
 			return cli.Exit(err.Error(), exitFailure)
@@ -135,19 +86,12 @@ func runContainerDeploy(ctx context.Context, cmd *cli.Command) error {
 }
 
 func runContainerList(ctx context.Context, cmd *cli.Command) error {
-	id, d, err := imageSetup(ctx, cmd)
+	id, o, err := setup(ctx, cmd)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	uid := &id.UID
-	if cmd.Bool("all") {
-		if !id.Root {
-			return usagef("--all lists every user's containers and is for root only")
-		}
-		uid = nil
-	}
-	cs, err := d.ListContainers(ctx, uid)
+	defer o.D.Close()
+	cs, err := o.ListContainers(ctx, id, cmd.Bool("all"))
 	if err != nil {
 		return err
 	}
@@ -165,92 +109,47 @@ func runContainerList(ctx context.Context, cmd *cli.Command) error {
 }
 
 func runContainerRetire(ctx context.Context, cmd *cli.Command) error {
-	name, id, d, c, err := ownContainer(ctx, cmd)
+	name, err := oneArg(cmd, "NAME")
 	if err != nil {
 		return err
 	}
-	defer d.Close()
+	id, o, err := setup(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	defer o.D.Close()
+	res, err := o.RetireContainer(ctx, id, ops.ContainerRetire{Name: name, Save: cmd.Bool("save")}, events(cmd))
+	if err != nil {
+		return err
+	}
 	out := cmd.Root().Writer
-	cname := strings.TrimPrefix(c.Name, "/")
-	var saved *deploy.SaveResult
-	if cmd.Bool("save") {
-		// Saved into the user's image of the project; a container made
-		// from some other image gets one.
-		tag := c.Config.Image
-		if !strings.HasPrefix(tag, label.UserRepo(id.UID)) {
-			tag = label.Tag(id.UID, name)
-		}
-		unlock, err := lockProject(ctx, cmd, id, projectOf(tag))
-		if err != nil {
-			return err
-		}
-		defer unlock()
-		saved, err = d.SaveChanges(ctx, c, tag, "/home/"+id.Name)
-		if err != nil {
-			return fmt.Errorf("saving the changes of %s (the container was left as it is): %w", cname, err)
-		}
-		if saved == nil {
-			fmt.Fprintf(out, "%s has no changes worth saving outside /workspace, /tmp and caches\n", cname)
-		} else {
-			fmt.Fprintf(out, "saved %d paths (%s of file contents) of %s into %s  %s\n", len(saved.Paths), humanSize(saved.Bytes), cname, saved.Tag, saved.ImageID)
-			for _, w := range saved.Warnings {
-				fmt.Fprintln(cmd.Root().ErrWriter, "warning:", w)
-			}
-			if cmd.Bool("verbose") {
-				for _, p := range saved.Paths {
-					fmt.Fprintf(out, "  /%s\n", p)
-				}
-			}
-			if err := recordSave(id, cname, saved); err != nil {
-				return fmt.Errorf("saved %s into %s, but its record could not note it (image update would then drop the saved layer without asking; the container was left as it is): %w", cname, saved.Tag, err)
+	if s := res.Saved; s != nil {
+		fmt.Fprintf(out, "saved %d paths (%s of file contents) of %s into %s  %s\n", len(s.Paths), humanSize(s.Bytes), res.Container, s.Tag, s.ImageID)
+		if cmd.Bool("verbose") {
+			for _, p := range s.Paths {
+				fmt.Fprintf(out, "  /%s\n", p)
 			}
 		}
+	} else if res.NothingToSave {
+		fmt.Fprintf(out, "%s has no changes worth saving outside /workspace, /tmp and caches\n", res.Container)
 	}
-	if err := d.Retire(ctx, c.ID); err != nil {
-		return fmt.Errorf("retiring %s: %w", cname, err)
-	}
-	if saved != nil {
-		d.Images.RemoveIfOrphan(ctx, saved.Previous)
-	}
-	fmt.Fprintf(out, "retired %s\n", cname)
+	fmt.Fprintf(out, "retired %s\n", res.Container)
 	return nil
 }
 
-// recordSave notes a saved layer in the record of the project whose image
-// received it, so that image update knows a rebuild would drop it. A
-// project without a record (an image made some other way) has nothing to
-// note it in.
-func recordSave(id identity.Identity, container string, s *deploy.SaveResult) error {
-	project, ok := label.ProjectOf(id.UID, s.Tag)
-	if !ok {
-		return nil
-	}
-	recs, err := openRecords(id)
-	if err != nil {
-		return err
-	}
-	defer recs.Close()
-	rec, err := recs.Read(project)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	} else if err != nil {
-		return err
-	}
-	rec.ImageID = s.ImageID
-	rec.Saved = append(rec.Saved, pipeline.SavedLayer{Container: container, DiffID: s.Layer.String(), Paths: len(s.Paths), Bytes: s.Bytes, At: time.Now().UTC()})
-	return recs.Write(rec)
-}
-
 func runContainerOpen(ctx context.Context, cmd *cli.Command) error {
-	_, id, d, c, err := ownContainer(ctx, cmd)
+	name, err := oneArg(cmd, "NAME")
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	if c.State == nil || !c.State.Running {
-		if err := d.StartOwn(ctx, c, id.Cred()); err != nil {
-			return err
-		}
+	id, o, err := setup(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	defer o.D.Close()
+	c, err := o.OpenContainer(ctx, id, name)
+	if err != nil {
+		return err
 	}
 	// The interactive part is the docker CLI's: it handles the TTY, raw
 	// mode and resizes better than anything ds01 would rewrite.
@@ -258,11 +157,7 @@ func runContainerOpen(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return fmt.Errorf("container open needs the docker CLI for the interactive shell, and it is not on PATH: %w", err)
 	}
-	args := []string{"docker", "exec", "-it", "-u", fmt.Sprintf("%d:%d", id.UID, id.GID), "-w", "/workspace", strings.TrimPrefix(c.Name, "/"), "bash", "-l"}
-	if !isTerminal() {
-		args[2] = "-i"
-	}
-	return syscall.Exec(docker, args, os.Environ())
+	return syscall.Exec(docker, ops.Shell(id, c, isTerminal()), os.Environ())
 }
 
 func isTerminal() bool {

@@ -16,9 +16,9 @@ import (
 
 	"github.com/ds01/ds01/assemble"
 	"github.com/ds01/ds01/assemble/label"
-	"github.com/ds01/ds01/assemble/pipeline"
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/identity"
+	"github.com/ds01/ds01/internal/ops"
 	"github.com/ds01/ds01/registry"
 )
 
@@ -100,21 +100,16 @@ func runDemo(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return usageError{err}
 	}
-	if _, err := homeOf(id); err != nil && os.Getenv("DS01_CONFIG") == "" {
-		// The demo user is not on this host: keep its record in the cache.
-		os.Setenv("DS01_CONFIG", filepath.Join(cache, "demo-config"))
-	}
-	req := pipeline.CreateRequest{Project: cmd.String("project"), BaseRef: baseTag, Created: created, Replace: true}
-	if err := fillBuild(cmd, id, &req); err != nil {
-		return err
-	}
-	unlock, err := lockProject(ctx, cmd, id, req.Project)
+	o, err := newOps(d)
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	if _, err := ops.HomeOf(id); err != nil && o.ConfigDir == "" {
+		// The demo user is not on this host: keep its record in the cache.
+		o.ConfigDir = filepath.Join(cache, "demo-config")
+	}
 	t := time.Now()
-	res, err := d.Images.Create(ctx, req)
+	res, err := o.CreateImage(ctx, id, ops.ImageCreate{Project: cmd.String("project"), BaseRef: baseTag, Created: created, Force: true}, events(cmd))
 	if err != nil {
 		return err
 	}

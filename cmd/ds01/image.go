@@ -10,73 +10,25 @@ import (
 	"github.com/ds01/ds01/assemble"
 	"github.com/ds01/ds01/assemble/label"
 	"github.com/ds01/ds01/assemble/pipeline"
-	"github.com/ds01/ds01/assemble/source"
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/identity"
 	"github.com/ds01/ds01/identity/asuser"
 	"github.com/ds01/ds01/internal/limits"
+	"github.com/ds01/ds01/internal/ops"
 	"github.com/ds01/ds01/internal/termsafe"
 	"github.com/ds01/ds01/registry"
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/urfave/cli/v3"
 	"io"
 	"os"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 )
 
-// openRecords opens where a user's image records live: $DS01_CONFIG/images,
-// or ~/.ds01-config/images in the home of the user acted for, reached with
-// that user's credentials.
-func openRecords(id identity.Identity) (*pipeline.Records, error) {
-	root, rel, err := recordsPlace(id)
-	if err != nil {
-		return nil, err
-	}
-	return pipeline.OpenRecords(id.Cred(), root, rel)
-}
-
-// recordsPlace is the directory the records are reached from and where
-// they lie beneath it.
-func recordsPlace(id identity.Identity) (root, rel string, err error) {
-	if d := os.Getenv("DS01_CONFIG"); d != "" {
-		if err := mkdirAs(id.Cred(), d); err != nil {
-			return "", "", err
-		}
-		return d, "images", nil
-	}
-	home, err := homeOf(id)
-	if err != nil {
-		return "", "", fmt.Errorf("%w; set DS01_CONFIG to a directory for image records", err)
-	}
-	return home, filepath.Join(".ds01-config", "images"), nil
-}
-
-// mkdirAs makes dir, if missing, with cred's rights.
-func mkdirAs(cred asuser.Cred, dir string) error {
-	return cred.Do(func() error { return os.MkdirAll(dir, 0o755) })
-}
-
-// homeOf is the home directory of the user acted for, as the host's
-// account database has it (never $HOME, which a sudo caller may set).
-func homeOf(id identity.Identity) (string, error) {
-	if u, err := user.LookupId(strconv.FormatUint(uint64(id.UID), 10)); err == nil && u.HomeDir != "" {
-		return u.HomeDir, nil
-	}
-	if int(id.UID) == os.Getuid() {
-		if h, err := os.UserHomeDir(); err == nil {
-			return h, nil
-		}
-	}
-	return "", fmt.Errorf("no home directory for UID %d on this host", id.UID)
-}
-
-// imageSetup is what every image command starts from.
-func imageSetup(ctx context.Context, cmd *cli.Command) (identity.Identity, *deploy.Daemon, error) {
+// setup is what every command on the engine starts from: whom it acts
+// for, and the operations.
+func setup(ctx context.Context, cmd *cli.Command) (identity.Identity, *ops.Ops, error) {
 	id, err := caller(cmd)
 	if err != nil {
 		return id, nil, err
@@ -85,7 +37,37 @@ func imageSetup(ctx context.Context, cmd *cli.Command) (identity.Identity, *depl
 		return id, nil, usageError{err}
 	}
 	d, err := deploy.Connect(ctx)
-	return id, d, err
+	if err != nil {
+		return id, nil, err
+	}
+	o, err := newOps(d)
+	if err != nil {
+		d.Close()
+	}
+	return id, o, err
+}
+
+// newOps are the operations on d with this process's settings.
+func newOps(d *deploy.Daemon) (*ops.Ops, error) {
+	cacheDir, err := registry.CacheDir()
+	if err != nil {
+		return nil, err
+	}
+	return &ops.Ops{D: d, Version: versionString(), ConfigDir: os.Getenv("DS01_CONFIG"), CacheDir: cacheDir}, nil
+}
+
+// events are where an operation's progress goes on this terminal.
+func events(cmd *cli.Command) ops.Events {
+	ev := ops.Events{
+		Waiting: func(project string) {
+			fmt.Fprintf(cmd.Root().ErrWriter, "waiting for another ds01 working on project %s…\n", project)
+		},
+		Warn: func(w string) { fmt.Fprintln(cmd.Root().ErrWriter, "warning:", termsafe.Text(w)) },
+	}
+	if cmd.Bool("verbose") {
+		ev.Log = cmd.Root().Writer
+	}
+	return ev
 }
 
 // oneArg is the one argument a command takes, named what in the error.
@@ -94,16 +76,6 @@ func oneArg(cmd *cli.Command, what string) (string, error) {
 		return "", usagef("%s takes one %s, got %d arguments", cmd.FullName(), what, cmd.NArg())
 	}
 	return cmd.Args().First(), nil
-}
-
-// legacyScope is whose committed images the legacy options see: root's
-// own call sees everyone's, anyone else (or root acting for a user) only
-// those tagged ._.{UID}.
-func legacyScope(cmd *cli.Command, id identity.Identity) *uint32 {
-	if !id.Root || cmd.IsSet("uid") || cmd.IsSet("user") {
-		return &id.UID
-	}
-	return nil
 }
 
 func runImageCreate(ctx context.Context, cmd *cli.Command) error {
@@ -115,7 +87,7 @@ func runImageCreate(ctx context.Context, cmd *cli.Command) error {
 		return usageError{err}
 	}
 	if cmd.Bool("pull") && cmd.Bool("offline") {
-		return usagef("--pull asks the registry and --offline forbids it: give one")
+		return usageError{ops.ErrPullOffline}
 	}
 	created, err := assemble.SourceDateEpoch(os.Getenv)
 	if err != nil {
@@ -154,24 +126,17 @@ func runImageCreate(ctx context.Context, cmd *cli.Command) error {
 	} else if baseRef, catalog, err = chooseBase(cmd); err != nil {
 		return err
 	}
-	id, d, err := imageSetup(ctx, cmd)
+	id, o, err := setup(ctx, cmd)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	if !cmd.Bool("dry-run") {
-		unlock, err := lockProject(ctx, cmd, id, project)
-		if err != nil {
-			return err
-		}
-		defer unlock()
-	}
-	return create(ctx, cmd, d, id, pipeline.CreateRequest{
+	defer o.D.Close()
+	r := ops.ImageCreate{
 		Project: project, BaseRef: baseRef, Catalog: catalog, Created: created,
-		Replace: cmd.Bool("force"), DryRun: cmd.Bool("dry-run"),
-		Resolve:  source.ResolveOptions{Offline: cmd.Bool("offline"), Refresh: cmd.Bool("pull")},
+		Force: cmd.Bool("force"), DryRun: cmd.Bool("dry-run"), Offline: cmd.Bool("offline"), Pull: cmd.Bool("pull"),
 		Packages: pk, Env: env, Presets: presetNames,
-	})
+	}
+	return build(cmd, id, baseRef, r.DryRun, func(ev ops.Events) (*pipeline.CreateResult, error) { return o.CreateImage(ctx, id, r, ev) })
 }
 
 func loadCatalog(cmd *cli.Command) ([]registry.CatalogEntry, error) {
@@ -285,54 +250,23 @@ func chooseBase(cmd *cli.Command) (string, map[string]string, error) {
 	return e.Image, map[string]string{"framework": e.Framework, "version": e.Version, "arch": e.Arch, "image": e.Image}, nil
 }
 
-// fillBuild completes a build request with what every build of id shares:
-// who it is for, the cache, where its record goes.
-func fillBuild(cmd *cli.Command, id identity.Identity, req *pipeline.CreateRequest) error {
-	recs, err := openRecords(id)
-	if err != nil {
-		return err
-	}
-	cacheDir, err := registry.CacheDir()
-	if err != nil {
-		return err
-	}
-	cache, err := registry.OpenCache(cacheDir)
-	if err != nil {
-		return err
-	}
-	req.Login, req.Account, req.Version, req.Cache = id.Login, id.Account(), versionString(), cache
-	req.Records = recs
-	req.OwnImagesOnly = !id.Root && id.ActsForUser()
-	if req.Resolve.Pull.Keychain, err = keychainFor(id); err != nil {
-		return err
-	}
-	req.Resolve.Cache = cache
-	req.Packages.Cred = id.CallerCred()
-	if cmd.Bool("verbose") {
-		req.Log = cmd.Root().Writer
-	}
-	return nil
-}
-
-// create runs one build for id and reports it; image create and image
+// build runs one build for id and reports it; image create and image
 // update differ only in where the request comes from.
-func create(ctx context.Context, cmd *cli.Command, d *deploy.Daemon, id identity.Identity, req pipeline.CreateRequest) error {
+func build(cmd *cli.Command, id identity.Identity, baseRef string, dryRun bool, run func(ops.Events) (*pipeline.CreateResult, error)) error {
 	out := cmd.Root().Writer
-	if err := fillBuild(cmd, id, &req); err != nil {
-		return err
-	}
+	ev := events(cmd)
 	var doneProgress func()
-	req.Resolve.LoadProgress, doneProgress = loadProgress(out)
+	ev.LoadProgress, doneProgress = loadProgress(out)
 	var condensed *lastLine
 	switch {
-	case req.Log != nil:
-		req.PackageOutput = &termsafe.Writer{W: out}
+	case ev.Log != nil:
+		ev.PackageOutput = &termsafe.Writer{W: out}
 	case isTerminalWriter(out):
 		condensed = &lastLine{w: out}
-		req.PackageOutput = condensed
+		ev.PackageOutput = condensed
 	}
 	t := time.Now()
-	res, err := d.Images.Create(ctx, req)
+	res, err := run(ev)
 	doneProgress()
 	if condensed != nil {
 		condensed.end()
@@ -341,19 +275,29 @@ func create(ctx context.Context, cmd *cli.Command, d *deploy.Daemon, id identity
 		return err
 	}
 	for _, w := range res.Warnings {
-		fmt.Fprintln(cmd.Root().ErrWriter, "warning:", termsafe.Text(w))
+		ev.Warn(w)
 	}
-	if req.DryRun {
+	if res.Base != nil {
+		baseRef = res.Base.Ref // image update's, from the record
+	}
+	if dryRun {
 		if res.Base == nil {
-			fmt.Fprintf(out, "%s  (dry run)\n  user %s (%s) %d:%d on %s\n  %s\n", res.Tag, id.Name, id.Login, id.UID, id.GID, req.BaseRef, res.Load)
+			fmt.Fprintf(out, "%s  (dry run)\n  user %s (%s) %d:%d on %s\n  %s\n", res.Tag, id.Name, id.Login, id.UID, id.GID, baseRef, res.Load)
 			return nil
 		}
 		fmt.Fprintf(out, "%s  %s  (dry run: nothing loaded)\n  user %s (%s) %d:%d on %s (%s)\n  %s\n",
-			res.Tag, res.ImageID, id.Name, id.Login, id.UID, id.GID, req.BaseRef, res.Base.ID, res.Load)
+			res.Tag, res.ImageID, id.Name, id.Login, id.UID, id.GID, baseRef, res.Base.ID, res.Load)
 		return nil
 	}
 	fmt.Fprintf(out, "%s  %s\n  user %s (%s) %d:%d, base %s\n  user layer %d bytes; sent %d bytes to the daemon (%s); %s\n",
-		res.Tag, res.ImageID, id.Name, id.Login, id.UID, id.GID, req.BaseRef, res.LayerSize, res.Sent, res.Load, since(t))
+		res.Tag, res.ImageID, id.Name, id.Login, id.UID, id.GID, baseRef, res.LayerSize, res.Sent, res.Load, since(t))
+	reportBuild(out, res, ev.Log != nil)
+	return nil
+}
+
+// reportBuild ends a build's report: packages, what was replaced, and
+// with -v the time of each step.
+func reportBuild(out io.Writer, res *pipeline.CreateResult, verbose bool) {
 	if pr := res.Packages; pr != nil {
 		how := "installed in a throwaway container in " + res.Timings["packages"].Round(time.Millisecond).String()
 		if pr.Reused {
@@ -364,12 +308,11 @@ func create(ctx context.Context, cmd *cli.Command, d *deploy.Daemon, id identity
 	if res.Replaced != "" && res.Replaced != res.ImageID {
 		fmt.Fprintf(out, "  replaced %s\n", res.Replaced)
 	}
-	if req.Log != nil {
+	if verbose {
 		for _, k := range []string{"resolve base", "packages", "read base files", "assemble", "load", "verify and record"} {
 			fmt.Fprintf(out, "  %-17s %s\n", k, res.Timings[k].Round(100*time.Microsecond))
 		}
 	}
-	return nil
 }
 
 func runImageUpdate(ctx context.Context, cmd *cli.Command) error {
@@ -378,84 +321,30 @@ func runImageUpdate(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	if cmd.Bool("pull") && cmd.Bool("offline") {
-		return usagef("--pull asks the registry and --offline forbids it: give one")
+		return usageError{ops.ErrPullOffline}
 	}
-	id, d, err := imageSetup(ctx, cmd)
+	id, o, err := setup(ctx, cmd)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	_, project, err = label.ImageName(id.UID, project)
-	if err != nil {
+	defer o.D.Close()
+	if _, _, err := label.ImageName(id.UID, project); err != nil {
 		return usageError{err}
 	}
-	unlock, err := lockProject(ctx, cmd, id, project)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	recs, err := openRecords(id)
-	if err != nil {
-		return err
-	}
-	defer recs.Close()
-	rec, err := recs.Read(project)
-	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("no record of how %s was made in %s; make it with `ds01 image create %s --base REF`", project, recs.Dir(), project)
-	} else if err != nil {
-		return err
-	}
-	if rec.UID != id.UID || rec.GID != id.GID {
-		return fmt.Errorf("image %s was made for UID/GID %d:%d, and you are %d:%d; rebuild it for you with `ds01 image create %s --base %s --force`",
-			rec.Image, rec.UID, rec.GID, id.UID, id.GID, project, rec.Base.Ref)
-	}
-	if err := rec.Check(id.UID, id.GID); err != nil {
-		return fmt.Errorf("%s: %w; the record is input like any flag, and this one would not be accepted from the command line: make the image again with `ds01 image create %s --force`", recs.Path(project), err, project)
-	}
-	if len(rec.Saved) > 0 && !cmd.Bool("discard-saved") {
-		return fmt.Errorf("%s holds %d layer(s) saved by container retire --save, which a rebuild from its recorded inputs would drop; rebuild anyway with --discard-saved", rec.Image, len(rec.Saved))
-	}
-	req := pipeline.CreateRequest{Project: project, BaseRef: rec.Base.Ref, Catalog: rec.Catalog, Replace: true, Env: rec.Env, Presets: rec.Presets,
-		Resolve: source.ResolveOptions{Offline: cmd.Bool("offline"), Refresh: cmd.Bool("pull")}}
-	if rec.Packages != nil {
-		req.Packages, req.Asked = *rec.Packages, rec.Packages
-		if rec.Installed != nil && !cmd.Bool("upgrade-packages") {
-			// Exactly what was installed, from the cached wheels and .debs
-			// when offline.
-			req.Packages = rec.Installed.Pinned(*rec.Packages)
-		}
-		if fl := req.Packages.FindLinks; fl != "" {
-			// Checked with the caller's rights, as --wheels is: a record
-			// naming a directory only root can read must not get it
-			// mounted into the install container.
-			real, err := asuser.UserDir(id.CallerCred(), fl, asuser.Read)
-			switch {
-			case errors.Is(err, os.ErrNotExist):
-				// Gone since: what it gave is in ds01's cache.
-				fmt.Fprintf(cmd.Root().ErrWriter, "warning: wheel directory %s is gone; installing from ds01's cache\n", fl)
-				req.Packages.FindLinks = ""
-			case err != nil:
-				return fmt.Errorf("the record's wheel directory: %w; ds01 mounts only a directory you may read yourself", err)
-			default:
-				req.Packages.FindLinks = real
-			}
-		}
-	}
-	if rec.SourceDateEpoch != nil {
-		req.Created = time.Unix(*rec.SourceDateEpoch, 0).UTC()
-	}
-	return create(ctx, cmd, d, id, req)
+	r := ops.ImageUpdate{Project: project, Offline: cmd.Bool("offline"), Pull: cmd.Bool("pull"),
+		DiscardSaved: cmd.Bool("discard-saved"), UpgradePackages: cmd.Bool("upgrade-packages")}
+	return build(cmd, id, "", false, func(ev ops.Events) (*pipeline.CreateResult, error) { return o.UpdateImage(ctx, id, r, ev) })
 }
 
 func runImageList(ctx context.Context, cmd *cli.Command) error {
-	id, d, err := imageSetup(ctx, cmd)
+	id, o, err := setup(ctx, cmd)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
+	defer o.D.Close()
 	out := cmd.Root().Writer
 	if cmd.Bool("legacy") {
-		imgs, err := d.Images.LegacyImages(ctx, legacyScope(cmd, id))
+		imgs, err := o.LegacyImages(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -473,7 +362,7 @@ func runImageList(ctx context.Context, cmd *cli.Command) error {
 		fmt.Fprintf(out, "%d committed images of the old flow, %s (layers they share with other images are counted in each)\n", len(imgs), humanSize(total))
 		return nil
 	}
-	imgs, err := d.Images.ListImages(ctx, id.UID, id.GID)
+	imgs, err := o.ListImages(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -501,49 +390,29 @@ func runImageRetire(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	id, d, err := imageSetup(ctx, cmd)
+	id, o, err := setup(ctx, cmd)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	tag, project, err := label.ImageName(id.UID, project)
-	if err != nil {
+	defer o.D.Close()
+	if _, _, err := label.ImageName(id.UID, project); err != nil {
 		return usageError{err}
 	}
-	unlock, err := lockProject(ctx, cmd, id, project)
+	tag, err := o.RetireImage(ctx, id, project, cmd.Bool("force"), events(cmd))
 	if err != nil {
 		return err
-	}
-	defer unlock()
-	users, err := d.Images.ContainersOf(ctx, tag)
-	if err != nil {
-		return fmt.Errorf("%s: no such image of yours (ds01 image list shows them): %w", tag, err)
-	}
-	if len(users) > 0 && !cmd.Bool("force") {
-		return fmt.Errorf("%s is used by container(s) %s; retire them first (ds01 container retire NAME), or remove the tag anyway with --force", tag, strings.Join(users, ", "))
-	}
-	if err := d.Images.RemoveTag(ctx, tag, cmd.Bool("force")); err != nil {
-		return err
-	}
-	recs, err := openRecords(id)
-	if err == nil {
-		err = recs.Remove(project)
-		recs.Close()
-	}
-	if err != nil {
-		return fmt.Errorf("retired %s, but its record was not removed: %w", tag, err)
 	}
 	fmt.Fprintf(cmd.Root().Writer, "retired %s\n", tag)
 	return nil
 }
 
 func retireLegacy(ctx context.Context, cmd *cli.Command) error {
-	id, d, err := imageSetup(ctx, cmd)
+	id, o, err := setup(ctx, cmd)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	imgs, err := d.Images.LegacyImages(ctx, legacyScope(cmd, id))
+	defer o.D.Close()
+	imgs, err := o.LegacyImages(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -562,18 +431,7 @@ func retireLegacy(ctx context.Context, cmd *cli.Command) error {
 			return cli.Exit("nothing removed", exitFailure)
 		}
 	}
-	var failed []string
-	for _, im := range imgs {
-		if err := d.Images.RemoveTag(ctx, im.Tag, false); err != nil {
-			failed = append(failed, err.Error())
-			continue
-		}
-		fmt.Fprintf(out, "removed %s\n", im.Tag)
-	}
-	if len(failed) > 0 {
-		return fmt.Errorf("some images were kept (a container still uses them?):\n  %s", strings.Join(failed, "\n  "))
-	}
-	return nil
+	return o.RetireLegacy(ctx, id, imgs, func(im pipeline.LegacyImage) { fmt.Fprintf(out, "removed %s\n", im.Tag) })
 }
 
 func writeJSON(w io.Writer, v any) error {
@@ -647,18 +505,4 @@ func (l *lastLine) end() {
 	if l.shown {
 		fmt.Fprint(l.w, "\r\033[K")
 	}
-}
-
-// keychainFor is whose registry credentials a pull for id uses: through
-// sudo the user's own (root's would let any user pull what root may),
-// else the process's (nil: the docker CLI's).
-func keychainFor(id identity.Identity) (authn.Keychain, error) {
-	if id.Root || !id.ActsForUser() {
-		return nil, nil
-	}
-	home, err := homeOf(id)
-	if err != nil {
-		return registry.UserKeychain(id.Cred(), "/nonexistent")
-	}
-	return registry.UserKeychain(id.Cred(), home)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v3"
 
+	"github.com/ds01/ds01/internal/ops"
 	"github.com/ds01/ds01/internal/termsafe"
 )
 
@@ -51,7 +52,7 @@ func exitCode(err error) int {
 		return ec.ExitCode()
 	}
 	var ue usageError
-	if errors.As(err, &ue) {
+	if errors.As(err, &ue) || errors.Is(err, ops.ErrRootOnly) || errors.Is(err, ops.ErrPullOffline) {
 		return exitUsage
 	}
 	return exitFailure
