@@ -8,12 +8,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ds01/ds01/layers"
-	"github.com/ds01/ds01/passwd"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
+
+	"github.com/ds01/ds01/layers"
+	"github.com/ds01/ds01/passwd"
 
 	"github.com/ds01/ds01/assemble/label"
 )

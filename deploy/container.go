@@ -16,6 +16,7 @@ import (
 
 	"github.com/ds01/ds01/assemble/label"
 	"github.com/ds01/ds01/assemble/pipeline"
+	"github.com/ds01/ds01/assemble/record"
 	"github.com/ds01/ds01/deploy/binds"
 	"github.com/ds01/ds01/identity/asuser"
 	"github.com/ds01/ds01/passwd"
@@ -79,7 +80,7 @@ type DeployRequest struct {
 	// logged way past it.
 	SetuidRule       bool
 	AcceptSetuidRisk bool
-	// OwnImagesOnly refuses another user's image (see pipeline.CheckOwnImage), for
+	// OwnImagesOnly refuses another user's image (see record.CheckOwnImage), for
 	// a caller through sudo.
 	OwnImagesOnly bool
 	// Pin hands Docker pins of the bind sources instead of their paths
@@ -106,7 +107,7 @@ type DeployResult struct {
 }
 
 // ErrOtherUser is returned for an image set up for another UID/GID.
-var ErrOtherUser = pipeline.ErrOtherUser
+var ErrOtherUser = record.ErrOtherUser
 
 // Deploy makes the container, choosing the flow from the image's labels.
 // A failed create or start leaves no container behind.
@@ -203,7 +204,7 @@ func (d *Daemon) deployImage(ctx context.Context, req DeployRequest) (string, cl
 		return "", ins, fmt.Errorf("image %s is not in the Docker daemon", image)
 	}
 	if req.OwnImagesOnly {
-		if err := pipeline.CheckOwnImage(image, ins.Config.Labels, req.Account.UID); err != nil {
+		if err := record.CheckOwnImage(image, ins.Config.Labels, req.Account.UID); err != nil {
 			return "", ins, err
 		}
 	}

@@ -4,15 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/ds01/ds01/assemble/source"
-	"github.com/ds01/ds01/internal/engine"
-	"github.com/ds01/ds01/layers"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/moby/moby/api/types/container"
 	"os"
 	"slices"
 	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/moby/moby/api/types/container"
+
+	"github.com/ds01/ds01/assemble/source"
+	"github.com/ds01/ds01/internal/engine"
+	"github.com/ds01/ds01/layers"
 )
 
 // SaveResult says what container retire --save put back into the image.

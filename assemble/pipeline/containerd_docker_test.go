@@ -3,12 +3,11 @@ package pipeline_test
 import (
 	"archive/tar"
 	"context"
-	"github.com/ds01/ds01/assemble/pipeline"
-	"github.com/ds01/ds01/assemble/source"
-	"github.com/ds01/ds01/deploy"
-	"github.com/ds01/ds01/internal/engine"
-	"github.com/ds01/ds01/internal/testbed"
-	"github.com/ds01/ds01/registry"
+	"io"
+	"runtime"
+	"strings"
+	"testing"
+
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -19,10 +18,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
-	"io"
-	"runtime"
-	"strings"
-	"testing"
+
+	"github.com/ds01/ds01/assemble/pipeline"
+	"github.com/ds01/ds01/assemble/source"
+	"github.com/ds01/ds01/deploy"
+	"github.com/ds01/ds01/internal/engine"
+	"github.com/ds01/ds01/internal/testbed"
+	"github.com/ds01/ds01/registry"
 )
 
 // On a real engine with the containerd image store (Debian's Docker 26,

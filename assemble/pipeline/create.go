@@ -14,6 +14,8 @@ import (
 
 	"github.com/ds01/ds01/assemble"
 	"github.com/ds01/ds01/assemble/label"
+	"github.com/ds01/ds01/assemble/packages"
+	"github.com/ds01/ds01/assemble/record"
 	"github.com/ds01/ds01/assemble/source"
 	"github.com/ds01/ds01/internal/engine"
 	"github.com/ds01/ds01/layers"
@@ -47,10 +49,10 @@ type CreateRequest struct {
 	// Resolve says where the base may come from besides the daemon.
 	Resolve source.ResolveOptions
 	// Packages go into a shared layer between the base and the user's.
-	Packages Packages
+	Packages packages.Request
 	// Asked is what the user asked for, recorded for a later upgrade;
 	// empty means Packages (a rebuild installs pins, but records the ask).
-	Asked *Packages
+	Asked *packages.Request
 	// PackageOutput gets the package managers' output.
 	PackageOutput io.Writer
 	// Env are KEY=VALUE settings for the image (--env).
@@ -59,13 +61,13 @@ type CreateRequest struct {
 	// the user's home gets a kernel for the project and a safe server
 	// configuration.
 	Presets []string
-	// Records is where the record of the build is written (see Record),
+	// Records is where the record of the build is written (see record.Record),
 	// as its user; nil writes none.
-	Records *Records
+	Records *record.Records
 	// Log gets one line per step when not nil (--verbose).
 	Log io.Writer
 	// OwnImagesOnly refuses a base that is another user's image (see
-	// CheckOwnImage), for a caller through sudo.
+	// record.CheckOwnImage), for a caller through sudo.
 	OwnImagesOnly bool
 }
 
@@ -82,7 +84,7 @@ type CreateResult struct {
 	// Resolution says where the base came from.
 	Resolution source.Resolution
 	// Packages is the package layer, when packages were asked for.
-	Packages *PackageResult
+	Packages *packages.Layer
 	Labels   map[string]string
 	Warnings []string
 	Timings  map[string]time.Duration
@@ -175,7 +177,7 @@ func (r *run) resolve(ctx context.Context, p *Plan) error {
 		if err != nil {
 			return err
 		}
-		if err := CheckOwnImage(r.req.BaseRef, cfg.Config.Labels, r.req.Account.UID); err != nil {
+		if err := record.CheckOwnImage(r.req.BaseRef, cfg.Config.Labels, r.req.Account.UID); err != nil {
 			return err
 		}
 	}
@@ -201,7 +203,7 @@ func (r *run) packages(ctx context.Context) (pending bool, err error) {
 		return true, nil
 	}
 	t := time.Now()
-	pr, err := r.d.PackageLayer(ctx, r.base, r.req.Packages, PackageOptions{Cache: r.ro.Cache, Offline: r.ro.Offline, Output: r.req.PackageOutput, For: r.res.Tag})
+	pr, err := r.d.Packages.Layer(ctx, r.base, r.req.Packages, packages.Options{Cache: r.ro.Cache, Offline: r.ro.Offline, Output: r.req.PackageOutput, For: r.res.Tag})
 	if err != nil {
 		return false, err
 	}
@@ -400,7 +402,7 @@ func (r *run) commit(ctx context.Context, sg *engine.Staged) (*CreateResult, err
 	}
 	r.res.ImageID = sg.ID
 	if r.req.Records != nil {
-		if err := r.req.Records.Write(RecordFromResult(r.req, r.res, time.Now())); err != nil {
+		if err := r.req.Records.Write(recordOf(r.req, r.res, time.Now())); err != nil {
 			sg.Undo(r.res.Tag, r.res.Replaced)
 			return nil, fmt.Errorf("%w; the image was removed again", err)
 		}
@@ -429,4 +431,28 @@ func (d *Pipeline) RemoveIfOrphan(ctx context.Context, id string) {
 		}
 	}
 	d.ImageRemove(ctx, id, client.ImageRemoveOptions{})
+}
+
+// recordOf is the record of a build.
+func recordOf(req CreateRequest, res *CreateResult, now time.Time) record.Record {
+	r := record.Record{
+		Project: res.Project, Image: res.Tag, ImageID: res.ImageID,
+		Login: req.Login, Name: req.Account.Name, UID: req.Account.UID, GID: req.Account.GID,
+		Version: req.Version, BuiltAt: now.UTC(),
+	}
+	r.Base.Ref, r.Base.ID, r.Base.Digest = req.BaseRef, res.Base.ID, res.Base.Digest()
+	r.Catalog = req.Catalog
+	if !req.Packages.Empty() {
+		pk := req.Packages
+		if req.Asked != nil {
+			pk = *req.Asked
+		}
+		r.Packages, r.Installed = &pk, res.Packages
+	}
+	r.Env, r.Presets = req.Env, req.Presets
+	if !req.Created.IsZero() {
+		s := req.Created.Unix()
+		r.SourceDateEpoch = &s
+	}
+	return r
 }

@@ -7,12 +7,15 @@ package pipeline
 import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/ds01/ds01/assemble/packages"
 	"github.com/ds01/ds01/internal/engine"
 )
 
 // Pipeline makes images on one engine.
 type Pipeline struct {
 	*engine.Docker
+	// Packages makes the shared package layers.
+	Packages *packages.Installer
 
 	// heldDescriptors, when set (by tests only), changes the base's layer
 	// descriptors that a delta load names, as a wrong source of them would.
@@ -20,4 +23,4 @@ type Pipeline struct {
 }
 
 // New is a pipeline on the engine d.
-func New(d *engine.Docker) *Pipeline { return &Pipeline{Docker: d} }
+func New(d *engine.Docker) *Pipeline { return &Pipeline{Docker: d, Packages: packages.New(d)} }

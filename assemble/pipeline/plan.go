@@ -7,6 +7,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 
 	"github.com/ds01/ds01/assemble/label"
+	"github.com/ds01/ds01/assemble/record"
 	"github.com/ds01/ds01/assemble/source"
 	"github.com/ds01/ds01/internal/engine"
 )
@@ -35,7 +36,7 @@ func (d *Pipeline) Plan(ctx context.Context, req CreateRequest) (*Plan, error) {
 		return nil, err
 	}
 	if req.OwnImagesOnly {
-		if err := CheckOwnImage(req.BaseRef, nil, req.Account.UID); err != nil {
+		if err := record.CheckOwnImage(req.BaseRef, nil, req.Account.UID); err != nil {
 			return nil, err
 		}
 	}

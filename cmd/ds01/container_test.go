@@ -3,7 +3,16 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"github.com/ds01/ds01/assemble/pipeline"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/moby/moby/client"
+
+	"github.com/ds01/ds01/assemble/record"
 	"github.com/ds01/ds01/assemble/source"
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/deploy/binds"
@@ -11,13 +20,6 @@ import (
 	"github.com/ds01/ds01/internal/testbed"
 	"github.com/ds01/ds01/layers"
 	"github.com/ds01/ds01/passwd"
-	"github.com/moby/moby/client"
-	"os"
-	"path/filepath"
-	"slices"
-	"strings"
-	"syscall"
-	"testing"
 )
 
 // In deployed containers the user runs as UID:GID with video added, as
@@ -382,7 +384,7 @@ func TestRetireSaveRecordsTheImagesProject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, err := pipeline.DecodeRecord(data)
+	rec, err := record.DecodeRecord(data)
 	if err != nil || len(rec.Saved) != 1 || rec.Saved[0].Container != other+"._.1722830498" {
 		t.Errorf("record of %s: %+v, %v; want the saved layer noted", project, rec.Saved, err)
 	}

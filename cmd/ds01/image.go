@@ -7,9 +7,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v3"
+
 	"github.com/ds01/ds01/assemble"
 	"github.com/ds01/ds01/assemble/label"
+	"github.com/ds01/ds01/assemble/packages"
 	"github.com/ds01/ds01/assemble/pipeline"
+	"github.com/ds01/ds01/assemble/record"
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/identity"
 	"github.com/ds01/ds01/identity/asuser"
@@ -17,13 +28,6 @@ import (
 	"github.com/ds01/ds01/internal/ops"
 	"github.com/ds01/ds01/internal/termsafe"
 	"github.com/ds01/ds01/registry"
-	"github.com/urfave/cli/v3"
-	"io"
-	"os"
-	"path/filepath"
-	"strings"
-	"text/tabwriter"
-	"time"
 )
 
 // setup is what every command on the engine starts from: whom it acts
@@ -187,8 +191,8 @@ func userFile(cmd *cli.Command, flag, p string) ([]byte, error) {
 }
 
 // packagesFrom reads the package flags.
-func packagesFrom(cmd *cli.Command) (pipeline.Packages, error) {
-	pk := pipeline.Packages{Apt: cmd.StringSlice("apt"), Pip: cmd.StringSlice("pip"), FindLinks: cmd.String("wheels"), NoIndex: cmd.Bool("no-index")}
+func packagesFrom(cmd *cli.Command) (packages.Request, error) {
+	pk := packages.Request{Apt: cmd.StringSlice("apt"), Pip: cmd.StringSlice("pip"), FindLinks: cmd.String("wheels"), NoIndex: cmd.Bool("no-index")}
 	if names := cmd.StringSlice("preset"); len(names) > 0 {
 		presets, err := loadPresets(cmd)
 		if err != nil {
@@ -222,7 +226,7 @@ func packagesFrom(cmd *cli.Command) (pipeline.Packages, error) {
 
 func envFrom(cmd *cli.Command) ([]string, error) {
 	env := cmd.StringSlice("env")
-	if err := pipeline.ValidateEnv(env); err != nil {
+	if err := record.ValidateEnv(env); err != nil {
 		return nil, usageError{err}
 	}
 	return env, nil

@@ -5,16 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
-	"github.com/ds01/ds01/assemble/pipeline"
-	"github.com/ds01/ds01/assemble/source"
-	"github.com/ds01/ds01/deploy"
-	"github.com/ds01/ds01/internal/engine"
-	"github.com/ds01/ds01/internal/testbed"
-	"github.com/ds01/ds01/layers"
-	"github.com/ds01/ds01/passwd"
-	"github.com/ds01/ds01/registry"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/moby/moby/client"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +16,18 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/moby/moby/client"
+
+	"github.com/ds01/ds01/assemble/pipeline"
+	"github.com/ds01/ds01/assemble/source"
+	"github.com/ds01/ds01/deploy"
+	"github.com/ds01/ds01/internal/engine"
+	"github.com/ds01/ds01/internal/testbed"
+	"github.com/ds01/ds01/layers"
+	"github.com/ds01/ds01/passwd"
+	"github.com/ds01/ds01/registry"
 )
 
 var (

@@ -23,7 +23,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/moby/client"
 
-	"github.com/ds01/ds01/assemble/pipeline"
+	"github.com/ds01/ds01/assemble/record"
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/internal/testbed"
 	"github.com/ds01/ds01/layers"
@@ -31,9 +31,9 @@ import (
 )
 
 // readRecord reads a project's record from the test's config directory.
-func readRecord(t *testing.T, c *cliEnv, project string) pipeline.Record {
+func readRecord(t *testing.T, c *cliEnv, project string) record.Record {
 	t.Helper()
-	var r pipeline.Record
+	var r record.Record
 	data, err := os.ReadFile(filepath.Join(c.config, "images", project+".json"))
 	if err != nil {
 		t.Fatalf("record of %s: %v", project, err)

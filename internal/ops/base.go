@@ -9,7 +9,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/ds01/ds01/assemble/pipeline"
+	"github.com/ds01/ds01/assemble/packages"
 	"github.com/ds01/ds01/identity"
 	"github.com/ds01/ds01/registry"
 )
@@ -66,7 +66,7 @@ func (o *Ops) PruneBases(id identity.Identity, dryRun bool) (registry.PruneResul
 
 // PackagePrune says what image prune did to one package image.
 type PackagePrune struct {
-	Image pipeline.PackageImage
+	Image packages.Image
 	// Kept is set, with UsedBy, for an image an image still uses; Err for
 	// one that could not be removed.
 	Kept bool
@@ -86,7 +86,7 @@ func (o *Ops) PrunePackages(ctx context.Context, id identity.Identity, keys []st
 	if err != nil {
 		return nil, err
 	}
-	imgs, err := o.D.Images.PackageImages(ctx)
+	imgs, err := o.D.Images.Packages.Images(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +97,7 @@ func (o *Ops) PrunePackages(ctx context.Context, id identity.Identity, keys []st
 		}
 		r := PackagePrune{Image: p, Kept: len(p.UsedBy) > 0}
 		if !r.Kept && !dryRun {
-			r.Err = o.D.Images.RemovePackageImage(ctx, p)
+			r.Err = o.D.Images.Packages.RemoveImage(ctx, p)
 		}
 		out = append(out, r)
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/moby/moby/api/types/container"
 
 	"github.com/ds01/ds01/assemble/label"
-	"github.com/ds01/ds01/assemble/pipeline"
+	"github.com/ds01/ds01/assemble/record"
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/identity"
 )
@@ -189,7 +189,7 @@ func (o *Ops) recordSave(id identity.Identity, container string, s *deploy.SaveR
 		return err
 	}
 	rec.ImageID = s.ImageID
-	rec.Saved = append(rec.Saved, pipeline.SavedLayer{Container: container, DiffID: s.Layer.String(), Paths: len(s.Paths), Bytes: s.Bytes, At: time.Now().UTC()})
+	rec.Saved = append(rec.Saved, record.SavedLayer{Container: container, DiffID: s.Layer.String(), Paths: len(s.Paths), Bytes: s.Bytes, At: time.Now().UTC()})
 	return recs.Write(rec)
 }
 

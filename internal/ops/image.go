@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ds01/ds01/assemble/label"
+	"github.com/ds01/ds01/assemble/packages"
 	"github.com/ds01/ds01/assemble/pipeline"
 	"github.com/ds01/ds01/assemble/source"
 	"github.com/ds01/ds01/identity"
@@ -28,8 +29,8 @@ type ImageCreate struct {
 	Offline bool
 	Pull    bool
 	// Packages, Env and Presets are as in pipeline.CreateRequest.
-	Packages pipeline.Packages
-	Asked    *pipeline.Packages
+	Packages packages.Request
+	Asked    *packages.Request
 	Env      []string
 	Presets  []string
 }

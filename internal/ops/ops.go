@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 
 	"github.com/ds01/ds01/assemble/pipeline"
+	"github.com/ds01/ds01/assemble/record"
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/identity"
 	"github.com/ds01/ds01/registry"
@@ -97,12 +98,12 @@ func (o *Ops) recordsPlace(id identity.Identity) (root, rel string, err error) {
 }
 
 // Records opens id's image records, reached with id's credentials.
-func (o *Ops) Records(id identity.Identity) (*pipeline.Records, error) {
+func (o *Ops) Records(id identity.Identity) (*record.Records, error) {
 	root, rel, err := o.recordsPlace(id)
 	if err != nil {
 		return nil, err
 	}
-	return pipeline.OpenRecords(id.Cred(), root, rel)
+	return record.OpenRecords(id.Cred(), root, rel)
 }
 
 // HomeOf is the home directory of the user acted for, as the host's
@@ -119,7 +120,7 @@ func HomeOf(id identity.Identity) (string, error) {
 	return "", fmt.Errorf("no home directory for UID %d on this host", id.UID)
 }
 
-// Lock takes the lock of one of id's projects (see pipeline.LockProject)
+// Lock takes the lock of one of id's projects (see record.LockProject)
 // until unlock is called. It lives beside the user's records, taken as
 // the user.
 func (o *Ops) Lock(ctx context.Context, id identity.Identity, project string, ev Events) (unlock func(), err error) {
@@ -128,7 +129,7 @@ func (o *Ops) Lock(ctx context.Context, id identity.Identity, project string, ev
 	if err != nil {
 		return nil, err
 	}
-	return pipeline.LockProject(ctx, id.Cred(), root, rel, project, func() {
+	return record.LockProject(ctx, id.Cred(), root, rel, project, func() {
 		if ev.Waiting != nil {
 			ev.Waiting(project)
 		}

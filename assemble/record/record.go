@@ -1,4 +1,4 @@
-package pipeline
+package record
 
 import (
 	"bytes"
@@ -15,6 +15,7 @@ import (
 	"github.com/distribution/reference"
 
 	"github.com/ds01/ds01/assemble/label"
+	"github.com/ds01/ds01/assemble/packages"
 	"github.com/ds01/ds01/identity/asuser"
 )
 
@@ -33,14 +34,14 @@ type Record struct {
 	} `json:"base"`
 	Catalog map[string]string `json:"catalog,omitempty"`
 	// Packages is what was asked for, Installed what it resolved to.
-	Packages  *Packages      `json:"packages,omitempty"`
-	Installed *PackageResult `json:"installed,omitempty"`
-	Env       []string       `json:"env,omitempty"`
-	Presets   []string       `json:"presets,omitempty"`
-	Login     string         `json:"login"`
-	Name      string         `json:"name"`
-	UID       uint32         `json:"uid"`
-	GID       uint32         `json:"gid"`
+	Packages  *packages.Request `json:"packages,omitempty"`
+	Installed *packages.Layer   `json:"installed,omitempty"`
+	Env       []string          `json:"env,omitempty"`
+	Presets   []string          `json:"presets,omitempty"`
+	Login     string            `json:"login"`
+	Name      string            `json:"name"`
+	UID       uint32            `json:"uid"`
+	GID       uint32            `json:"gid"`
 	// SourceDateEpoch is the fixed time the image was made with, if any.
 	SourceDateEpoch *int64 `json:"source_date_epoch,omitempty"`
 	Version         string `json:"ds01_version"`
@@ -58,30 +59,6 @@ type SavedLayer struct {
 	Paths     int       `json:"paths"`
 	Bytes     int64     `json:"bytes"`
 	At        time.Time `json:"at"`
-}
-
-// RecordFromResult is the record of a build.
-func RecordFromResult(req CreateRequest, res *CreateResult, now time.Time) Record {
-	r := Record{
-		Project: res.Project, Image: res.Tag, ImageID: res.ImageID,
-		Login: req.Login, Name: req.Account.Name, UID: req.Account.UID, GID: req.Account.GID,
-		Version: req.Version, BuiltAt: now.UTC(),
-	}
-	r.Base.Ref, r.Base.ID, r.Base.Digest = req.BaseRef, res.Base.ID, res.Base.Digest()
-	r.Catalog = req.Catalog
-	if !req.Packages.Empty() {
-		pk := req.Packages
-		if req.Asked != nil {
-			pk = *req.Asked
-		}
-		r.Packages, r.Installed = &pk, res.Packages
-	}
-	r.Env, r.Presets = req.Env, req.Presets
-	if !req.Created.IsZero() {
-		s := req.Created.Unix()
-		r.SourceDateEpoch = &s
-	}
-	return r
 }
 
 // maxRecord caps a record read back: it lies in the user's home, and a
@@ -214,35 +191,12 @@ func (r Record) Check(uid, gid uint32) error {
 var presetName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
 
 func (r Record) checkPackages() error {
-	var asked Packages
+	var asked packages.Request
 	if r.Packages != nil {
 		asked = *r.Packages
 	}
-	if asked.FindLinks != "" && !filepath.IsAbs(asked.FindLinks) {
-		return fmt.Errorf("record: wheel directory %q is not an absolute path", asked.FindLinks)
-	}
-	if err := specsOK("--pip", append(append([]string{}, asked.Pip...), asked.Constraints...)); err != nil {
+	if err := packages.CheckRecorded(asked, r.Installed); err != nil {
 		return fmt.Errorf("record: %w", err)
-	}
-	if err := aptOK(asked.Apt); err != nil {
-		return fmt.Errorf("record: %w", err)
-	}
-	files := asked.Cached
-	if r.Installed != nil {
-		files = append(append([]CachedFile{}, files...), r.Installed.Files...)
-	}
-	for _, f := range files {
-		if err := f.valid(); err != nil {
-			return fmt.Errorf("record: %w", err)
-		}
-	}
-	if in := r.Installed; in != nil {
-		if err := specsOK("installed pip package", append(append([]string{}, in.Pip...), in.PipAsked...)); err != nil {
-			return fmt.Errorf("record: %w", err)
-		}
-		if err := aptOK(append(append([]string{}, in.Apt...), in.AptAsked...)); err != nil {
-			return fmt.Errorf("record: %w", err)
-		}
 	}
 	return nil
 }

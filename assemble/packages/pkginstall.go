@@ -1,4 +1,4 @@
-package pipeline
+package packages
 
 import (
 	"context"
@@ -26,7 +26,7 @@ import (
 	"github.com/ds01/ds01/registry"
 )
 
-func (d *Pipeline) installPackages(ctx context.Context, base *source.Base, pk Packages, key string, run *installRun, o PackageOptions) (*PackageResult, error) {
+func (d *Installer) installPackages(ctx context.Context, base *source.Base, pk Request, key string, run *installRun, o Options) (*Layer, error) {
 	note := func(format string, a ...any) {
 		if o.Output != nil {
 			fmt.Fprintf(o.Output, "ds01: "+format+"\n", a...)
@@ -102,7 +102,7 @@ func mergeFiles(a, b []CachedFile) []CachedFile {
 }
 
 // writeInputs writes the request into the run's in/ (mounted read-only).
-func writeInputs(run *installRun, pk Packages) error {
+func writeInputs(run *installRun, pk Request) error {
 	reqs := strings.Join(pk.Pip, "\n") + "\n" + pk.Requirements
 	for name, text := range map[string]string{
 		"requirements.txt": strings.TrimSpace(reqs),
@@ -118,7 +118,7 @@ func writeInputs(run *installRun, pk Packages) error {
 
 // startInstall creates and starts the install container: the base, as
 // root, with nothing of the host but the run's in/, read-only.
-func (d *Pipeline) startInstall(ctx context.Context, base *source.Base, pk Packages, run *installRun, cfg *v1.ConfigFile, o PackageOptions) (string, error) {
+func (d *Installer) startInstall(ctx context.Context, base *source.Base, pk Request, run *installRun, cfg *v1.ConfigFile, o Options) (string, error) {
 	epoch := strconv.FormatInt(cfg.Created.Unix(), 10)
 	env := []string{"SOURCE_DATE_EPOCH=" + epoch, "PIP_NO_CACHE_DIR=1", "PIP_BREAK_SYSTEM_PACKAGES=1", "PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_ROOT_USER_ACTION=ignore", "PYTHONHASHSEED=0"}
 	if o.Offline {
@@ -159,7 +159,7 @@ func errOutput(name string) error {
 // installResults copies the install's /ds01/out out of the container
 // through the Docker API: the reports (regular files, capped) and the
 // wheels and .debs, which go into the cache by digest.
-func (d *Pipeline) installResults(ctx context.Context, id string, pk Packages, o PackageOptions, note func(string, ...any)) (*PackageResult, error) {
+func (d *Installer) installResults(ctx context.Context, id string, pk Request, o Options, note func(string, ...any)) (*Layer, error) {
 	arc, err := d.CopyFromContainer(ctx, id, client.CopyFromContainerOptions{SourcePath: "/ds01/out"})
 	if err != nil {
 		return nil, fmt.Errorf("copying the install's results: %w", err)
@@ -175,7 +175,7 @@ func (d *Pipeline) installResults(ctx context.Context, id string, pk Packages, o
 	if !out.HasApt {
 		return nil, errOutput("apt.txt")
 	}
-	res := &PackageResult{Files: out.Files}
+	res := &Layer{Files: out.Files}
 	if res.Apt, err = parseAptList(out.Apt); err != nil {
 		return nil, err
 	}
@@ -255,7 +255,7 @@ func parsePipReport(data []byte) (pins, asked []string, err error) {
 }
 
 // aptListsIn gives an offline install the apt lists kept for its base.
-func (d *Pipeline) aptListsIn(ctx context.Context, id string, base *source.Base, c *registry.Cache) error {
+func (d *Installer) aptListsIn(ctx context.Context, id string, base *source.Base, c *registry.Cache) error {
 	lists, err := cachedAptLists(c, base.ID)
 	if err != nil {
 		return fmt.Errorf("--offline: no apt lists of this base in ds01's cache as recorded (%v); build once without --offline", err)
@@ -268,7 +268,7 @@ func (d *Pipeline) aptListsIn(ctx context.Context, id string, base *source.Base,
 }
 
 // aptListsOut keeps the apt lists the install fetched, for offline rebuilds.
-func (d *Pipeline) aptListsOut(ctx context.Context, id string, base *source.Base, c *registry.Cache) error {
+func (d *Installer) aptListsOut(ctx context.Context, id string, base *source.Base, c *registry.Cache) error {
 	arc, err := d.CopyFromContainer(ctx, id, client.CopyFromContainerOptions{SourcePath: "/var/lib/apt/lists"})
 	if err != nil {
 		return fmt.Errorf("copying the apt lists: %w", err)
@@ -282,7 +282,7 @@ func (d *Pipeline) aptListsOut(ctx context.Context, id string, base *source.Base
 
 // writeLayer captures the container's changes into the package layer,
 // kept in the cache under its diff ID.
-func (d *Pipeline) writeLayer(ctx context.Context, id string, created time.Time, res *PackageResult, c *registry.Cache, note func(string, ...any)) error {
+func (d *Installer) writeLayer(ctx context.Context, id string, created time.Time, res *Layer, c *registry.Cache, note func(string, ...any)) error {
 	t0 := time.Now()
 	spool, err := layers.NewSpool("")
 	if err != nil {

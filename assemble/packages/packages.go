@@ -1,4 +1,4 @@
-package pipeline
+package packages
 
 import (
 	"bytes"
@@ -27,8 +27,8 @@ import (
 	"github.com/ds01/ds01/registry"
 )
 
-// Packages are what a user asks to have installed in an image.
-type Packages struct {
+// Request are what a user asks to have installed in an image.
+type Request struct {
 	Apt []string `json:"apt,omitempty"` // name or name=version
 	Pip []string `json:"pip,omitempty"` // requirement specifiers
 	// Requirements is the text of --requirements files.
@@ -50,12 +50,12 @@ type Packages struct {
 }
 
 // Empty reports whether nothing is asked for.
-func (p Packages) Empty() bool { return len(p.Apt) == 0 && len(p.Pip) == 0 && p.Requirements == "" }
+func (p Request) Empty() bool { return len(p.Apt) == 0 && len(p.Pip) == 0 && p.Requirements == "" }
 
 var aptName = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$`)
 
 // Validate checks the request before anything runs.
-func (p Packages) Validate() error {
+func (p Request) Validate() error {
 	if err := aptOK(p.Apt); err != nil {
 		return err
 	}
@@ -97,8 +97,8 @@ func specsOK(what string, specs []string) error {
 	return nil
 }
 
-// PackageOptions say how packages are installed.
-type PackageOptions struct {
+// Options say how packages are installed.
+type Options struct {
 	Cache *registry.Cache
 	// Offline installs only from the wheels and .debs in ds01's cache.
 	Offline bool
@@ -109,8 +109,8 @@ type PackageOptions struct {
 	For string
 }
 
-// PackageResult is a package layer: made now or found in the cache.
-type PackageResult struct {
+// Layer is a package layer: made now or found in the cache.
+type Layer struct {
 	Key    string  `json:"key"`
 	DiffID v1.Hash `json:"diff_id"`
 	Size   int64   `json:"size"`
@@ -133,7 +133,7 @@ type PackageResult struct {
 
 // key is the cache key of a request on a base, with the wheels of its
 // wheel directory by digest (a changed wheelhouse is another request).
-func (p Packages) key(baseID string, findLinks []CachedFile) string {
+func (p Request) key(baseID string, findLinks []CachedFile) string {
 	apt, pip := slices.Clone(p.Apt), slices.Clone(p.Pip)
 	slices.Sort(apt)
 	slices.Sort(pip)
@@ -205,7 +205,7 @@ var ErrInstall = errors.New("installing packages failed")
 // user already asked for the same packages on the same base. The result
 // is loaded into the daemon as base + packages, the base of the user's
 // image. The container is always removed; nothing is cached unless whole.
-func (d *Pipeline) PackageLayer(ctx context.Context, base *source.Base, pk Packages, o PackageOptions) (*PackageResult, error) {
+func (d *Installer) Layer(ctx context.Context, base *source.Base, pk Request, o Options) (*Layer, error) {
 	if err := pk.Validate(); err != nil {
 		return nil, err
 	}
@@ -250,12 +250,12 @@ const maxRequestRecord = 16 << 20
 // the daemon holds it on the base or its cached file still matches its
 // diff ID (re-hashed: a corrupt file is removed and the layer made again);
 // nil when there is none.
-func (d *Pipeline) reusedLayer(ctx context.Context, base *source.Base, key string, o PackageOptions) *PackageResult {
+func (d *Installer) reusedLayer(ctx context.Context, base *source.Base, key string, o Options) *Layer {
 	data, err := registry.ReadRegular(packagesDir(o.Cache, "req-"+key+".json"), maxRequestRecord)
 	if err != nil {
 		return nil
 	}
-	var res PackageResult
+	var res Layer
 	if json.Unmarshal(data, &res) != nil || res.Key != key || res.DiffID.Algorithm != "sha256" || !hexKey64(res.DiffID.Hex) {
 		return nil
 	}
@@ -281,7 +281,7 @@ func hexKey64(s string) bool { return len(s) == 64 && strings.Trim(s, "012345678
 
 // holdsPackages reports whether the daemon's package image is exactly the
 // base's layers and the package layer.
-func (d *Pipeline) holdsPackages(ctx context.Context, base *source.Base, res *PackageResult) bool {
+func (d *Installer) holdsPackages(ctx context.Context, base *source.Base, res *Layer) bool {
 	ins, err := d.ImageInspect(ctx, res.Image)
 	if err != nil {
 		return false
@@ -294,7 +294,7 @@ func (d *Pipeline) holdsPackages(ctx context.Context, base *source.Base, res *Pa
 }
 
 // loadPackages loads base + the package layer from the cache as res.Image.
-func (d *Pipeline) loadPackages(ctx context.Context, base *source.Base, res *PackageResult, c *registry.Cache) error {
+func (d *Installer) loadPackages(ctx context.Context, base *source.Base, res *Layer, c *registry.Cache) error {
 	l := layers.FromFileDigest(packagesDir(c, "layers", res.DiffID.Hex+".tar"), res.DiffID, res.Size)
 	mt, err := base.Image.MediaType()
 	if err != nil {
@@ -370,8 +370,8 @@ func (t *tailBuffer) String() string {
 // Pinned is the request that rebuilds exactly this layer: the packages the
 // user named at the versions they got, the rest constrained to theirs,
 // from the wheels and .debs this install kept in the cache.
-func (r PackageResult) Pinned(asked Packages) Packages {
-	return Packages{Apt: r.AptAsked, Pip: r.PipAsked, Constraints: r.Pip, FindLinks: asked.FindLinks, NoIndex: asked.NoIndex, Cached: r.Files, Cred: asked.Cred}
+func (r Layer) Pinned(asked Request) Request {
+	return Request{Apt: r.AptAsked, Pip: r.PipAsked, Constraints: r.Pip, FindLinks: asked.FindLinks, NoIndex: asked.NoIndex, Cached: r.Files, Cred: asked.Cred}
 }
 
 // withLabel sets one label of img's config.
@@ -386,4 +386,37 @@ func withLabel(img v1.Image, key, value string) (v1.Image, error) {
 	}
 	cfg.Config.Labels[key] = label.Escape(value)
 	return mutate.ConfigFile(img, cfg)
+}
+
+// CheckRecorded checks packages read back from a record, which the user
+// can write, as strictly as the same request on the command line: no
+// pip options, Debian names only, cached files named by their digest.
+func CheckRecorded(asked Request, installed *Layer) error {
+	if asked.FindLinks != "" && !filepath.IsAbs(asked.FindLinks) {
+		return fmt.Errorf("wheel directory %q is not an absolute path", asked.FindLinks)
+	}
+	if err := specsOK("--pip", append(append([]string{}, asked.Pip...), asked.Constraints...)); err != nil {
+		return err
+	}
+	if err := aptOK(asked.Apt); err != nil {
+		return err
+	}
+	files := asked.Cached
+	if installed != nil {
+		files = append(append([]CachedFile{}, files...), installed.Files...)
+	}
+	for _, f := range files {
+		if err := f.valid(); err != nil {
+			return err
+		}
+	}
+	if in := installed; in != nil {
+		if err := specsOK("installed pip package", append(append([]string{}, in.Pip...), in.PipAsked...)); err != nil {
+			return err
+		}
+		if err := aptOK(append(append([]string{}, in.Apt...), in.AptAsked...)); err != nil {
+			return err
+		}
+	}
+	return nil
 }

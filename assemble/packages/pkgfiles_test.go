@@ -1,4 +1,4 @@
-package pipeline
+package packages
 
 import (
 	"archive/tar"

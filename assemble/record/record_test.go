@@ -1,10 +1,12 @@
-package pipeline
+package record
 
 import (
 	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/ds01/ds01/assemble/packages"
 )
 
 func goodRecord() Record {
@@ -24,11 +26,11 @@ func TestRecordCheck(t *testing.T) {
 		{"another project's image", func(r *Record) { r.Image = "ds01-1001/p:latest" }, "is not the project's"},
 		{"bad project", func(r *Record) { r.Project = "../x" }, "not a valid image name"},
 		{"bad base", func(r *Record) { r.Base.Ref = "UPPER CASE" }, "base"},
-		{"pip option", func(r *Record) { r.Packages = &Packages{Pip: []string{"--index-url=http://x"}} }, "not a requirement specifier"},
-		{"constraint option", func(r *Record) { r.Packages = &Packages{Constraints: []string{"-e /root"}} }, "not a requirement specifier"},
-		{"installed option", func(r *Record) { r.Installed = &PackageResult{Pip: []string{"-r /etc/shadow"}} }, "not a requirement specifier"},
-		{"apt option", func(r *Record) { r.Packages = &Packages{Apt: []string{"-o=Dir::Etc=/root"}} }, "not a Debian package name"},
-		{"relative wheels", func(r *Record) { r.Packages = &Packages{FindLinks: "wheels"} }, "not an absolute path"},
+		{"pip option", func(r *Record) { r.Packages = &packages.Request{Pip: []string{"--index-url=http://x"}} }, "not a requirement specifier"},
+		{"constraint option", func(r *Record) { r.Packages = &packages.Request{Constraints: []string{"-e /root"}} }, "not a requirement specifier"},
+		{"installed option", func(r *Record) { r.Installed = &packages.Layer{Pip: []string{"-r /etc/shadow"}} }, "not a requirement specifier"},
+		{"apt option", func(r *Record) { r.Packages = &packages.Request{Apt: []string{"-o=Dir::Etc=/root"}} }, "not a Debian package name"},
+		{"relative wheels", func(r *Record) { r.Packages = &packages.Request{FindLinks: "wheels"} }, "not an absolute path"},
 		{"env", func(r *Record) { r.Env = []string{"NOEQUALS"} }, "KEY=VALUE"},
 		{"preset", func(r *Record) { r.Presets = []string{"../../x"} }, "not a preset name"},
 	} {
