@@ -8,6 +8,8 @@ import (
 	"io"
 	"log"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,9 +21,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
+	"github.com/ds01/ds01/assemble/packages"
+	"github.com/ds01/ds01/assemble/record"
 	"github.com/ds01/ds01/assemble/source"
+	"github.com/ds01/ds01/identity/asuser"
 	"github.com/ds01/ds01/internal/engine"
 	"github.com/ds01/ds01/internal/engine/fake"
 	"github.com/ds01/ds01/layers"
@@ -370,5 +376,169 @@ func testContainerdFallback(t *testing.T, break_ func(*bed)) {
 	}
 	if got := b.tagged(t, res.Tag); got != res.ImageID {
 		t.Errorf("engine holds %s as %s, result %s", res.Tag, got, res.ImageID)
+	}
+}
+
+// The images a user sees, the old flow's committed ones, which
+// containers use an image, and retiring: on what the engine holds.
+func TestImagesOfAUser(t *testing.T) {
+	b := newBed(t, engine.GraphDriver)
+	ctx := context.Background()
+	b.inEngine(t)
+	req := b.req("proj")
+	res, err := b.p.Create(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := req
+	other.Account = passwd.Account{Name: "bob", UID: 5000, GID: 5000}
+	other.Project = "theirs"
+	if _, err := b.p.Create(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	imgs, err := b.p.ListImages(ctx, user.UID, user.GID)
+	if err != nil || len(imgs) != 1 || imgs[0].Tag != res.Tag || imgs[0].Project != "proj" || !imgs[0].Matches || imgs[0].ID != res.ImageID {
+		t.Fatalf("images of %d: %+v, %v", user.UID, imgs, err)
+	}
+	if _, err := b.e.AddImage(b.base, "bash:old._.1722830498", "bash:old._.5000"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		uid  *uint32
+		want int
+	}{{&user.UID, 1}, {nil, 2}} {
+		if legacy, err := b.p.LegacyImages(ctx, tc.uid); err != nil || len(legacy) != tc.want {
+			t.Errorf("legacy images for %v: %+v, %v; want %d", tc.uid, legacy, err, tc.want)
+		}
+	}
+	if _, err := b.e.ContainerCreate(ctx, client.ContainerCreateOptions{Name: "proj._.1722830498", Config: &container.Config{Image: res.Tag}}); err != nil {
+		t.Fatal(err)
+	}
+	users, err := b.p.ContainersOf(ctx, res.Tag)
+	if err != nil || len(users) != 1 || users[0] != "proj._.1722830498" {
+		t.Errorf("containers of %s: %v, %v", res.Tag, users, err)
+	}
+	if err := b.p.RemoveTag(ctx, res.Tag, false); err == nil {
+		t.Error("a tag a container uses was removed without force")
+	}
+	if err := b.p.RemoveTag(ctx, res.Tag, true); err != nil {
+		t.Fatal(err)
+	}
+	if b.tagged(t, res.Tag) != "" {
+		t.Errorf("%s is still there", res.Tag)
+	}
+}
+
+// Through sudo a user may build only on their own images or on bases
+// that are nobody's; the shared package images are not bases.
+func TestCreateOwnImagesOnly(t *testing.T) {
+	b := newBed(t, engine.GraphDriver)
+	ctx := context.Background()
+	b.inEngine(t)
+	other := b.req("theirs")
+	other.Account = passwd.Account{Name: "bob", UID: 5000, GID: 5000}
+	theirs, err := b.p.Create(ctx, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := b.req("mine")
+	req.OwnImagesOnly = true
+	req.BaseRef = theirs.Tag
+	if _, err := b.p.Create(ctx, req); !errors.Is(err, record.ErrNotYourImage) {
+		t.Errorf("building on another user's image: %v", err)
+	}
+	req.BaseRef = "ds01-packages/0123456789abcdef0123:latest"
+	if _, err := b.p.Create(ctx, req); !errors.Is(err, record.ErrPackageImage) {
+		t.Errorf("building on a package image: %v", err)
+	}
+	req.BaseRef = b.ref
+	if _, err := b.p.Create(ctx, req); err != nil {
+		t.Errorf("building on a base: %v", err)
+	}
+}
+
+// A build writes its record; one that cannot be written takes the image
+// back, leaving the tag as it was.
+func TestCreateRecord(t *testing.T) {
+	b := newBed(t, engine.GraphDriver)
+	ctx := context.Background()
+	b.inEngine(t)
+	dir := t.TempDir()
+	me := asuser.Cred{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
+	recs, err := record.OpenRecords(me, dir, "images")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer recs.Close()
+	req := b.req("proj")
+	req.Records, req.Env, req.Presets = recs, []string{"A=1"}, []string{"jupyter"}
+	req.Created = time.Unix(1700000001, 0)
+	res, err := b.p.Create(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := recs.Read("proj")
+	if err != nil || rec.ImageID != res.ImageID || rec.Base.Ref != b.ref || rec.UID != user.UID || rec.Env[0] != "A=1" || *rec.SourceDateEpoch != 1700000001 {
+		t.Fatalf("record %+v, %v", rec, err)
+	}
+	if err := os.Chmod(filepath.Join(dir, "images"), 0o500); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chmod(filepath.Join(dir, "images"), 0o755)
+	if os.Getuid() == 0 {
+		t.Skip("root writes into a read-only directory")
+	}
+	req.Replace, req.Env = true, []string{"A=2"}
+	if _, err := b.p.Create(ctx, req); err == nil || !strings.Contains(err.Error(), "removed again") {
+		t.Fatalf("a build whose record cannot be written: %v", err)
+	}
+	if got := b.tagged(t, res.Tag); got != res.ImageID {
+		t.Errorf("%s is %s, want %s back", res.Tag, got, res.ImageID)
+	}
+}
+
+// Packages: a dry run stops before installing; on the containerd store a
+// base the engine does not hold as the cache has it cannot take them.
+func TestCreatePackagesPlan(t *testing.T) {
+	b := newBed(t, engine.GraphDriver)
+	ctx := context.Background()
+	b.inEngine(t)
+	req := b.req("proj")
+	req.DryRun, req.Packages = true, packages.Request{Pip: []string{"numpy"}}
+	res, err := b.p.Create(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (LoadPath{Kind: LoadPending, Store: engine.GraphDriver, DryRun: true, Pending: PendingPackages}); res.Load != want {
+		t.Errorf("load %+v, want %+v", res.Load, want)
+	}
+}
+
+// On the containerd store a base the engine holds under descriptors no
+// source knows is read out of it once into the cache; the next build
+// finds it there.
+func TestCreateContainerdExport(t *testing.T) {
+	b := newBed(t, engine.Containerd)
+	ctx := context.Background()
+	b.inEngine(t)
+	dry := b.req("proj")
+	dry.DryRun = true
+	plan, err := b.p.Create(ctx, dry)
+	if err != nil || plan.Load.Pending != PendingExport {
+		t.Fatalf("dry run: %+v, %v", plan, err)
+	}
+	first, err := b.p.Create(ctx, b.req("proj"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Load.Descriptors.Kind != source.DescExported || first.Resolution.Exported == 0 || len(first.Warnings) == 0 {
+		t.Errorf("first build: %+v %+v %q", first.Load, first.Resolution, first.Warnings)
+	}
+	again, err := b.p.Create(ctx, b.req("proj2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Load.Descriptors.Kind != source.DescCacheByID || again.Resolution.Exported != 0 {
+		t.Errorf("second build: %+v %+v", again.Load, again.Resolution)
 	}
 }
