@@ -27,8 +27,8 @@ const dockerSock = "/var/run/docker.sock"
 // service's create would write.
 type bed struct {
 	sock, auditLog, image string
-	alice, bob         testbed.User
-	aliceC, bobC       string // container names
+	alice, bob            testbed.User
+	aliceC, bobC          string // container names
 }
 
 func newBed(t *testing.T) *bed {
@@ -98,8 +98,12 @@ func toolImage(t *testing.T, prefix string) string {
 // ds01's create labels it, running as u.
 func runContainer(t *testing.T, name, image string, u testbed.User, args ...string) string {
 	t.Helper()
-	create := append([]string{"create", "--name", name, "--label", fmt.Sprintf("ds01.user_id=%d", u.UID),
-		"--user", fmt.Sprintf("%d:%d", u.UID, u.GID), "-i", image}, args...)
+	create := []string{"create", "--name", name, "--label", fmt.Sprintf("ds01.user_id=%d", u.UID),
+		"--user", fmt.Sprintf("%d:%d", u.UID, u.GID), "-i"}
+	if args[0] == "repl" {
+		create = append(create, "-t")
+	}
+	create = append(append(create, image), args...)
 	if out, err := exec.Command("docker", create...).CombinedOutput(); err != nil {
 		t.Fatalf("docker create: %v\n%s", err, out)
 	}
@@ -348,4 +352,49 @@ func TestLogsFollow(t *testing.T) {
 		t.Fatal("logs -f did not end when the container stopped")
 	}
 	c.Wait()
+}
+
+// docker exec -it and docker attach on a terminal (tmux), as the user.
+func TestInteractive(t *testing.T) {
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Fatalf("tmux is needed (scripts/setup installs it): %v", err)
+	}
+	b := newBed(t)
+	replC := runContainer(t, b.aliceC+"-repl", b.image, b.alice, "repl")
+	for _, tt := range []struct{ name, cmd string }{
+		{"exec -it", "docker exec -it " + b.aliceC + " /bin/tool repl"},
+		{"attach", "docker attach " + replC},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			session := testbed.Prefix(t)
+			script := fmt.Sprintf("DOCKER_HOST=unix://%s %s; echo EXIT=$?; sleep 60", b.sock, tt.cmd)
+			if out, err := exec.Command("tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "30",
+				"runuser", "-u", b.alice.Login, "--", "sh", "-c", script).CombinedOutput(); err != nil {
+				t.Fatalf("tmux: %v %s", err, out)
+			}
+			defer exec.Command("tmux", "kill-session", "-t", session).Run()
+			screen := func() string {
+				out, _ := exec.Command("tmux", "capture-pane", "-p", "-J", "-t", session).Output()
+				return string(out)
+			}
+			waitFor := func(want string) {
+				t.Helper()
+				for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+					if strings.Contains(screen(), want) {
+						return
+					}
+				}
+				t.Fatalf("the terminal never showed %q:\n%s", want, screen())
+			}
+			if tt.name == "exec -it" {
+				waitFor("repl ready")
+			} else {
+				time.Sleep(time.Second) // attach shows nothing until the container writes
+			}
+			exec.Command("tmux", "send-keys", "-t", session, "hello there", "Enter").Run()
+			waitFor("got HELLO THERE")
+			exec.Command("tmux", "send-keys", "-t", session, "quit", "Enter").Run()
+			waitFor("EXIT=0")
+		})
+	}
 }

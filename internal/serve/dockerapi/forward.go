@@ -105,6 +105,9 @@ func respond(w http.ResponseWriter, resp *http.Response, transform func([]byte) 
 		return d
 	}
 	w.WriteHeader(resp.StatusCode)
+	// The headers go at once: a client may wait for them before it goes
+	// on (the CLI's attach waits for its wait request to be taken).
+	http.NewResponseController(w).Flush()
 	copyFlush(w, resp.Body)
 	return d
 }
