@@ -147,6 +147,9 @@ var prefixRefusals = []struct {
 // match finds the route for method and path (without the version
 // prefix) and the value of its variable.
 func match(method, path string) (*route, string) {
+	if !strings.HasPrefix(path, "/") {
+		return nil, ""
+	}
 	segs := strings.Split(strings.TrimPrefix(path, "/"), "/")
 	for _, s := range segs {
 		if s == "" || s == "." || s == ".." {

@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -86,7 +87,9 @@ func TestPeerIsTheKernelsWord(t *testing.T) {
 		}
 	}
 	// Root in this process: its own PID.
-	c := http.Client{Transport: &http.Transport{Dial: func(string, string) (net.Conn, error) { return net.Dial("unix", sock) }}}
+	c := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
 	resp, err := c.Get("http://ds01/")
 	if err != nil {
 		t.Fatal(err)
@@ -193,7 +196,9 @@ func TestFromSystemd(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	c := http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Dial: func(string, string) (net.Conn, error) { return net.Dial("unix", sock) }}}
+	c := http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
 	resp, err := c.Get("http://ds01/")
 	if err != nil {
 		cmd.Process.Kill()
