@@ -210,6 +210,7 @@ func TestOwnContainersOnly(t *testing.T) {
 		{[]string{"stop", b.bobC}, RuleOwnContainers},
 		{[]string{"top", b.bobC}, RuleOwnContainers},
 		{[]string{"cp", b.bobC + ":/bin/tool", "/tmp/x"}, RuleOwnContainers},
+		{[]string{"cp", "/etc/hostname", b.aliceC + ":/tmp/"}, RuleCopyIn},
 		{[]string{"exec", "-u", "0", b.aliceC, "/bin/tool", "id"}, RuleExecUser},
 		{[]string{"exec", "-u", "root", b.aliceC, "/bin/tool", "id"}, RuleExecUser},
 		{[]string{"exec", "--privileged", b.aliceC, "/bin/tool", "id"}, RuleExecPriv},
@@ -396,5 +397,68 @@ func TestInteractive(t *testing.T) {
 			exec.Command("tmux", "send-keys", "-t", session, "quit", "Enter").Run()
 			waitFor("EXIT=0")
 		})
+	}
+}
+
+// Requests the docker CLI does not make, sent with curl as the user: an
+// exec of bob's container started by its ID, a start under an old API
+// version with a HostConfig in its body, an exec into a container of
+// alice's that runs as root.
+func TestCraftedRequests(t *testing.T) {
+	b := newBed(t)
+	out, err := exec.Command("curl", "-sS", "--unix-socket", dockerSock, "-H", "Content-Type: application/json",
+		"-d", `{"Cmd":["/bin/tool","id"],"AttachStdout":true}`, "http://docker/containers/"+b.bobC+"/exec").Output()
+	var ex struct{ Id string }
+	if err != nil || json.Unmarshal(out, &ex) != nil || ex.Id == "" {
+		t.Fatalf("making an exec in bob's container as root: %v %s", err, out)
+	}
+	rootC := b.aliceC + "-root"
+	if out, err := exec.Command("docker", "create", "--name", rootC, "--label", fmt.Sprintf("ds01.user_id=%d", b.alice.UID), b.image, "serve").CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("docker", "rm", "-f", rootC).Run() })
+	exec.Command("docker", "start", rootC).Run()
+	for _, tt := range []struct {
+		name, path, body, rule string
+	}{
+		{"bob's exec by ID", "/v1.41/exec/" + ex.Id + "/start", `{"Detach":false}`, RuleOwnContainers},
+		{"start with a HostConfig", "/v1.20/containers/" + b.aliceC + "/start", `{"Privileged":true,"Binds":["/:/host"]}`, RuleAPIVersion},
+		{"exec into a root container", "/v1.41/containers/" + rootC + "/exec", `{"Cmd":["/bin/tool","id"]}`, RuleExecUser},
+		{"unlisted route", "/v1.41/containers/" + b.aliceC + "/checkpoints", `{}`, RuleAllowList},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			out, stderr, err := b.alice.Run(t, nil, "curl", "-sS", "-w", "\n%{http_code}", "--unix-socket", b.sock,
+				"-H", "Content-Type: application/json", "-d", tt.body, "http://docker"+tt.path)
+			if err != nil {
+				t.Fatalf("curl: %v %s", err, stderr)
+			}
+			i := strings.LastIndexByte(out, '\n')
+			body, code := out[:max(i, 0)], out[i+1:]
+			var m struct{ Message string }
+			if code != "403" || json.Unmarshal([]byte(body), &m) != nil || !strings.Contains(m.Message, fmt.Sprintf("rule %q", tt.rule)) {
+				t.Errorf("answer %s %s, want 403 naming %s", code, body, tt.rule)
+			}
+			if !b.refusedLine(t, b.alice.UID, tt.rule, "") {
+				t.Errorf("no audit line for the refusal")
+			}
+		})
+	}
+	st, _ := exec.Command("docker", "inspect", "-f", "{{.HostConfig.Privileged}} {{.HostConfig.Binds}}", b.aliceC).Output()
+	if strings.TrimSpace(string(st)) != "false []" {
+		t.Errorf("alice's container after the crafted start: %s", st)
+	}
+}
+
+// docker events shows the caller's containers' events only.
+func TestEventsFiltered(t *testing.T) {
+	b := newBed(t)
+	exec.Command("docker", "restart", "-t", "1", b.bobC).Run()
+	exec.Command("docker", "restart", "-t", "1", b.aliceC).Run()
+	out, stderr, err := b.docker(t, b.alice, "", "events", "--since", "10m", "--until", "0s", "--format", "{{.Actor.Attributes.name}}")
+	if err != nil {
+		t.Fatalf("docker events: %v %s", err, stderr)
+	}
+	if !strings.Contains(out, b.aliceC) || strings.Contains(out, b.bobC) {
+		t.Errorf("alice's events: %q", out)
 	}
 }

@@ -168,14 +168,10 @@ func (p *Proxy) ownedImage(w http.ResponseWriter, u upstreamReq, d *decision) (o
 // maxBody bounds the JSON bodies the proxy decodes.
 const maxBody = 1 << 20
 
-// body is what of the client's body reaches the daemon: an exec start
-// decoded and written again (so the daemon acts on exactly what was
-// read), an archive upload as it is.
+// body is what of the client's body reaches the daemon: an exec start,
+// decoded and written again, so the daemon acts on exactly what was read
+// (no other allowed route of a user takes a body).
 func body(u upstreamReq, out *outbound) error {
-	if u.route.kind != ownExec {
-		out.body, out.length = u.r.Body, u.r.ContentLength
-		return nil
-	}
 	var s container.ExecStartRequest
 	if err := decodeBody(u.r, &s); err != nil {
 		return err

@@ -54,6 +54,7 @@ const (
 	RuleAPIVersion    = "api-version" // API below 1.24 took a HostConfig on start
 	RuleIdentity      = "kernel-identity"
 	RuleBody          = "request-body"
+	RuleCopyIn        = "no-copy-in" // the daemon would unpack as root, device nodes and setuid files included
 )
 
 const (
@@ -66,6 +67,7 @@ const (
 	whyLimits = `a container's resources are set by the administrator's policy at deploy; ask an administrator`
 	whyShared = `Docker volumes and networks are shared by every user of the server and not offered; bind your own directories with "ds01 container deploy NAME --data DIR"`
 	whyHost   = `this is the host's administration, for root only`
+	whyCopyIn = `the daemon unpacks a copy into a container as root on the host (device nodes and setuid files included, into bound host directories too); put files into your workspace (~/workspace/NAME, /workspace inside) instead`
 	whyAll    = `removing or pruning across the daemon would touch other users' objects; use "ds01 container retire NAME" or "ds01 image retire PROJECT"`
 )
 
@@ -88,7 +90,7 @@ var routes = []route{
 	{method: "GET", pattern: "/containers/{id}/attach/ws", kind: ownContainer, action: "docker.container.attach"},
 	{method: "HEAD", pattern: "/containers/{id}/archive", kind: ownContainer, action: "docker.container.archive"},
 	{method: "GET", pattern: "/containers/{id}/archive", kind: ownContainer, action: "docker.container.archive"},
-	{method: "PUT", pattern: "/containers/{id}/archive", kind: ownContainer, action: "docker.container.archive", body: true},
+	{method: "PUT", pattern: "/containers/{id}/archive", kind: refused, action: "docker.container.archive", rule: RuleCopyIn, why: whyCopyIn},
 	{method: "POST", pattern: "/containers/{id}/start", kind: ownContainer, action: "docker.container.start"},
 	{method: "POST", pattern: "/containers/{id}/stop", kind: ownContainer, action: "docker.container.stop"},
 	{method: "POST", pattern: "/containers/{id}/restart", kind: ownContainer, action: "docker.container.restart"},
