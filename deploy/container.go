@@ -101,7 +101,8 @@ type DeployResult struct {
 	Image     string
 	Flow      Flow
 	Assembled *pipeline.CreateResult // when the flow assembled an image
-	Sources   Sources                // the host directories bound in
+	Sources   Sources                `json:"-"` // the host directories bound in
+	Workspace string                 // the host directory at /workspace
 	Create    client.ContainerCreateOptions
 	Started   bool
 }
@@ -131,7 +132,7 @@ func (d *Daemon) Deploy(ctx context.Context, req DeployRequest) (*DeployResult, 
 	if err != nil {
 		return nil, err
 	}
-	res.Sources = srcs
+	res.Sources, res.Workspace = srcs, srcs.Workspace.Path
 	ok := false
 	defer func() {
 		srcs.close()

@@ -41,7 +41,7 @@ type Base struct {
 	Ref         string
 	ID          string   // the image ID as the daemon reports it
 	RepoDigests []string // registry digests, when the image was pulled
-	Image       v1.Image
+	Image       v1.Image `json:"-"`
 }
 
 // InDaemon is ref as the daemon holds it: inspected, with its history.

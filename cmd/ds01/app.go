@@ -108,6 +108,7 @@ func newApp() *cli.Command {
 			&cli.StringFlag{Name: "user", Usage: "act for this login (root itself only, not through sudo); the image user is its sanitized name", Sources: cli.EnvVars("DS01_USER")},
 			&cli.Uint32Flag{Name: "uid", Usage: "with --user: the UID to use instead of the host's (root only)"},
 			&cli.Uint32Flag{Name: "gid", Usage: "with --user: the GID to use instead of the host's (root only)"},
+			&cli.BoolFlag{Name: "direct", Usage: "talk to the Docker daemon directly, not through the ds01 service (needs the Docker socket)"},
 		},
 		Commands:        cmds,
 		HideHelpCommand: true,
@@ -129,15 +130,9 @@ func verboseFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say each step: where the base and its files came from, the load path chosen and why"}
 }
 
-// caller resolves whom the command acts for, from the process and the
-// global flags.
-func caller(cmd *cli.Command) (identity.Identity, error) {
-	p := identity.Process{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Getenv: os.Getenv}
-	if u, err := user.LookupId(strconv.Itoa(os.Getuid())); err == nil {
-		p.Login = u.Username
-	}
-	var o identity.Overrides
-	o.Login = cmd.String("user")
+// overrides are root's --user/--uid/--gid.
+func overrides(cmd *cli.Command) identity.Overrides {
+	o := identity.Overrides{Login: cmd.String("user")}
 	if cmd.IsSet("uid") {
 		v := cmd.Uint32("uid")
 		o.UID = &v
@@ -146,42 +141,21 @@ func caller(cmd *cli.Command) (identity.Identity, error) {
 		v := cmd.Uint32("gid")
 		o.GID = &v
 	}
-	id, err := identity.Resolve(p, o, lookupHost)
+	return o
+}
+
+// caller resolves whom the command acts for, from the process and the
+// global flags.
+func caller(cmd *cli.Command) (identity.Identity, error) {
+	p := identity.Process{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Getenv: os.Getenv}
+	if u, err := user.LookupId(strconv.Itoa(os.Getuid())); err == nil {
+		p.Login = u.Username
+	}
+	id, err := identity.Resolve(p, overrides(cmd), identity.Host)
 	if err != nil {
 		return identity.Identity{}, usageError{err}
 	}
 	return id, nil
-}
-
-// lookupHost finds a login through NSS (LDAP too, as the binary is built
-// with cgo's resolver where the host has it), with its groups.
-func lookupHost(login string) (identity.Account, error) {
-	u, err := user.Lookup(login)
-	if err != nil {
-		return identity.Account{}, err
-	}
-	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
-	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
-	if err1 != nil || err2 != nil {
-		return identity.Account{}, fmt.Errorf("host account %s has non-numeric IDs %q:%q", login, u.Uid, u.Gid)
-	}
-	a := identity.Account{Login: u.Username, UID: uint32(uid), GID: uint32(gid)}
-	ids, err := u.GroupIds()
-	if err != nil {
-		return identity.Account{}, fmt.Errorf("groups of %s: %w", login, err)
-	}
-	for _, s := range ids {
-		g, err := strconv.ParseUint(s, 10, 32)
-		if err != nil || uint32(g) == a.GID {
-			continue
-		}
-		hg := passwd.HostGroup{GID: uint32(g)}
-		if grp, err := user.LookupGroupId(s); err == nil {
-			hg.Name = grp.Name
-		}
-		a.Groups = append(a.Groups, hg)
-	}
-	return a, nil
 }
 
 func usernameCmd() *cli.Command {
@@ -209,6 +183,7 @@ func versionCmd() *cli.Command {
 		Usage: "print ds01's version",
 		Action: func(_ context.Context, cmd *cli.Command) error {
 			fmt.Fprintln(cmd.Root().Writer, "ds01", versionString())
+			fmt.Fprintln(cmd.Root().Writer, linkLine(cmd))
 			return nil
 		},
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/vbauerster/mpb/v8/decor"
 
 	"github.com/ds01/ds01/internal/ops"
+	"github.com/ds01/ds01/internal/serve/api"
 	"github.com/ds01/ds01/internal/termsafe"
 	"github.com/ds01/ds01/registry"
 )
@@ -46,7 +47,7 @@ func runBasePull(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	o, err := newOps(nil)
+	o, err := cacheOps(cmd)
 	if err != nil {
 		return err
 	}
@@ -121,7 +122,7 @@ func (b *pullBars) wait(failed bool) {
 }
 
 func runBaseList(ctx context.Context, cmd *cli.Command) error {
-	o, err := newOps(nil)
+	o, err := cacheOps(cmd)
 	if err != nil {
 		return err
 	}
@@ -203,4 +204,17 @@ func loadProgress(w io.Writer) (fn func(total, n int64), done func()) {
 		}
 	}
 	return fn, done
+}
+
+// cacheOps are the operations on ds01's cache alone (no engine needed
+// directly), here or through the service.
+func cacheOps(cmd *cli.Command) (ops.Operations, error) {
+	l, err := chooseLink(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if l.socket != "" {
+		return api.NewClient(l.socket, overrides(cmd), cmd.Bool("verbose")), nil
+	}
+	return newOps(nil)
 }

@@ -56,11 +56,11 @@ func runContainerDeploy(ctx context.Context, cmd *cli.Command) error {
 		}
 		req.Memlock = n
 	}
-	id, o, err := setup(ctx, cmd)
+	id, o, done, err := setup(ctx, cmd)
 	if err != nil {
 		return err
 	}
-	defer o.D.Close()
+	defer done()
 	res, err := o.DeployContainer(ctx, id, req, events(cmd))
 	if err != nil {
 		if errors.Is(err, deploy.ErrOtherUser) {
@@ -81,16 +81,16 @@ func runContainerDeploy(ctx context.Context, cmd *cli.Command) error {
 	if res.Started {
 		state = "created and started"
 	}
-	fmt.Fprintf(out, "%s %s from %s; workspace %s\nopen it with: ds01 container open %s\n", res.Container, state, res.Image, res.Sources.Workspace.Path, name)
+	fmt.Fprintf(out, "%s %s from %s; workspace %s\nopen it with: ds01 container open %s\n", res.Container, state, res.Image, res.Workspace, name)
 	return nil
 }
 
 func runContainerList(ctx context.Context, cmd *cli.Command) error {
-	id, o, err := setup(ctx, cmd)
+	id, o, done, err := setup(ctx, cmd)
 	if err != nil {
 		return err
 	}
-	defer o.D.Close()
+	defer done()
 	cs, err := o.ListContainers(ctx, id, cmd.Bool("all"))
 	if err != nil {
 		return err
@@ -113,11 +113,11 @@ func runContainerRetire(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	id, o, err := setup(ctx, cmd)
+	id, o, done, err := setup(ctx, cmd)
 	if err != nil {
 		return err
 	}
-	defer o.D.Close()
+	defer done()
 	res, err := o.RetireContainer(ctx, id, ops.ContainerRetire{Name: name, Save: cmd.Bool("save")}, events(cmd))
 	if err != nil {
 		return err
@@ -142,11 +142,11 @@ func runContainerOpen(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	id, o, err := setup(ctx, cmd)
+	id, o, done, err := setup(ctx, cmd)
 	if err != nil {
 		return err
 	}
-	defer o.D.Close()
+	defer done()
 	c, err := o.OpenContainer(ctx, id, name)
 	if err != nil {
 		return err
@@ -157,7 +157,7 @@ func runContainerOpen(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return fmt.Errorf("container open needs the docker CLI for the interactive shell, and it is not on PATH: %w", err)
 	}
-	return syscall.Exec(docker, ops.Shell(id, c, isTerminal()), os.Environ())
+	return syscall.Exec(docker, ops.Shell(id, c, isTerminal()), dockerEnv(cmd))
 }
 
 func isTerminal() bool {

@@ -192,7 +192,7 @@ func demoIdentity(out io.Writer, taken func(uint32) bool) (identity.Identity, er
 			return identity.Identity{}, fmt.Errorf("the demo acts for a UID no account or group of this host has, and %d to %d are all taken; run it with --user LOGIN", start, uid-1)
 		}
 	}
-	id, err := identity.Resolve(identity.Process{Login: "root"}, identity.Overrides{Login: demoLogin, UID: &uid, GID: &uid}, lookupHost)
+	id, err := identity.Resolve(identity.Process{Login: "root"}, identity.Overrides{Login: demoLogin, UID: &uid, GID: &uid}, identity.Host)
 	if err != nil {
 		return id, err
 	}

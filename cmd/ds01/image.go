@@ -30,27 +30,6 @@ import (
 	"github.com/ds01/ds01/registry"
 )
 
-// setup is what every command on the engine starts from: whom it acts
-// for, and the operations.
-func setup(ctx context.Context, cmd *cli.Command) (identity.Identity, *ops.Ops, error) {
-	id, err := caller(cmd)
-	if err != nil {
-		return id, nil, err
-	}
-	if err := id.CheckUser(); err != nil {
-		return id, nil, usageError{err}
-	}
-	d, err := deploy.Connect(ctx)
-	if err != nil {
-		return id, nil, err
-	}
-	o, err := newOps(d)
-	if err != nil {
-		d.Close()
-	}
-	return id, o, err
-}
-
 // newOps are the operations on d with this process's settings.
 func newOps(d *deploy.Daemon) (*ops.Ops, error) {
 	cacheDir, err := registry.CacheDir()
@@ -130,11 +109,11 @@ func runImageCreate(ctx context.Context, cmd *cli.Command) error {
 	} else if baseRef, catalog, err = chooseBase(cmd); err != nil {
 		return err
 	}
-	id, o, err := setup(ctx, cmd)
+	id, o, done, err := setup(ctx, cmd)
 	if err != nil {
 		return err
 	}
-	defer o.D.Close()
+	defer done()
 	r := ops.ImageCreate{
 		Project: project, BaseRef: baseRef, Catalog: catalog, Created: created,
 		Force: cmd.Bool("force"), DryRun: cmd.Bool("dry-run"), Offline: cmd.Bool("offline"), Pull: cmd.Bool("pull"),
@@ -327,11 +306,11 @@ func runImageUpdate(ctx context.Context, cmd *cli.Command) error {
 	if cmd.Bool("pull") && cmd.Bool("offline") {
 		return usageError{ops.ErrPullOffline}
 	}
-	id, o, err := setup(ctx, cmd)
+	id, o, done, err := setup(ctx, cmd)
 	if err != nil {
 		return err
 	}
-	defer o.D.Close()
+	defer done()
 	if _, _, err := label.ImageName(id.UID, project); err != nil {
 		return usageError{err}
 	}
@@ -341,11 +320,11 @@ func runImageUpdate(ctx context.Context, cmd *cli.Command) error {
 }
 
 func runImageList(ctx context.Context, cmd *cli.Command) error {
-	id, o, err := setup(ctx, cmd)
+	id, o, done, err := setup(ctx, cmd)
 	if err != nil {
 		return err
 	}
-	defer o.D.Close()
+	defer done()
 	out := cmd.Root().Writer
 	if cmd.Bool("legacy") {
 		imgs, err := o.LegacyImages(ctx, id)
@@ -394,11 +373,11 @@ func runImageRetire(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	id, o, err := setup(ctx, cmd)
+	id, o, done, err := setup(ctx, cmd)
 	if err != nil {
 		return err
 	}
-	defer o.D.Close()
+	defer done()
 	if _, _, err := label.ImageName(id.UID, project); err != nil {
 		return usageError{err}
 	}
@@ -411,11 +390,11 @@ func runImageRetire(ctx context.Context, cmd *cli.Command) error {
 }
 
 func retireLegacy(ctx context.Context, cmd *cli.Command) error {
-	id, o, err := setup(ctx, cmd)
+	id, o, done, err := setup(ctx, cmd)
 	if err != nil {
 		return err
 	}
-	defer o.D.Close()
+	defer done()
 	imgs, err := o.LegacyImages(ctx, id)
 	if err != nil {
 		return err
@@ -435,7 +414,15 @@ func retireLegacy(ctx context.Context, cmd *cli.Command) error {
 			return cli.Exit("nothing removed", exitFailure)
 		}
 	}
-	return o.RetireLegacy(ctx, id, imgs, func(im pipeline.LegacyImage) { fmt.Fprintf(out, "removed %s\n", im.Tag) })
+	tags := make([]string, len(imgs))
+	for i, im := range imgs {
+		tags[i] = im.Tag
+	}
+	removed, err := o.RetireLegacy(ctx, id, tags)
+	for _, tag := range removed {
+		fmt.Fprintf(out, "removed %s\n", tag)
+	}
+	return err
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -19,7 +19,7 @@ type BasePull struct {
 	Ref      string
 	Platform *v1.Platform
 	// Events hears of each layer's progress.
-	Events func(registry.PullEvent)
+	Events func(registry.PullEvent) `json:"-"`
 }
 
 // PullBase puts a base into ds01's cache, with id's registry credentials.

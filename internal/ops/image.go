@@ -182,30 +182,30 @@ func (o *Ops) LegacyImages(ctx context.Context, id identity.Identity) ([]pipelin
 	return o.D.Images.LegacyImages(ctx, legacyScope(id))
 }
 
-// RetireLegacy removes those of imgs, the old flow's committed images,
-// that id may see (LegacyImages), calling removed for each; what a
-// container still uses is kept and named.
-func (o *Ops) RetireLegacy(ctx context.Context, id identity.Identity, imgs []pipeline.LegacyImage, removed func(pipeline.LegacyImage)) error {
+// RetireLegacy removes those of tags, the old flow's committed images,
+// that id may see (LegacyImages), and returns the ones it removed; what a
+// container still uses is kept and named in the error.
+func (o *Ops) RetireLegacy(ctx context.Context, id identity.Identity, tags []string) ([]string, error) {
 	mine, err := o.LegacyImages(ctx, id)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var failed []string
-	for _, im := range imgs {
-		if !slices.ContainsFunc(mine, func(m pipeline.LegacyImage) bool { return m.Tag == im.Tag }) {
-			failed = append(failed, im.Tag+": not one of the committed images you may retire")
+	var removed, failed []string
+	for _, tag := range tags {
+		if !slices.ContainsFunc(mine, func(m pipeline.LegacyImage) bool { return m.Tag == tag }) {
+			failed = append(failed, tag+": not one of the committed images you may retire")
 			continue
 		}
-		if err := o.D.Images.RemoveTag(ctx, im.Tag, false); err != nil {
+		if err := o.D.Images.RemoveTag(ctx, tag, false); err != nil {
 			failed = append(failed, err.Error())
 			continue
 		}
-		removed(im)
+		removed = append(removed, tag)
 	}
 	if len(failed) > 0 {
-		return fmt.Errorf("some images were kept (a container still uses them?):\n  %s", strings.Join(failed, "\n  "))
+		return removed, fmt.Errorf("some images were kept (a container still uses them?):\n  %s", strings.Join(failed, "\n  "))
 	}
-	return nil
+	return removed, nil
 }
 
 // RetireImage removes id's image of a project and its record, refusing an

@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/moby/moby/api/types/container"
 
 	"github.com/ds01/ds01/assemble/pipeline"
 	"github.com/ds01/ds01/assemble/record"
@@ -181,3 +182,23 @@ func (o *Ops) fill(id identity.Identity, req *pipeline.CreateRequest, ev Events)
 	req.Log, req.PackageOutput = ev.Log, ev.PackageOutput
 	return nil
 }
+
+// Operations are the operations a user reaches, in this process (*Ops)
+// or through the service (the api package's Client): the CLI uses one or
+// the other the same way.
+type Operations interface {
+	CreateImage(ctx context.Context, id identity.Identity, r ImageCreate, ev Events) (*pipeline.CreateResult, error)
+	UpdateImage(ctx context.Context, id identity.Identity, r ImageUpdate, ev Events) (*pipeline.CreateResult, error)
+	ListImages(ctx context.Context, id identity.Identity) ([]pipeline.ImageInfo, error)
+	LegacyImages(ctx context.Context, id identity.Identity) ([]pipeline.LegacyImage, error)
+	RetireImage(ctx context.Context, id identity.Identity, project string, force bool, ev Events) (string, error)
+	RetireLegacy(ctx context.Context, id identity.Identity, tags []string) ([]string, error)
+	DeployContainer(ctx context.Context, id identity.Identity, r ContainerDeploy, ev Events) (*deploy.DeployResult, error)
+	ListContainers(ctx context.Context, id identity.Identity, all bool) ([]deploy.ContainerInfo, error)
+	RetireContainer(ctx context.Context, id identity.Identity, r ContainerRetire, ev Events) (*Retired, error)
+	OpenContainer(ctx context.Context, id identity.Identity, name string) (container.InspectResponse, error)
+	PullBase(ctx context.Context, id identity.Identity, r BasePull) (registry.PullResult, error)
+	ListBases() ([]registry.Entry, error)
+}
+
+var _ Operations = (*Ops)(nil)
