@@ -89,7 +89,7 @@ func newApp() *cli.Command {
 		{Name: "gpu", Usage: "the server's GPUs and who holds them", Commands: group("gpu")},
 	}
 	cmds := append([]*cli.Command{}, groups...)
-	cmds = append(cmds, usernameCmd(), versionCmd(), demoCmd())
+	cmds = append(cmds, usernameCmd(), versionCmd(), demoCmd(), serveCmd())
 	// The DS01 names: image-create, container-deploy, …, as hidden
 	// top-level commands built afresh (a *cli.Command holds parse state and
 	// cannot sit in two places).

@@ -168,7 +168,7 @@ func (s *stream) events(verbose bool) ops.Events {
 		PackageOutput: lineWriter(func(t string) { s.send(message{Out: t}) }),
 		Waiting:       func(p string) { s.send(message{Waiting: p}) },
 		Warn:          func(w string) { s.send(message{Warn: w}) },
-		LoadProgress: s.progress,
+		LoadProgress:  s.progress,
 	}
 	if verbose {
 		ev.Log = lineWriter(func(t string) { s.send(message{Log: t}) })

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/distribution/reference"
+	"github.com/moby/moby/client"
+
+	"github.com/ds01/ds01/assemble/label"
+	"github.com/ds01/ds01/internal/testbed"
+)
+
+// service is ds01 serve, run as root by the test on a socket of its own,
+// with a policy and an audit log of its own.
+type service struct {
+	sock, audit string
+}
+
+func startService(t *testing.T, policy string) service {
+	t.Helper()
+	testbed.NeedRoot(t)
+	bin := testbed.Binary(t)
+	dir, err := os.MkdirTemp("/tmp", "ds01test-serve-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	s := service{sock: filepath.Join(dir, "ds01.sock"), audit: filepath.Join(dir, "audit.log")}
+	pol := filepath.Join(dir, "policy.toml")
+	if err := os.WriteFile(pol, []byte(fmt.Sprintf("audit_log = %q\n%s", s.audit, policy)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "serve", "--socket", s.sock, "--policy", pol)
+	cmd.Env = append(os.Environ(), "DS01_CACHE="+filepath.Join(dir, "cache"))
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() })
+	first := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			select {
+			case first <- sc.Text():
+			default:
+			}
+			t.Log("serve:", sc.Text())
+		}
+	}()
+	select {
+	case line := <-first:
+		if !strings.Contains(line, "listening on "+s.sock) {
+			t.Fatalf("ds01 serve said %q", line)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("ds01 serve did not start")
+	}
+	return s
+}
+
+// through runs ds01 as u through the service: output and exit code.
+func (s service) through(t *testing.T, u testbed.User, args ...string) (string, int) {
+	t.Helper()
+	out, errOut, err := u.Run(t, []string{"DS01_HOST=unix://" + s.sock}, testbed.Binary(t), args...)
+	return out + errOut, exitOf(t, err)
+}
+
+// docker runs the docker CLI as u on the service's socket.
+func (s service) docker(t *testing.T, u testbed.User, args ...string) (string, int) {
+	t.Helper()
+	out, errOut, err := u.Run(t, []string{"DOCKER_HOST=unix://" + s.sock}, "docker", args...)
+	return out + errOut, exitOf(t, err)
+}
+
+func exitOf(t *testing.T, err error) int {
+	t.Helper()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return 0
+}
+
+// auditLines are the service's audit log so far.
+func (s service) auditLines(t *testing.T) []map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(s.audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// audited says whether the log holds a line of uid's with the decision
+// and rule.
+func (s service) audited(t *testing.T, uid uint32, decision, rule string) bool {
+	for _, m := range s.auditLines(t) {
+		if m["uid"] == float64(uid) && m["decision"] == decision && (rule == "" || m["rule"] == rule) {
+			return true
+		}
+	}
+	return false
+}
+
+// Users outside the docker group do their own work through the service:
+// an image (a delta load), a container started from it, a command in it
+// with the docker CLI, list, retire --save; and the same listing as root's
+// direct use for them.
+func TestServiceOwnWork(t *testing.T) {
+	d := testbed.Docker(t)
+	homes := testbed.HomesDir(t, testbed.HardenedHomes)
+	u := testbed.NewUser(t, homes)
+	base := loadBase(t, d, testbed.Base(t, testbed.Bullseye), "svc")
+	n, _ := reference.ParseNormalizedNamed(base)
+	s := startService(t, fmt.Sprintf("[bases]\nrefs = [%q]\n", reference.TagNameOnly(n).String()))
+	project := testbed.Prefix(t)
+	uid := strconv.FormatUint(uint64(u.UID), 10)
+	tag, cname := "ds01-"+uid+"/"+project+":latest", project+"._."+uid
+	testbed.RemoveImage(t, d, tag)
+	t.Cleanup(func() { removeContainer(t, d, cname) })
+
+	if _, errOut, err := u.Run(t, nil, "docker", "ps"); err == nil || !strings.Contains(errOut, "permission denied") {
+		t.Fatalf("the test user reaches the Docker socket: %v %s", err, errOut)
+	}
+	if out, code := s.through(t, u, "version"); code != 0 || !strings.Contains(out, "the ds01 service at "+s.sock) {
+		t.Errorf("version: exit %d:\n%s", code, out)
+	}
+	out, code := s.through(t, u, "image", "create", project, "--base", base)
+	if code != 0 || !strings.Contains(out, tag) || !strings.Contains(out, "delta: graphdriver store") {
+		t.Fatalf("image create through the service: exit %d:\n%s", code, out)
+	}
+	if got := ownerOf(t, filepath.Join(u.Home, ".ds01-config", "images", project+".json")); got != u.UID {
+		t.Errorf("the record is owned by %d, want the user", got)
+	}
+	out, code = s.through(t, u, "container", "deploy", project, "--start", "--memlock", "8m")
+	if code != 0 || !strings.Contains(out, cname+" created and started") {
+		t.Fatalf("deploy through the service: exit %d:\n%s", code, out)
+	}
+	ins, err := d.ContainerInspect(context.Background(), cname, client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := ins.Container; c.Config.User != uid+":"+strconv.FormatUint(uint64(u.GID), 10) || c.Config.Labels[label.UserID] != uid || c.HostConfig.Privileged {
+		t.Errorf("the container: user %q, %s=%q, privileged %v", c.Config.User, label.UserID, c.Config.Labels[label.UserID], c.HostConfig.Privileged)
+	}
+	if out, code := s.docker(t, u, "exec", cname, "sh", "-c", "id -u; cat /etc/hostname"); code != 0 || !strings.HasPrefix(out, uid+"\n") {
+		t.Errorf("docker exec through the service: exit %d:\n%s", code, out)
+	}
+	if out, code := s.docker(t, u, "ps", "--format", "{{.Names}}"); code != 0 || strings.TrimSpace(out) != cname {
+		t.Errorf("docker ps through the service shows %q (exit %d), want only %s", out, code, cname)
+	}
+	listed, code := s.through(t, u, "image", "list")
+	rootOut, rootErr := exec.Command(testbed.Binary(t), "--direct", "--user", u.Login, "image", "list").CombinedOutput()
+	if code != 0 || rootErr != nil || listed != string(rootOut) {
+		t.Errorf("image list through the service:\n%s\nroot's direct listing for the user:\n%s(%v)", listed, rootOut, rootErr)
+	}
+	if out, code := s.through(t, u, "container", "list"); code != 0 || !strings.Contains(out, project) {
+		t.Errorf("container list: exit %d:\n%s", code, out)
+	}
+	if out, code := s.through(t, u, "container", "retire", project, "--save"); code != 0 || !strings.Contains(out, "retired "+cname) {
+		t.Errorf("retire --save through the service: exit %d:\n%s", code, out)
+	}
+	if !s.audited(t, u.UID, "allow", "") {
+		t.Error("no allow line for the user in the audit log")
+	}
+}

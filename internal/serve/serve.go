@@ -1,0 +1,92 @@
+// Package serve is ds01 serve: one root service on a unix socket that
+// every user may connect to, who they are known from the kernel alone.
+// Under /ds01/v1/ it runs ds01's operations for the caller, within the
+// administrator's policy; everything else on the socket is the
+// Docker-compatible subset for the caller's own containers. Every request
+// leaves one line in the audit log. All state lives in Docker and on
+// disk: a restart loses nothing.
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/ds01/ds01/identity"
+	"github.com/ds01/ds01/internal/ops"
+	"github.com/ds01/ds01/internal/serve/api"
+	"github.com/ds01/ds01/internal/serve/audit"
+	"github.com/ds01/ds01/internal/serve/dockerapi"
+	"github.com/ds01/ds01/internal/serve/peer"
+	"github.com/ds01/ds01/internal/serve/policy"
+	"github.com/ds01/ds01/registry"
+)
+
+// Config is how the service is run.
+type Config struct {
+	// Socket is where it listens, unless systemd handed it a socket.
+	Socket string
+	// Policy is the administrator's policy.
+	Policy policy.Policy
+	// DockerSocket is the engine's socket the service alone may open.
+	DockerSocket string
+	// Audit, when set, overrides the policy's audit log (tests).
+	Audit *audit.Log
+	// Ready, when set, is told the socket's path once it listens.
+	Ready func(path string)
+}
+
+// Run serves until ctx ends.
+func Run(ctx context.Context, cfg Config, o *ops.Ops) error {
+	if os.Geteuid() != 0 {
+		return errors.New("ds01 serve acts for every user and must run as root (systemd starts it so: see packaging/ds01.service)")
+	}
+	l, activated, err := peer.FromSystemd()
+	if err != nil {
+		return err
+	}
+	if !activated {
+		if l, err = peer.Listen(cfg.Socket); err != nil {
+			return err
+		}
+	}
+	log := cfg.Audit
+	if log == nil {
+		if log, err = audit.Open(cfg.Policy.AuditLog); err != nil {
+			return fmt.Errorf("the policy's audit log: %w", err)
+		}
+	}
+	defer log.Close()
+	mux := http.NewServeMux()
+	mux.Handle(api.Prefix, &api.Server{Ops: o, Audit: log, Check: rules(cfg.Policy).Check, Lookup: identity.Host})
+	mux.Handle("/", dockerapi.New(cfg.DockerSocket, log))
+	// No write timeout: logs -f, events, attach and builds stream.
+	srv := &http.Server{Handler: mux, ConnContext: peer.ConnContext, ReadHeaderTimeout: 30 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	if cfg.Ready != nil {
+		cfg.Ready(l.Addr().String())
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
+
+// rules are the policy's checks, with what the machine has.
+func rules(p policy.Policy) Rules {
+	r := Rules{Policy: p, Catalog: registry.BuiltinCatalog()}
+	if len(p.GPUs.Inventory) == 0 {
+		r.NoGPUs = "the policy names no GPU inventory"
+	} else if _, err := os.Stat(p.GPUs.Inventory[0]); err != nil {
+		r.NoGPUs = fmt.Sprintf("no %s: no NVIDIA stack on this machine", p.GPUs.Inventory[0])
+	}
+	return r
+}
