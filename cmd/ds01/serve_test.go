@@ -184,3 +184,86 @@ func TestServiceOwnWork(t *testing.T) {
 		t.Error("no allow line for the user in the audit log")
 	}
 }
+
+// Each refusal through the service names its rule, exits non-zero, makes
+// nothing, and leaves an audit line.
+func TestServiceRefusals(t *testing.T) {
+	d := testbed.Docker(t)
+	homes := testbed.HomesDir(t, testbed.HardenedHomes)
+	alice, bob := testbed.NewUser(t, homes), testbed.NewUser(t, homes)
+	base := loadBase(t, d, testbed.Base(t, testbed.Bullseye), "svcref")
+	n, _ := reference.ParseNormalizedNamed(base)
+	s := startService(t, fmt.Sprintf("[bases]\nrefs = [%q]\n", reference.TagNameOnly(n).String()))
+	project := testbed.Prefix(t)
+	auid := strconv.FormatUint(uint64(alice.UID), 10)
+	atag, acont := "ds01-"+auid+"/"+project+":latest", project+"._."+auid
+	testbed.RemoveImage(t, d, atag)
+	t.Cleanup(func() { removeContainer(t, d, acont) })
+	if out, code := s.through(t, alice, "image", "create", project, "--base", base); code != 0 {
+		t.Fatalf("alice's image: exit %d\n%s", code, out)
+	}
+	if out, code := s.through(t, alice, "container", "deploy", project, "--start", "--memlock", "8m"); code != 0 {
+		t.Fatalf("alice's container: exit %d\n%s", code, out)
+	}
+	// bob's workspace is a link to /etc, made before his deploy.
+	ws := filepath.Join(bob.Home, "workspace")
+	if out, err := bob.Command("sh", "-c", "mkdir -p "+ws+" && ln -s /etc "+filepath.Join(ws, "linked")).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	bp := testbed.Prefix(t)
+	for _, tc := range []struct {
+		name   string
+		docker bool
+		args   []string
+		code   int
+		want   string
+		rule   string
+	}{
+		{"another user's image as a base", false, []string{"image", "create", bp, "--base", atag}, 1, `rule "bases"`, "bases"},
+		{"a base the policy does not list", false, []string{"image", "create", bp, "--base", "busybox:latest"}, 1, `rule "bases"`, "bases"},
+		{"GPU variables in the image", false, []string{"image", "create", bp, "--base", base, "--env", "NVIDIA_VISIBLE_DEVICES=all"}, 1, `rule "gpu-env"`, "gpu-env"},
+		{"a forged identity", false, []string{"--user", alice.Login, "image", "list"}, 2, "for root itself only", ""},
+		{"a bind of /", false, []string{"container", "deploy", bp, "--image", base, "--workspace", "/"}, 1, `rule "data-dirs"`, "data-dirs"},
+		{"a bind of /etc", false, []string{"container", "deploy", bp, "--image", base, "--data", "/etc"}, 1, `rule "data-dirs"`, "data-dirs"},
+		{"another user's home", false, []string{"container", "deploy", bp, "--image", base, "--data", alice.Home}, 1, "", ""},
+		{"a workspace linked to /etc", false, []string{"container", "deploy", "linked", "--image", base}, 1, "link", ""},
+		{"GPUs on a machine without", false, []string{"container", "deploy", bp, "--image", base, "--gpus", "1"}, 1, `rule "gpus"`, "gpus"},
+		{"host IPC", false, []string{"container", "deploy", bp, "--image", base, "--ipc", "host"}, 1, "root", ""},
+		{"another user's container: retire", false, []string{"container", "retire", project}, 1, "no container", ""},
+		{"another user's container: exec", true, []string{"exec", acont, "id"}, 1, "own-containers", "own-containers"},
+		{"another user's container: logs", true, []string{"logs", acont}, 1, "own-containers", "own-containers"},
+		{"another user's container: inspect", true, []string{"inspect", acont}, 1, "own-containers", "own-containers"},
+		{"another user's container: archive", true, []string{"cp", acont + ":/etc/passwd", "/tmp/x"}, 1, "own-containers", "own-containers"},
+		{"docker run", true, []string{"run", "--rm", base, "true"}, 125, "ds01 container deploy", "create-through-ds01"},
+		{"docker run --privileged", true, []string{"run", "--privileged", "--cap-add", "SYS_ADMIN", "--device", "/dev/kmsg", base, "true"}, 125, "ds01 container deploy", "create-through-ds01"},
+		{"docker build", true, []string{"build", "-t", "x", "-"}, 1, "ds01 image create", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out string
+			var code int
+			if tc.docker {
+				out, code = s.docker(t, bob, tc.args...)
+			} else {
+				out, code = s.through(t, bob, tc.args...)
+			}
+			if code == 0 || (tc.code != 0 && code != tc.code) || !strings.Contains(out, tc.want) {
+				t.Errorf("exit %d, want %d and %q:\n%s", code, tc.code, tc.want, out)
+			}
+			if tc.rule != "" && !s.audited(t, bob.UID, "refuse", tc.rule) {
+				t.Errorf("no audit line refusing bob by rule %s", tc.rule)
+			}
+		})
+	}
+	// Nothing of bob's was made, and alice's container is as it was.
+	bimgs, _ := d.ImageList(context.Background(), client.ImageListOptions{Filters: client.Filters{}.Add("reference", "ds01-"+strconv.FormatUint(uint64(bob.UID), 10)+"/*")})
+	if len(bimgs.Items) > 0 {
+		t.Errorf("bob's refused requests made images %v", bimgs.Items[0].RepoTags)
+	}
+	bcs, _ := d.ContainerList(context.Background(), client.ContainerListOptions{All: true, Filters: client.Filters{}.Add("label", label.UserID+"="+strconv.FormatUint(uint64(bob.UID), 10))})
+	if len(bcs.Items) > 0 {
+		t.Errorf("bob's refused requests made containers %v", bcs.Items[0].Names)
+	}
+	if ins, err := d.ContainerInspect(context.Background(), acont, client.ContainerInspectOptions{}); err != nil || !ins.Container.State.Running {
+		t.Errorf("alice's container after bob's attempts: %v", err)
+	}
+}
