@@ -24,30 +24,40 @@ import (
 // with a policy and an audit log of its own.
 type service struct {
 	sock, audit string
+	dir         string
+	stop        func()
 }
 
-func startService(t *testing.T, policy string) service {
+func startService(t *testing.T, policy string) *service {
 	t.Helper()
 	testbed.NeedRoot(t)
-	bin := testbed.Binary(t)
 	dir, err := os.MkdirTemp("/tmp", "ds01test-serve-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	os.Chmod(dir, 0o755)
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	s := service{sock: filepath.Join(dir, "ds01.sock"), audit: filepath.Join(dir, "audit.log")}
+	s := &service{sock: filepath.Join(dir, "ds01.sock"), audit: filepath.Join(dir, "audit.log"), dir: dir}
 	pol := filepath.Join(dir, "policy.toml")
 	if err := os.WriteFile(pol, []byte(fmt.Sprintf("audit_log = %q\n%s", s.audit, policy)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "serve", "--socket", s.sock, "--policy", pol)
-	cmd.Env = append(os.Environ(), "DS01_CACHE="+filepath.Join(dir, "cache"))
+	s.start(t)
+	return s
+}
+
+// start runs the service on s's socket, policy and cache; it stops when
+// the test ends or at s.stop.
+func (s *service) start(t *testing.T) {
+	t.Helper()
+	cmd := exec.Command(testbed.Binary(t), "serve", "--socket", s.sock, "--policy", filepath.Join(s.dir, "policy.toml"))
+	cmd.Env = append(os.Environ(), "DS01_CACHE="+filepath.Join(s.dir, "cache"))
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() })
+	s.stop = func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }
+	t.Cleanup(s.stop)
 	first := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -67,18 +77,17 @@ func startService(t *testing.T, policy string) service {
 	case <-time.After(30 * time.Second):
 		t.Fatal("ds01 serve did not start")
 	}
-	return s
 }
 
 // through runs ds01 as u through the service: output and exit code.
-func (s service) through(t *testing.T, u testbed.User, args ...string) (string, int) {
+func (s *service) through(t *testing.T, u testbed.User, args ...string) (string, int) {
 	t.Helper()
 	out, errOut, err := u.Run(t, []string{"DS01_HOST=unix://" + s.sock}, testbed.Binary(t), args...)
 	return out + errOut, exitOf(t, err)
 }
 
 // docker runs the docker CLI as u on the service's socket.
-func (s service) docker(t *testing.T, u testbed.User, args ...string) (string, int) {
+func (s *service) docker(t *testing.T, u testbed.User, args ...string) (string, int) {
 	t.Helper()
 	out, errOut, err := u.Run(t, []string{"DOCKER_HOST=unix://" + s.sock}, "docker", args...)
 	return out + errOut, exitOf(t, err)
@@ -95,7 +104,7 @@ func exitOf(t *testing.T, err error) int {
 }
 
 // auditLines are the service's audit log so far.
-func (s service) auditLines(t *testing.T) []map[string]any {
+func (s *service) auditLines(t *testing.T) []map[string]any {
 	t.Helper()
 	data, err := os.ReadFile(s.audit)
 	if err != nil {
@@ -113,7 +122,7 @@ func (s service) auditLines(t *testing.T) []map[string]any {
 
 // audited says whether the log holds a line of uid's with the decision
 // and rule.
-func (s service) audited(t *testing.T, uid uint32, decision, rule string) bool {
+func (s *service) audited(t *testing.T, uid uint32, decision, rule string) bool {
 	for _, m := range s.auditLines(t) {
 		if m["uid"] == float64(uid) && m["decision"] == decision && (rule == "" || m["rule"] == rule) {
 			return true
@@ -265,5 +274,113 @@ func TestServiceRefusals(t *testing.T) {
 	}
 	if ins, err := d.ContainerInspect(context.Background(), acont, client.ContainerInspectOptions{}); err != nil || !ins.Container.State.Running {
 		t.Errorf("alice's container after bob's attempts: %v", err)
+	}
+}
+
+// Many users at once: 20 creates and deploys from 5 users, all through
+// one service; every one succeeds or says why, nothing is left half made,
+// and a client killed in the middle of a create leaves nothing behind. A
+// restart of the idle service loses nothing.
+func TestServiceLoad(t *testing.T) {
+	d := testbed.Docker(t)
+	homes := testbed.HomesDir(t, testbed.HardenedHomes)
+	base := loadBase(t, d, testbed.Base(t, testbed.Bullseye), "svcload")
+	n, _ := reference.ParseNormalizedNamed(base)
+	pol := fmt.Sprintf("[bases]\nrefs = [%q]\n", reference.TagNameOnly(n).String())
+	s := startService(t, pol)
+	var users []testbed.User
+	for range 5 {
+		users = append(users, testbed.NewUser(t, homes))
+	}
+	type job struct {
+		u       testbed.User
+		project string
+	}
+	var jobs []job
+	for _, u := range users {
+		for range 2 {
+			p := testbed.Prefix(t)
+			jobs = append(jobs, job{u, p})
+			uid := strconv.FormatUint(uint64(u.UID), 10)
+			testbed.RemoveImage(t, d, "ds01-"+uid+"/"+p+":latest")
+			t.Cleanup(func() { removeContainer(t, d, p+"._."+uid) })
+		}
+	}
+	errs := make(chan string, len(jobs))
+	for _, j := range jobs {
+		go func() {
+			out, code := s.through(t, j.u, "image", "create", j.project, "--base", base)
+			if code == 0 {
+				out, code = s.through(t, j.u, "container", "deploy", j.project, "--memlock", "8m")
+			}
+			if code != 0 {
+				errs <- fmt.Sprintf("%s/%s: exit %d\n%s", j.u.Login, j.project, code, out)
+				return
+			}
+			errs <- ""
+		}()
+	}
+	for range jobs {
+		if e := <-errs; e != "" {
+			t.Error(e)
+		}
+	}
+	for _, j := range jobs {
+		uid := strconv.FormatUint(uint64(j.u.UID), 10)
+		if _, err := d.ContainerInspect(context.Background(), j.project+"._."+uid, client.ContainerInspectOptions{}); err != nil {
+			t.Errorf("%s's container %s: %v", j.u.Login, j.project, err)
+		}
+	}
+	assertNoLoadingTags(t, d, users)
+
+	// A client killed while its create runs.
+	u := users[0]
+	p := testbed.Prefix(t)
+	uid := strconv.FormatUint(uint64(u.UID), 10)
+	testbed.RemoveImage(t, d, "ds01-"+uid+"/"+p+":latest")
+	c := u.Command(testbed.Binary(t), "image", "create", p, "--base", base, "--env", "X=1")
+	c.Env = append(c.Env, "DS01_HOST=unix://"+s.sock)
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(150 * time.Millisecond)
+	c.Process.Kill()
+	c.Wait()
+	time.Sleep(2 * time.Second) // the service sees the hang-up and cleans up
+	assertNoLoadingTags(t, d, users)
+	_, imgErr := d.ImageInspect(context.Background(), "ds01-"+uid+"/"+p+":latest")
+	_, recErr := os.Lstat(filepath.Join(u.Home, ".ds01-config", "images", p+".json"))
+	if (imgErr == nil) != (recErr == nil) {
+		t.Errorf("a killed create left the image (%v) without its record (%v), or the other way round", imgErr, recErr)
+	}
+	before, code := s.through(t, u, "container", "list")
+	if code != 0 || !strings.Contains(before, jobs[0].project) {
+		t.Errorf("the service after the killed client: exit %d\n%s", code, before)
+	}
+	s.stop()
+	s.start(t)
+	if after, code := s.through(t, u, "container", "list"); code != 0 || after != before {
+		t.Errorf("container list after a restart (exit %d):\n%s\nbefore:\n%s", code, after, before)
+	}
+}
+
+// assertNoLoadingTags: no image of the users is left under a temporary
+// load tag.
+func assertNoLoadingTags(t *testing.T, d interface {
+	ImageList(context.Context, client.ImageListOptions) (client.ImageListResult, error)
+}, users []testbed.User) {
+	t.Helper()
+	imgs, err := d.ImageList(context.Background(), client.ImageListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, im := range imgs.Items {
+		for _, tag := range im.RepoTags {
+			for _, u := range users {
+				if strings.Contains(tag, ":ds01-loading-") && strings.HasPrefix(tag, fmt.Sprintf("ds01-%d/", u.UID)) {
+					t.Errorf("left %s", tag)
+				}
+			}
+		}
 	}
 }
