@@ -384,3 +384,53 @@ func assertNoLoadingTags(t *testing.T, d interface {
 		}
 	}
 }
+
+// The setuid escape through the service: root in the container leaves a
+// setuid-root shell in /workspace; run by its host path it gives the user
+// nothing (homes on nosuid,nodev); on a home that honours setuid bits the
+// deploy is refused by the setuid rule.
+func TestServiceSetuidEscape(t *testing.T) {
+	d := testbed.Docker(t)
+	ctx := context.Background()
+	base := loadBase(t, d, testbed.Base(t, testbed.Bullseye), "svcsetuid")
+	n, _ := reference.ParseNormalizedNamed(base)
+	s := startService(t, fmt.Sprintf("[bases]\nrefs = [%q]\n", reference.TagNameOnly(n).String()))
+	for _, tc := range []struct {
+		homes testbed.Homes
+		ok    bool
+	}{{testbed.HardenedHomes, true}, {testbed.PlainHomes, false}} {
+		u := testbed.NewUser(t, testbed.HomesDir(t, tc.homes))
+		project := testbed.Prefix(t)
+		uid := strconv.FormatUint(uint64(u.UID), 10)
+		cname := project + "._." + uid
+		testbed.RemoveImage(t, d, "ds01-"+uid+"/"+project+":latest")
+		t.Cleanup(func() { removeContainer(t, d, cname) })
+		if out, code := s.through(t, u, "image", "create", project, "--base", base); code != 0 {
+			t.Fatalf("image create: exit %d\n%s", code, out)
+		}
+		out, code := s.through(t, u, "container", "deploy", project, "--start", "--memlock", "8m")
+		if !tc.ok {
+			if code == 0 || !strings.Contains(out, "the setuid rule") {
+				t.Errorf("deploy on a home that honours setuid: exit %d, want the setuid rule:\n%s", code, out)
+			}
+			if _, err := d.ContainerInspect(ctx, cname, client.ContainerInspectOptions{}); err == nil {
+				t.Errorf("the refused deploy left %s", cname)
+			}
+			continue
+		}
+		if code != 0 {
+			t.Fatalf("deploy: exit %d\n%s", code, out)
+		}
+		if _, err := d.Exec(ctx, cname, "0:0", "sh", "-c", "cp /bin/bash /workspace/sh && chmod 4755 /workspace/sh"); err != nil {
+			t.Fatal(err)
+		}
+		sh := filepath.Join(u.Home, "workspace", project, "sh")
+		if ownerOf(t, sh) != 0 {
+			t.Fatalf("%s is not root's on the host", sh)
+		}
+		euid, _, err := u.Run(t, nil, sh, "-p", "-c", "id -u")
+		if err != nil || strings.TrimSpace(euid) != uid {
+			t.Errorf("the setuid shell run by its host path gave euid %q (%v), want the user's %s", euid, err, uid)
+		}
+	}
+}
