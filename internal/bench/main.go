@@ -49,8 +49,8 @@ var (
 	runs    = flag.Int("runs", 5, "repetitions of each fast measurement (the median is printed)")
 	oldRuns = flag.Int("old-runs", 3, "repetitions of the slow alternatives (docker build, run+commit, ggcr round trip, full load)")
 	clean   = flag.Bool("clean", false, "remove the cached bench bases from the daemon and exit")
-	skip    = flag.String("skip", "", "comma-separated measurements to skip: deploy,pull,build,old,ggcr,full,crane,packages,containerd")
-	only    = flag.String("only", "", "run only this part: packages, containerd")
+	skip    = flag.String("skip", "", "comma-separated measurements to skip: deploy,pull,build,old,ggcr,full,crane,packages,containerd,service")
+	only    = flag.String("only", "", "run only this part: packages, containerd, service")
 	engine  = flag.String("engines", "sid,trixie", "the containerd-store engines to measure on, comma-separated: sid (Docker 28.5), trixie (Docker 26.1)")
 )
 
@@ -127,6 +127,30 @@ func run() error {
 			return fmt.Errorf("containerd: %w", err)
 		}
 		if *only == "containerd" {
+			return nil
+		}
+	}
+	if *only == "service" || *only == "" && !skipped("service") {
+		img, err := syntheticBase(ctx, 512<<20)
+		if err != nil {
+			return err
+		}
+		baseTag := prefix + "/base-0.5g:latest"
+		if err := ensureLoaded(ctx, d, img, baseTag); err != nil {
+			return err
+		}
+		rs, err := serviceBench(ctx, d, bin, baseTag)
+		if err != nil {
+			return fmt.Errorf("service: %w", err)
+		}
+		fmt.Println("\nthrough ds01 serve against direct use (0.5 GB base), runs interleaved: median")
+		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "what\tmedian\truns\tnote")
+		for _, r := range rs {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.name, r.median.Round(time.Millisecond), r.n, r.note)
+		}
+		tw.Flush()
+		if *only == "service" {
 			return nil
 		}
 	}
@@ -627,6 +651,7 @@ func buildDS01() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	os.Chmod(dir, 0o755) // the service bench's user runs it
 	bin := filepath.Join(dir, "ds01")
 	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/ds01").CombinedOutput(); err != nil {
 		return "", fmt.Errorf("building ds01 (run from the repository root): %w\n%s", err, out)
