@@ -17,6 +17,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/ds01/ds01/assemble/label"
+	"github.com/ds01/ds01/deploy/binds"
 	"github.com/ds01/ds01/internal/testbed"
 )
 
@@ -235,6 +236,7 @@ func TestServiceRefusals(t *testing.T) {
 		{"a bind of /", false, []string{"container", "deploy", bp, "--image", base, "--workspace", "/"}, 1, `rule "data-dirs"`, "data-dirs"},
 		{"a bind of /etc", false, []string{"container", "deploy", bp, "--image", base, "--data", "/etc"}, 1, `rule "data-dirs"`, "data-dirs"},
 		{"another user's home", false, []string{"container", "deploy", bp, "--image", base, "--data", alice.Home}, 1, "", ""},
+		{"a directory the user cannot read", false, []string{"container", "deploy", bp, "--image", base, "--data", "/root"}, 1, "permission denied", ""},
 		{"a workspace linked to /etc", false, []string{"container", "deploy", "linked", "--image", base}, 1, "link", ""},
 		{"GPUs on a machine without", false, []string{"container", "deploy", bp, "--image", base, "--gpus", "1"}, 1, `rule "gpus"`, "gpus"},
 		{"host IPC", false, []string{"container", "deploy", bp, "--image", base, "--ipc", "host"}, 1, "root", ""},
@@ -432,5 +434,54 @@ func TestServiceSetuidEscape(t *testing.T) {
 		if err != nil || strings.TrimSpace(euid) != uid {
 			t.Errorf("the setuid shell run by its host path gave euid %q (%v), want the user's %s", euid, err, uid)
 		}
+	}
+}
+
+// A workspace swapped for a link to / after the deploy: Docker, started
+// through the service's socket, still binds the checked directory (the
+// pin); after a reboot (pins gone) Docker cannot start it, and
+// container open refuses to pin the link.
+func TestServiceWorkspaceSwapped(t *testing.T) {
+	d := testbed.Docker(t)
+	ctx := context.Background()
+	u := testbed.NewUser(t, testbed.HomesDir(t, testbed.HardenedHomes))
+	base := loadBase(t, d, testbed.Base(t, testbed.Bullseye), "svcswap")
+	n, _ := reference.ParseNormalizedNamed(base)
+	s := startService(t, fmt.Sprintf("[bases]\nrefs = [%q]\n", reference.TagNameOnly(n).String()))
+	project := testbed.Prefix(t)
+	uid := strconv.FormatUint(uint64(u.UID), 10)
+	cname := project + "._." + uid
+	testbed.RemoveImage(t, d, "ds01-"+uid+"/"+project+":latest")
+	t.Cleanup(func() { removeContainer(t, d, cname); binds.Unpin(cname) })
+	if out, code := s.through(t, u, "image", "create", project, "--base", base); code != 0 {
+		t.Fatalf("image create: exit %d\n%s", code, out)
+	}
+	if out, code := s.through(t, u, "container", "deploy", project, "--memlock", "8m"); code != 0 {
+		t.Fatalf("deploy: exit %d\n%s", code, out)
+	}
+	ws := filepath.Join(u.Home, "workspace", project)
+	if out, err := u.Command("sh", "-c", "echo mine > "+ws+"/marker && mv "+ws+" "+ws+".old && ln -s / "+ws).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	if out, code := s.docker(t, u, "start", cname); code != 0 {
+		t.Fatalf("docker start through the service: exit %d\n%s", code, out)
+	}
+	if out, code := s.docker(t, u, "exec", cname, "ls", "/workspace"); code != 0 || strings.TrimSpace(out) != "marker" {
+		t.Errorf("/workspace after the swap holds %q (exit %d), want the checked directory's marker", out, code)
+	}
+	s.docker(t, u, "stop", "-t", "1", cname)
+	if err := binds.Unpin(cname); err != nil { // a reboot
+		t.Fatal(err)
+	}
+	if out, code := s.docker(t, u, "start", cname); code == 0 {
+		t.Errorf("docker started the container with its pin gone:\n%s", out)
+		s.docker(t, u, "stop", "-t", "1", cname)
+	}
+	out, code := s.through(t, u, "container", "open", project)
+	if code == 0 || !strings.Contains(out, "retire the container and deploy it again") {
+		t.Errorf("container open after the swap: exit %d\n%s", code, out)
+	}
+	if ins, err := d.ContainerInspect(ctx, cname, client.ContainerInspectOptions{}); err != nil || ins.Container.State.Running {
+		t.Errorf("the container after the refused open: %v", err)
 	}
 }
