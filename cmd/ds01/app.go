@@ -313,9 +313,11 @@ func containerRetire() *cli.Command {
 func containerOpen() *cli.Command {
 	return &cli.Command{
 		Name:      "open",
-		Usage:     "start a container if stopped and open a login shell in it",
-		ArgsUsage: "NAME",
-		Action:    runContainerOpen,
+		Usage:     "start a container if stopped and open a login shell in it, or run CMD there as you",
+		ArgsUsage: "NAME [CMD...]",
+		// Everything after NAME is the command's, its flags too.
+		StopOnNthArg: ptr(1),
+		Action:       runContainerOpen,
 	}
 }
 
@@ -349,3 +351,5 @@ func basePrune() *cli.Command {
 		Action: runBasePrune,
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

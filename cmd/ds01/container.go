@@ -12,6 +12,7 @@ import (
 
 	units "github.com/docker/go-units"
 	"github.com/urfave/cli/v3"
+	"golang.org/x/sys/unix"
 
 	"github.com/ds01/ds01/assemble/label"
 	"github.com/ds01/ds01/deploy"
@@ -138,10 +139,10 @@ func runContainerRetire(ctx context.Context, cmd *cli.Command) error {
 }
 
 func runContainerOpen(ctx context.Context, cmd *cli.Command) error {
-	name, err := oneArg(cmd, "NAME")
-	if err != nil {
-		return err
+	if cmd.NArg() < 1 {
+		return usagef("%s takes a NAME, then optionally the command to run", cmd.FullName())
 	}
+	name := cmd.Args().First()
 	id, o, done, err := setup(ctx, cmd)
 	if err != nil {
 		return err
@@ -157,12 +158,14 @@ func runContainerOpen(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return fmt.Errorf("container open needs the docker CLI for the interactive shell, and it is not on PATH: %w", err)
 	}
-	return syscall.Exec(docker, ops.Shell(id, c, isTerminal()), dockerEnv(cmd))
+	return syscall.Exec(docker, ops.Shell(id, c, isTerminal(), cmd.Args().Tail()...), dockerEnv(cmd))
 }
 
+// isTerminal says whether stdin is a terminal (a character device is not
+// enough: /dev/null is one).
 func isTerminal() bool {
-	fi, err := os.Stdin.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	_, err := unix.IoctlGetTermios(int(os.Stdin.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 // isTerminalWriter reports whether w is a terminal, for progress bars.
@@ -171,6 +174,6 @@ func isTerminalWriter(w io.Writer) bool {
 	if !ok {
 		return false
 	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }

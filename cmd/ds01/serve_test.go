@@ -187,6 +187,9 @@ func TestServiceOwnWork(t *testing.T) {
 	if out, code := s.through(t, u, "container", "list"); code != 0 || !strings.Contains(out, project) {
 		t.Errorf("container list: exit %d:\n%s", code, out)
 	}
+	if out, code := s.through(t, u, "container", "open", project, "sh", "-c", "id -u; pwd; echo saved > ~/note"); code != 0 || out != uid+"\n/workspace\n" {
+		t.Errorf("container open with a command through the service: exit %d:\n%q", code, out)
+	}
 	if out, code := s.through(t, u, "container", "retire", project, "--save"); code != 0 || !strings.Contains(out, "retired "+cname) {
 		t.Errorf("retire --save through the service: exit %d:\n%s", code, out)
 	}

@@ -210,11 +210,20 @@ func (o *Ops) OpenContainer(ctx context.Context, id identity.Identity, name stri
 }
 
 // Shell is the command that opens a shell in c as id: docker exec as the
-// user, in /workspace, a login shell.
-func Shell(id identity.Identity, c container.InspectResponse, tty bool) []string {
+// user, in /workspace, a login shell, or the login shell running command.
+func Shell(id identity.Identity, c container.InspectResponse, tty bool, command ...string) []string {
 	flag := "-i"
 	if tty {
 		flag = "-it"
 	}
-	return []string{"docker", "exec", flag, "-u", fmt.Sprintf("%d:%d", id.UID, id.GID), "-w", "/workspace", strings.TrimPrefix(c.Name, "/"), "bash", "-l"}
+	args := []string{"docker", "exec", flag, "-u", fmt.Sprintf("%d:%d", id.UID, id.GID), "-w", "/workspace", strings.TrimPrefix(c.Name, "/"), "bash", "-l"}
+	if len(command) > 0 {
+		// Quoted for bash -c, so that the words arrive as given.
+		q := make([]string, len(command))
+		for i, w := range command {
+			q[i] = "'" + strings.ReplaceAll(w, "'", `'\''`) + "'"
+		}
+		args = append(args, "-c", strings.Join(q, " "))
+	}
+	return args
 }
