@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -420,11 +421,23 @@ func Workspace(home, name string) string { return filepath.Join(home, "workspace
 // has it (DS01 puts each user's containers there to share out CPU and
 // memory); else "".
 func UserSlice(name string) string {
-	slice := "ds01-" + name + ".slice"
-	for _, pat := range []string{"/sys/fs/cgroup/" + slice, "/sys/fs/cgroup/*/" + slice, "/sys/fs/cgroup/*.slice/" + slice} {
-		if m, _ := filepath.Glob(pat); len(m) > 0 {
-			return slice
-		}
+	if slice := "ds01-" + name + ".slice"; HostHasSlice(slice) {
+		return slice
 	}
 	return ""
+}
+
+// HostHasSlice says whether the host's cgroup tree has slice (a systemd
+// slice name, or an absolute cgroup path).
+func HostHasSlice(slice string) bool {
+	if strings.HasPrefix(slice, "/") {
+		_, err := os.Stat(filepath.Join("/sys/fs/cgroup", slice))
+		return err == nil
+	}
+	for _, pat := range []string{"/sys/fs/cgroup/" + slice, "/sys/fs/cgroup/*/" + slice, "/sys/fs/cgroup/*.slice/" + slice} {
+		if m, _ := filepath.Glob(pat); len(m) > 0 {
+			return true
+		}
+	}
+	return false
 }

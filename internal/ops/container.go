@@ -46,7 +46,11 @@ func (o *Ops) DeployContainer(ctx context.Context, id identity.Identity, r Conta
 		OwnImagesOnly: !id.Root && id.ActsForUser(),
 	}
 	if req.CgroupParent == "" {
-		req.CgroupParent = deploy.UserSlice(id.Name)
+		slice, err := o.slice(id)
+		if err != nil {
+			return nil, err
+		}
+		req.CgroupParent = slice
 	}
 	if req.Workspace == "" {
 		home, err := HomeOf(id)
@@ -226,4 +230,19 @@ func Shell(id identity.Identity, c container.InspectResponse, tty bool, command 
 		args = append(args, "-c", strings.Join(q, " "))
 	}
 	return args
+}
+
+// slice is the cgroup parent of id's containers: the policy's template
+// when the service has one, else ds01-{name}.slice; either only when the
+// host has that slice (an administrator makes the slices, with their
+// CPU and memory shares).
+func (o *Ops) slice(id identity.Identity) (string, error) {
+	if o.Slice == nil {
+		return deploy.UserSlice(id.Name), nil
+	}
+	s, err := o.Slice(id)
+	if err != nil || !deploy.HostHasSlice(s) {
+		return "", err
+	}
+	return s, nil
 }

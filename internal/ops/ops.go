@@ -36,6 +36,9 @@ type Ops struct {
 	ConfigDir string
 	// CacheDir is ds01's cache (registry.CacheDir).
 	CacheDir string
+	// Slice, when set (by the service, from its policy), is the cgroup
+	// parent of a user's containers; else deploy.UserSlice.
+	Slice func(id identity.Identity) (string, error)
 }
 
 // Events is where an operation tells what happens while it runs; every

@@ -60,6 +60,9 @@ func Run(ctx context.Context, cfg Config, o *ops.Ops) error {
 		}
 	}
 	defer log.Close()
+	o.Slice = func(id identity.Identity) (string, error) {
+		return cfg.Policy.Containers.Parent(id.UID, id.GID, id.Name)
+	}
 	mux := http.NewServeMux()
 	mux.Handle(api.Prefix, &api.Server{Ops: o, Audit: log, Check: rules(cfg.Policy).Check, Lookup: identity.Host})
 	mux.Handle("/", dockerapi.New(cfg.DockerSocket, log))
