@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/ds01/ds01/deploy"
@@ -18,9 +19,16 @@ import (
 	"github.com/ds01/ds01/internal/serve/peer"
 )
 
-type recorder struct{ entries []audit.Entry }
+type recorder struct {
+	mu      sync.Mutex
+	entries []audit.Entry
+}
 
-func (r *recorder) Record(e audit.Entry) { r.entries = append(r.entries, e) }
+func (r *recorder) Record(e audit.Entry) {
+	r.mu.Lock()
+	r.entries = append(r.entries, e)
+	r.mu.Unlock()
+}
 
 // serveAs runs a Server on a socket of its own, every connection seen as
 // from p (standing in for SO_PEERCRED), on the fake engine.

@@ -11,7 +11,7 @@ import (
 
 // operation runs one call: the request decoded, the policy asked, the
 // result sent. It returns what the audit line names as the target.
-type operation func(ctx context.Context, s *Server, id identity.Identity, raw json.RawMessage, ev ops.Events, st *stream) (string, error)
+type operation func(ctx context.Context, s *Server, id identity.Identity, raw json.RawMessage, ev ops.Events, st *stream) (target string, result []byte, err error)
 
 // Requests of the operations that take more than their request value.
 type (
@@ -36,31 +36,27 @@ type (
 )
 
 // op adapts an operation of ops to the wire: decode Req, check, run,
-// send Res.
+// encode Res.
 func op[Req, Res any](target func(Req) string, fn func(ctx context.Context, o *ops.Ops, id identity.Identity, r Req, ev ops.Events, st *stream) (Res, error)) operation {
-	return func(ctx context.Context, s *Server, id identity.Identity, raw json.RawMessage, ev ops.Events, st *stream) (string, error) {
+	return func(ctx context.Context, s *Server, id identity.Identity, raw json.RawMessage, ev ops.Events, st *stream) (string, []byte, error) {
 		var r Req
 		if len(raw) > 0 {
 			if err := json.Unmarshal(raw, &r); err != nil {
-				return "", fmt.Errorf("reading the request: %w", err)
+				return "", nil, fmt.Errorf("reading the request: %w", err)
 			}
 		}
 		t := target(r)
 		if s.Check != nil {
 			if err := s.Check(id, t, r); err != nil {
-				return t, err
+				return t, nil, err
 			}
 		}
 		res, err := fn(ctx, s.Ops, id, r, ev, st)
 		if err != nil {
-			return t, err
+			return t, nil, err
 		}
 		b, err := json.Marshal(res)
-		if err != nil {
-			return t, err
-		}
-		st.send(message{Result: b})
-		return t, nil
+		return t, b, err
 	}
 }
 

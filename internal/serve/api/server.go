@@ -63,7 +63,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st := newStream(w)
-	target, err := s.run(r.Context(), p, c, run, st)
+	target, result, err := s.run(r.Context(), p, c, run, st)
 	entry.Target = target
 	entry.Decision = audit.Allow
 	if err != nil {
@@ -71,9 +71,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if entry.Rule != "" {
 			entry.Decision = audit.Refuse
 		}
-		st.send(message{Error: &Error{Message: err.Error(), Code: exitCode(err)}})
 	}
+	// Audited before the caller hears the answer.
 	s.record(entry, start)
+	if err != nil {
+		st.send(message{Error: &Error{Message: err.Error(), Code: exitCode(err)}})
+		return
+	}
+	st.send(message{Result: result})
 }
 
 func (s *Server) record(e audit.Entry, start time.Time) {
@@ -85,13 +90,13 @@ func (s *Server) record(e audit.Entry, start time.Time) {
 
 // run resolves whom the call acts for (the peer; root's overrides only
 // from root: a forged identity is refused here) and runs it.
-func (s *Server) run(ctx context.Context, p peer.Peer, c call, run operation, st *stream) (string, error) {
+func (s *Server) run(ctx context.Context, p peer.Peer, c call, run operation, st *stream) (string, []byte, error) {
 	id, err := identity.Resolve(identity.Process{UID: p.UID, GID: p.GID, Login: p.Login}, c.As, s.Lookup)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if !p.Known && !id.Root {
-		return "", fmt.Errorf("UID %d has no account on this host: ds01 acts only for users the host knows", p.UID)
+		return "", nil, fmt.Errorf("UID %d has no account on this host: ds01 acts only for users the host knows", p.UID)
 	}
 	ev := st.events(c.Verbose)
 	return run(ctx, s, id, c.Request, ev, st)
