@@ -1,3 +1,8 @@
+// Package record is what ds01 keeps of each image it made: the record of
+// every input of the build, in the user's ~/.ds01-config/images, read and
+// written with the user's own credentials and checked on the way back as
+// strictly as the same request on the command line; the rule of whose
+// images a user may build on; and the lock of one project.
 package record
 
 import (
