@@ -1,6 +1,7 @@
-// Package registry is where base images come from: a registry, ds01's
-// on-disk cache, the local Docker daemon, or, on a machine with none of
-// those, Debian's own packages.
+// Package registry is where base images come from outside the engine: a
+// registry, ds01's on-disk cache, the AIME catalog, or, on a machine with
+// none of those, Debian's own packages (assemble/source adds the engine
+// and chooses among them).
 package registry
 
 import (
