@@ -17,6 +17,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/ds01/ds01/assemble/label"
+	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/deploy/binds"
 	"github.com/ds01/ds01/internal/testbed"
 )
@@ -80,6 +81,19 @@ func (s *service) start(t *testing.T) {
 	}
 }
 
+// serviceOn is the machine's daemon, a bullseye base loaded as name, and
+// a service whose policy lets users build on it.
+func serviceOn(t *testing.T, name string) (*deploy.Daemon, string, *service) {
+	t.Helper()
+	d := testbed.Docker(t)
+	base := loadBase(t, d, testbed.Base(t, testbed.Bullseye), name)
+	n, err := reference.ParseNormalizedNamed(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, base, startService(t, fmt.Sprintf("[bases]\nrefs = [%q]\n", reference.TagNameOnly(n).String()))
+}
+
 // through runs ds01 as u through the service: output and exit code.
 func (s *service) through(t *testing.T, u testbed.User, args ...string) (string, int) {
 	t.Helper()
@@ -137,12 +151,9 @@ func (s *service) audited(t *testing.T, uid uint32, decision, rule string) bool 
 // with the docker CLI, list, retire --save; and the same listing as root's
 // direct use for them.
 func TestServiceOwnWork(t *testing.T) {
-	d := testbed.Docker(t)
+	d, base, s := serviceOn(t, "svc")
 	homes := testbed.HomesDir(t, testbed.HardenedHomes)
 	u := testbed.NewUser(t, homes)
-	base := loadBase(t, d, testbed.Base(t, testbed.Bullseye), "svc")
-	n, _ := reference.ParseNormalizedNamed(base)
-	s := startService(t, fmt.Sprintf("[bases]\nrefs = [%q]\n", reference.TagNameOnly(n).String()))
 	project := testbed.Prefix(t)
 	uid := strconv.FormatUint(uint64(u.UID), 10)
 	tag, cname := "ds01-"+uid+"/"+project+":latest", project+"._."+uid
@@ -201,12 +212,9 @@ func TestServiceOwnWork(t *testing.T) {
 // Each refusal through the service names its rule, exits non-zero, makes
 // nothing, and leaves an audit line.
 func TestServiceRefusals(t *testing.T) {
-	d := testbed.Docker(t)
+	d, base, s := serviceOn(t, "svcref")
 	homes := testbed.HomesDir(t, testbed.HardenedHomes)
 	alice, bob := testbed.NewUser(t, homes), testbed.NewUser(t, homes)
-	base := loadBase(t, d, testbed.Base(t, testbed.Bullseye), "svcref")
-	n, _ := reference.ParseNormalizedNamed(base)
-	s := startService(t, fmt.Sprintf("[bases]\nrefs = [%q]\n", reference.TagNameOnly(n).String()))
 	project := testbed.Prefix(t)
 	auid := strconv.FormatUint(uint64(alice.UID), 10)
 	atag, acont := "ds01-"+auid+"/"+project+":latest", project+"._."+auid
@@ -287,12 +295,8 @@ func TestServiceRefusals(t *testing.T) {
 // and a client killed in the middle of a create leaves nothing behind. A
 // restart of the idle service loses nothing.
 func TestServiceLoad(t *testing.T) {
-	d := testbed.Docker(t)
+	d, base, s := serviceOn(t, "svcload")
 	homes := testbed.HomesDir(t, testbed.HardenedHomes)
-	base := loadBase(t, d, testbed.Base(t, testbed.Bullseye), "svcload")
-	n, _ := reference.ParseNormalizedNamed(base)
-	pol := fmt.Sprintf("[bases]\nrefs = [%q]\n", reference.TagNameOnly(n).String())
-	s := startService(t, pol)
 	var users []testbed.User
 	for range 5 {
 		users = append(users, testbed.NewUser(t, homes))
@@ -395,11 +399,8 @@ func assertNoLoadingTags(t *testing.T, d interface {
 // nothing (homes on nosuid,nodev); on a home that honours setuid bits the
 // deploy is refused by the setuid rule.
 func TestServiceSetuidEscape(t *testing.T) {
-	d := testbed.Docker(t)
+	d, base, s := serviceOn(t, "svcsetuid")
 	ctx := context.Background()
-	base := loadBase(t, d, testbed.Base(t, testbed.Bullseye), "svcsetuid")
-	n, _ := reference.ParseNormalizedNamed(base)
-	s := startService(t, fmt.Sprintf("[bases]\nrefs = [%q]\n", reference.TagNameOnly(n).String()))
 	for _, tc := range []struct {
 		homes testbed.Homes
 		ok    bool
@@ -445,12 +446,9 @@ func TestServiceSetuidEscape(t *testing.T) {
 // pin); after a reboot (pins gone) Docker cannot start it, and
 // container open refuses to pin the link.
 func TestServiceWorkspaceSwapped(t *testing.T) {
-	d := testbed.Docker(t)
+	d, base, s := serviceOn(t, "svcswap")
 	ctx := context.Background()
 	u := testbed.NewUser(t, testbed.HomesDir(t, testbed.HardenedHomes))
-	base := loadBase(t, d, testbed.Base(t, testbed.Bullseye), "svcswap")
-	n, _ := reference.ParseNormalizedNamed(base)
-	s := startService(t, fmt.Sprintf("[bases]\nrefs = [%q]\n", reference.TagNameOnly(n).String()))
 	project := testbed.Prefix(t)
 	uid := strconv.FormatUint(uint64(u.UID), 10)
 	cname := project + "._." + uid
