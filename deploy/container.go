@@ -90,9 +90,18 @@ type DeployRequest struct {
 	Start  bool
 	Force  bool
 	DryRun bool
+	// Limits cap the container (the service's policy); zero is none.
+	Limits Limits
 	// Assemble is the build request used when the image needs the user
 	// layer (its Project, BaseRef and Account are filled in here).
 	Assemble pipeline.CreateRequest
+}
+
+// Limits are the resources one container may use; zero is no limit.
+type Limits struct {
+	Memory   int64 // bytes
+	NanoCPUs int64 // CPUs × 10⁹
+	PIDs     int64
 }
 
 // DeployResult says what was made.
@@ -278,7 +287,11 @@ func (req DeployRequest) createOptions(name, image string, srcs Sources) (client
 		Resources: container.Resources{
 			CgroupParent: req.CgroupParent,
 			Ulimits:      []*container.Ulimit{{Name: "memlock", Soft: memlock, Hard: memlock}, {Name: "stack", Soft: 67108864, Hard: 67108864}},
+			Memory:       req.Limits.Memory, NanoCPUs: req.Limits.NanoCPUs,
 		},
+	}
+	if req.Limits.PIDs > 0 {
+		hc.PidsLimit = &req.Limits.PIDs
 	}
 	switch {
 	case req.IPCHost:

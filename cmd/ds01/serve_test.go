@@ -83,7 +83,7 @@ func (s *service) start(t *testing.T) {
 
 // serviceOn is the machine's daemon, a bullseye base loaded as name, and
 // a service whose policy lets users build on it.
-func serviceOn(t *testing.T, name string) (*deploy.Daemon, string, *service) {
+func serviceOn(t *testing.T, name string, policy ...string) (*deploy.Daemon, string, *service) {
 	t.Helper()
 	d := testbed.Docker(t)
 	base := loadBase(t, d, testbed.Base(t, testbed.Bullseye), name)
@@ -91,7 +91,7 @@ func serviceOn(t *testing.T, name string) (*deploy.Daemon, string, *service) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return d, base, startService(t, fmt.Sprintf("[bases]\nrefs = [%q]\n", reference.TagNameOnly(n).String()))
+	return d, base, startService(t, fmt.Sprintf("[bases]\nrefs = [%q]\n%s", reference.TagNameOnly(n).String(), strings.Join(policy, "\n")))
 }
 
 // through runs ds01 as u through the service: output and exit code.
@@ -151,7 +151,7 @@ func (s *service) audited(t *testing.T, uid uint32, decision, rule string) bool 
 // with the docker CLI, list, retire --save; and the same listing as root's
 // direct use for them.
 func TestServiceOwnWork(t *testing.T) {
-	d, base, s := serviceOn(t, "svc")
+	d, base, s := serviceOn(t, "svc", "[limits]", `memory = "2g"`, "pids = 512")
 	homes := testbed.HomesDir(t, testbed.HardenedHomes)
 	u := testbed.NewUser(t, homes)
 	project := testbed.Prefix(t)
@@ -183,6 +183,9 @@ func TestServiceOwnWork(t *testing.T) {
 	}
 	if c := ins.Container; c.Config.User != uid+":"+strconv.FormatUint(uint64(u.GID), 10) || c.Config.Labels[label.UserID] != uid || c.HostConfig.Privileged {
 		t.Errorf("the container: user %q, %s=%q, privileged %v", c.Config.User, label.UserID, c.Config.Labels[label.UserID], c.HostConfig.Privileged)
+	}
+	if hc := ins.Container.HostConfig; hc.Memory != 2<<30 || hc.PidsLimit == nil || *hc.PidsLimit != 512 || len(hc.CapAdd) > 0 || hc.IpcMode != "private" || hc.PidMode != "" || hc.NetworkMode == "host" {
+		t.Errorf("the policy's limits and isolation: memory %d, pids %v, cap add %v, ipc %q, pid %q, network %q", hc.Memory, hc.PidsLimit, hc.CapAdd, hc.IpcMode, hc.PidMode, hc.NetworkMode)
 	}
 	if out, code := s.docker(t, u, "exec", cname, "sh", "-c", "id -u; cat /etc/hostname"); code != 0 || !strings.HasPrefix(out, uid+"\n") {
 		t.Errorf("docker exec through the service: exit %d:\n%s", code, out)

@@ -45,6 +45,9 @@ func (o *Ops) DeployContainer(ctx context.Context, id identity.Identity, r Conta
 		Pin:           id.ActsForUser() && id.Known,
 		OwnImagesOnly: !id.Root && id.ActsForUser(),
 	}
+	if o.Limits != nil && !Everyone(id) {
+		req.Limits = o.Limits(id)
+	}
 	if req.CgroupParent == "" {
 		slice, err := o.slice(id)
 		if err != nil {

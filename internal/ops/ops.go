@@ -39,6 +39,9 @@ type Ops struct {
 	// Slice, when set (by the service, from its policy), is the cgroup
 	// parent of a user's containers; else deploy.UserSlice.
 	Slice func(id identity.Identity) (string, error)
+	// Limits, when set (by the service, from its policy), caps each of a
+	// user's containers.
+	Limits func(id identity.Identity) deploy.Limits
 }
 
 // Events is where an operation tells what happens while it runs; every

@@ -15,6 +15,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/identity"
 	"github.com/ds01/ds01/internal/ops"
 	"github.com/ds01/ds01/internal/serve/api"
@@ -62,6 +63,10 @@ func Run(ctx context.Context, cfg Config, o *ops.Ops) error {
 	defer log.Close()
 	o.Slice = func(id identity.Identity) (string, error) {
 		return cfg.Policy.Containers.Parent(id.UID, id.GID, id.Name)
+	}
+	o.Limits = func(id identity.Identity) deploy.Limits {
+		r := cfg.Policy.Limits.For(id.Login)
+		return deploy.Limits{Memory: int64(r.Memory), NanoCPUs: int64(r.CPUs * 1e9), PIDs: r.PIDs}
 	}
 	mux := http.NewServeMux()
 	mux.Handle(api.Prefix, &api.Server{Ops: o, Audit: log, Check: rules(cfg.Policy).Check, Lookup: identity.Host})
