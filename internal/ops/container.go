@@ -45,6 +45,11 @@ func (o *Ops) DeployContainer(ctx context.Context, id identity.Identity, r Conta
 		Pin:           id.ActsForUser() && id.Known,
 		OwnImagesOnly: !id.Root && id.ActsForUser(),
 	}
+	grant, err := o.gpuGrant(ctx, id, r.GPUs, ev)
+	if err != nil {
+		return nil, err
+	}
+	req.GrantGPUs = grant
 	if req.CgroupParent == "" {
 		req.CgroupParent = deploy.UserSlice(id.Name)
 	}

@@ -36,6 +36,9 @@ type Ops struct {
 	ConfigDir string
 	// CacheDir is ds01's cache (registry.CacheDir).
 	CacheDir string
+	// GPU is how --gpus is allocated; nil passes it to Docker as given,
+	// except for a user ds01 acts for as root (see gpuGrant).
+	GPU *GPUConfig
 }
 
 // Events is where an operation tells what happens while it runs; every
