@@ -299,4 +299,3 @@ func TestDeployWithoutGPUs(t *testing.T) {
 		t.Errorf("a user's --gpus without GPUs: %v", err)
 	}
 }
-
