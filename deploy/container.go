@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,6 +20,7 @@ import (
 	"github.com/ds01/ds01/assemble/pipeline"
 	"github.com/ds01/ds01/assemble/record"
 	"github.com/ds01/ds01/deploy/binds"
+	"github.com/ds01/ds01/deploy/gpu"
 	"github.com/ds01/ds01/identity/asuser"
 	"github.com/ds01/ds01/passwd"
 )
@@ -52,8 +54,14 @@ type DeployRequest struct {
 	Name    string // the container's short name; the container is {Name}._.{UID}
 	// Image defaults to ds01-{UID}/{Name}:latest.
 	Image string
-	// GPUs: "", "all", a count, or "device=0,2".
+	// GPUs: "", "all", a count, or "device=0,2" (or 0+2).
 	GPUs string
+	// GrantGPUs, when set, turns GPUs into an allocation right before the
+	// create, under a lock: release is called once the create has
+	// succeeded or failed, so that the next grant sees the new
+	// container's labels. Nil passes GPUs to Docker as given, allocating
+	// nothing (ops decides which).
+	GrantGPUs func(context.Context) (al gpu.Allocation, release func(), err error)
 	// ShmSize of the container's own /dev/shm, e.g. "16g"; empty is half
 	// the host's memory (see DefaultShmSize).
 	ShmSize string
@@ -114,7 +122,10 @@ type DeployResult struct {
 	Sources   Sources                `json:"-"` // the host directories bound in
 	Workspace string                 // the host directory at /workspace
 	Create    client.ContainerCreateOptions
-	Started   bool
+	// GPUs are the devices granted; nil when none were allocated (no
+	// --gpus, or --gpus passed to Docker as given).
+	GPUs    *gpu.Allocation `json:",omitempty"`
+	Started bool
 }
 
 // ErrOtherUser is returned for an image set up for another UID/GID.
@@ -169,32 +180,56 @@ func (d *Daemon) Deploy(ctx context.Context, req DeployRequest) (*DeployResult, 
 		res.Assembled, res.Image = built, built.Tag
 	}
 
-	opts, err := req.createOptions(res.Container, res.Image, srcs)
-	if err != nil {
+	noCmd := ins.Config == nil || len(ins.Config.Cmd) == 0 && len(ins.Config.Entrypoint) == 0
+	if err := d.create(ctx, req, res, srcs, noCmd); err != nil {
 		return nil, err
 	}
-	if ins.Config == nil || len(ins.Config.Cmd) == 0 && len(ins.Config.Entrypoint) == 0 {
-		// An image that says nothing to run (docker import makes such)
-		// gets a shell, which is what the container is for.
-		opts.Config.Cmd = []string{"bash"}
-	}
-	res.Create = opts
 	if req.DryRun {
 		return res, nil
 	}
-	created, err := d.ContainerCreate(ctx, opts)
-	if err != nil {
-		return nil, fmt.Errorf("creating %s: %w", res.Container, err)
-	}
-	res.ID = created.ID
 	if req.Start {
-		if err := d.startNew(ctx, req, res.Container, created.ID); err != nil {
+		if err := d.startNew(ctx, req, res.Container, res.ID); err != nil {
 			return nil, err
 		}
 		res.Started = true
 	}
 	ok = true
 	return res, nil
+}
+
+// create grants the GPUs (when req says how) and creates the container,
+// holding the GPU lock until the create has succeeded or failed; a dry
+// run grants, creates nothing, and releases. noCmd is an image that says
+// nothing to run.
+func (d *Daemon) create(ctx context.Context, req DeployRequest, res *DeployResult, srcs Sources, noCmd bool) error {
+	var al *gpu.Allocation
+	if req.GPUs != "" && req.GrantGPUs != nil {
+		granted, release, err := req.GrantGPUs(ctx)
+		if err != nil {
+			return err
+		}
+		defer release()
+		al = &granted
+	}
+	opts, err := req.createOptions(res.Container, res.Image, srcs, al)
+	if err != nil {
+		return err
+	}
+	if noCmd {
+		// An image that says nothing to run (docker import makes such)
+		// gets a shell, which is what the container is for.
+		opts.Config.Cmd = []string{"bash"}
+	}
+	res.Create, res.GPUs = opts, al
+	if req.DryRun {
+		return nil
+	}
+	created, err := d.ContainerCreate(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", res.Container, err)
+	}
+	res.ID = created.ID
+	return nil
 }
 
 // deployImage is the image a deploy starts from, inspected, and refused
@@ -257,14 +292,22 @@ func (d *Daemon) startNew(ctx context.Context, req DeployRequest, name, id strin
 }
 
 // createOptions is the container as AIME makes it, plus DS01's labels.
-func (req DeployRequest) createOptions(name, image string, srcs Sources) (client.ContainerCreateOptions, error) {
+// al is the allocation, nil when none was made.
+func (req DeployRequest) createOptions(name, image string, srcs Sources, al *gpu.Allocation) (client.ContainerCreateOptions, error) {
 	a := req.Account
 	labels := label.Container{
 		Login: req.Login, Name: req.Name, UID: a.UID, GID: a.GID,
-		Workspace: srcs.Workspace.Path, Data: srcs.Data.Path, Models: srcs.Models.Path, GPUs: req.GPUs,
+		Workspace: srcs.Workspace.Path, Data: srcs.Data.Path, Models: srcs.Models.Path, GPUs: gpusLabel(req.GPUs, al),
 		Framework: req.Assemble.Catalog["framework"], Arch: req.Assemble.Catalog["arch"],
 		CreatedAt: time.Now(), Interface: "cli", SetuidRiskAccepted: req.AcceptSetuidRisk, Extra: srcs.labels(),
 	}.Encode()
+	// Every container carries both allocation labels ("-" for none), so
+	// that labels inherited from its image never stand for its own.
+	var granted gpu.Allocation
+	if al != nil {
+		granted = *al
+	}
+	maps.Copy(labels, granted.Labels())
 	mounts := srcs.mounts()
 	memlock := int64(-1)
 	if req.Memlock > 0 {
@@ -305,13 +348,11 @@ func (req DeployRequest) createOptions(name, image string, srcs Sources) (client
 	default:
 		hc.IpcMode, hc.ShmSize = container.IPCModePrivate, DefaultShmSize()
 	}
-	if req.GPUs != "" {
-		dr, err := ParseGPUs(req.GPUs)
-		if err != nil {
-			return client.ContainerCreateOptions{}, err
-		}
-		hc.DeviceRequests = []container.DeviceRequest{dr}
+	dr, env, err := gpuOptions(req.GPUs, al)
+	if err != nil {
+		return client.ContainerCreateOptions{}, err
 	}
+	hc.DeviceRequests = dr
 	return client.ContainerCreateOptions{
 		Name: name,
 		Config: &container.Config{
@@ -322,30 +363,66 @@ func (req DeployRequest) createOptions(name, image string, srcs Sources) (client
 			Tty:        true,
 			OpenStdin:  true,
 			Labels:     labels,
+			Env:        env,
 		},
 		HostConfig: hc,
 	}, nil
 }
 
-// ParseGPUs reads --gpus as docker run does: all, a count, or
-// device=0,2; the request is for the nvidia driver.
+// gpusLabel is what aime.mlc.GPUS and ds01.gpus say: the granted indices
+// joined by '+' (mlc splits labels on commas), or --gpus as given when
+// nothing was allocated.
+func gpusLabel(given string, al *gpu.Allocation) string {
+	if al == nil || len(al.Devices) == 0 {
+		return given
+	}
+	var is []string
+	for _, r := range al.Refs() {
+		is = append(is, r.Index)
+	}
+	return strings.Join(is, gpu.Sep)
+}
+
+// visibleDevices is the variable the NVIDIA container toolkit also grants
+// GPUs by: CUDA images set it to "all" in their config, which with the
+// nvidia runtime as the default would hand every GPU to a container that
+// was granted none.
+const visibleDevices = "NVIDIA_VISIBLE_DEVICES"
+
+// gpuOptions are the device request and environment of the container:
+// the granted devices by UUID, and the toolkit's variable saying the
+// same; no GPUs at all without --gpus ("void" is the toolkit's word for
+// none); --gpus as given when it was passed to Docker unallocated.
+func gpuOptions(given string, al *gpu.Allocation) ([]container.DeviceRequest, []string, error) {
+	switch {
+	case al != nil:
+		dr := container.DeviceRequest{Driver: "nvidia", DeviceIDs: al.UUIDs(), Capabilities: [][]string{{"gpu"}}}
+		return []container.DeviceRequest{dr}, []string{visibleDevices + "=" + strings.Join(al.UUIDs(), ",")}, nil
+	case given == "":
+		return nil, []string{visibleDevices + "=void"}, nil
+	}
+	dr, err := ParseGPUs(given)
+	if err != nil {
+		return nil, nil, err
+	}
+	return []container.DeviceRequest{dr}, nil, nil
+}
+
+// ParseGPUs reads --gpus as docker run does (all, a count, or
+// device=0,2; '+' separates devices too), as a request for the nvidia
+// driver.
 func ParseGPUs(s string) (container.DeviceRequest, error) {
 	dr := container.DeviceRequest{Driver: "nvidia", Capabilities: [][]string{{"gpu"}}}
+	r, err := gpu.ParseRequest(s)
 	switch {
-	case s == "all":
+	case err != nil:
+		return dr, err
+	case r.All:
 		dr.Count = -1
-	case strings.HasPrefix(s, "device="):
-		ids := strings.Split(strings.TrimPrefix(s, "device="), ",")
-		if slices.Contains(ids, "") {
-			return dr, fmt.Errorf("--gpus %q: list device IDs or UUIDs, e.g. device=0,2", s)
-		}
-		dr.DeviceIDs = ids
+	case len(r.Devices) > 0:
+		dr.DeviceIDs = r.Devices
 	default:
-		n, err := strconv.Atoi(s)
-		if err != nil || n <= 0 {
-			return dr, fmt.Errorf("--gpus %q: give all, a count, or device=0,2", s)
-		}
-		dr.Count = n
+		dr.Count = r.Count
 	}
 	return dr, nil
 }
@@ -385,12 +462,27 @@ func (d *Daemon) ListContainers(ctx context.Context, uid *uint32) ([]ContainerIn
 		l := label.DecodeContainer(c.Labels)
 		out = append(out, ContainerInfo{
 			Name: strings.TrimPrefix(strings.Join(c.Names, ","), "/"), Short: l.Name,
-			Image: c.Image, Status: c.Status, GPUs: orDash(l.GPUs), Created: time.Unix(c.Created, 0).UTC(),
+			Image: c.Image, Status: c.Status, GPUs: gpusOf(c.Labels, l.GPUs), Created: time.Unix(c.Created, 0).UTC(),
 			Workspace: l.Workspace, User: l.Login,
 		})
 	}
 	slices.SortFunc(out, func(a, b ContainerInfo) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
+}
+
+// gpusOf is a container's GPUs for container list: the indices its
+// allocation labels record, joined by '+', else --gpus as it was given
+// to Docker unallocated, else "-".
+func gpusOf(labels map[string]string, given string) string {
+	refs, err := gpu.DecodeLabels(labels)
+	if err != nil || len(refs) == 0 {
+		return orDash(given)
+	}
+	var is []string
+	for _, r := range refs {
+		is = append(is, r.Index)
+	}
+	return strings.Join(is, gpu.Sep)
 }
 
 // OwnContainer finds the user's container by short name, refusing one

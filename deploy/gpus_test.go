@@ -16,6 +16,8 @@ func TestParseGPUs(t *testing.T) {
 		{"2", 2, nil, false},
 		{"device=0,2", 0, []string{"0", "2"}, false},
 		{"device=GPU-1a2b", 0, []string{"GPU-1a2b"}, false},
+		{"device=0+2", 0, []string{"0", "2"}, false},
+		{"device=0,0", 0, nil, true},
 		{"0", 0, nil, true},
 		{"-1", 0, nil, true},
 		{"device=", 0, nil, true},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -92,6 +93,9 @@ func (d *Daemon) SaveChanges(ctx context.Context, c container.InspectResponse, t
 	if err != nil {
 		return nil, err
 	}
+	if img, err = withoutAllocation(img, cfg.Config); err != nil {
+		return nil, err
+	}
 	inBase := map[v1.Hash]bool{}
 	for _, h := range base.LayerIDs() {
 		inBase[h] = true
@@ -131,3 +135,28 @@ func (d *Daemon) notRolledBack(ctx context.Context, c container.InspectResponse,
 	return fmt.Errorf("%w: %s was made from %s, and %s is now %s (made %s): saving into it would put the project back on the image the container came from. Nothing was saved and the container was kept; copy what you need into /workspace (it is on the host) and retire it without --save, or redo the changes in a container of the current image",
 		ErrRebuilt, name, c.Image, tag, cur.ID, cur.Created)
 }
+
+// withoutAllocation drops GPU allocation labels (ds01.gpu.*) from a saved
+// image's config. A container's own are never in its image's config, but
+// an image docker commit made of a ds01 container carries them, and every
+// container of it would then be taken to hold those GPUs if ds01 did not
+// write its own over them.
+func withoutAllocation(img v1.Image, cfg v1.Config) (v1.Image, error) {
+	var drop []string
+	for k := range cfg.Labels {
+		if strings.HasPrefix(k, gpuLabels) {
+			drop = append(drop, k)
+		}
+	}
+	if len(drop) == 0 {
+		return img, nil
+	}
+	cfg.Labels = maps.Clone(cfg.Labels)
+	for _, k := range drop {
+		delete(cfg.Labels, k)
+	}
+	return mutate.Config(img, cfg)
+}
+
+// gpuLabels prefixes the allocation labels (gpu.LabelUUIDs, LabelIndices).
+const gpuLabels = "ds01.gpu."

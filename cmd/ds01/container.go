@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 
@@ -16,6 +17,7 @@ import (
 
 	"github.com/ds01/ds01/assemble/label"
 	"github.com/ds01/ds01/deploy"
+	"github.com/ds01/ds01/deploy/gpu"
 	"github.com/ds01/ds01/internal/ops"
 	"github.com/ds01/ds01/internal/termsafe"
 )
@@ -82,8 +84,21 @@ func runContainerDeploy(ctx context.Context, cmd *cli.Command) error {
 	if res.Started {
 		state = "created and started"
 	}
-	fmt.Fprintf(out, "%s %s from %s; workspace %s\nopen it with: ds01 container open %s\n", res.Container, state, res.Image, res.Workspace, name)
+	fmt.Fprintf(out, "%s %s from %s; workspace %s\n", res.Container, state, res.Image, res.Workspace)
+	if res.GPUs != nil {
+		fmt.Fprintf(out, "GPUs %s granted, held until the container is retired\n", grantedText(*res.GPUs))
+	}
+	fmt.Fprintf(out, "open it with: ds01 container open %s\n", name)
 	return nil
+}
+
+// grantedText is "0 (GPU-…) + 3:1 (MIG-…)".
+func grantedText(al gpu.Allocation) string {
+	var parts []string
+	for _, r := range al.Refs() {
+		parts = append(parts, termsafe.Line(r.Index+" ("+r.UUID+")"))
+	}
+	return strings.Join(parts, " + ")
 }
 
 func runContainerList(ctx context.Context, cmd *cli.Command) error {

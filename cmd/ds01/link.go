@@ -84,6 +84,9 @@ func setup(ctx context.Context, cmd *cli.Command) (identity.Identity, ops.Operat
 		return id, nil, nil, err
 	}
 	o, err := newOps(d)
+	if err == nil {
+		o.GPU, err = directGPU(cmd, id, o.CacheDir)
+	}
 	if err != nil {
 		d.Close()
 		return id, nil, nil, err

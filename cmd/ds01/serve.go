@@ -47,7 +47,7 @@ func runServe(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	o.ConfigDir = "" // records live in each user's home, written as the user
-	cfg := serve.Config{Socket: cmd.String("socket"), Policy: pol, DockerSocket: cmd.String("docker-socket"),
+	cfg := serve.Config{Socket: cmd.String("socket"), Policy: pol, DockerSocket: cmd.String("docker-socket"), GPULockDir: os.Getenv(lockDirEnv),
 		Ready: func(p string) {
 			fmt.Fprintf(cmd.Root().ErrWriter, "ds01 serve: listening on %s (docker %s, %s store)\n", p, d.APIVersion, d.Store)
 		}}

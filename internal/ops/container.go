@@ -48,6 +48,11 @@ func (o *Ops) DeployContainer(ctx context.Context, id identity.Identity, r Conta
 	if o.Limits != nil && !Everyone(id) {
 		req.Limits = o.Limits(id)
 	}
+	grant, err := o.gpuGrant(ctx, id, r.GPUs, ev)
+	if err != nil {
+		return nil, err
+	}
+	req.GrantGPUs = grant
 	if req.CgroupParent == "" {
 		slice, err := o.slice(id)
 		if err != nil {

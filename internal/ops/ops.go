@@ -42,6 +42,9 @@ type Ops struct {
 	// Limits, when set (by the service, from its policy), caps each of a
 	// user's containers.
 	Limits func(id identity.Identity) deploy.Limits
+	// GPU is how --gpus is allocated; nil passes it to Docker as given,
+	// except for a user ds01 acts for as root (see gpuGrant).
+	GPU *GPUConfig
 }
 
 // Events is where an operation tells what happens while it runs; every

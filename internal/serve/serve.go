@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ds01/ds01/deploy"
+	"github.com/ds01/ds01/deploy/gpu"
 	"github.com/ds01/ds01/identity"
 	"github.com/ds01/ds01/internal/ops"
 	"github.com/ds01/ds01/internal/serve/api"
@@ -38,6 +39,9 @@ type Config struct {
 	Audit *audit.Log
 	// Ready, when set, is told the socket's path once it listens.
 	Ready func(path string)
+	// GPULockDir, when set, holds the GPU lock instead of
+	// ops.DefaultLockDir (tests).
+	GPULockDir string
 }
 
 // Run serves until ctx ends.
@@ -68,8 +72,12 @@ func Run(ctx context.Context, cfg Config, o *ops.Ops) error {
 		r := cfg.Policy.Limits.For(id.Login)
 		return deploy.Limits{Memory: int64(r.Memory), NanoCPUs: int64(r.CPUs * 1e9), PIDs: r.PIDs}
 	}
+	o.GPU = GPUConfig(cfg.Policy, cfg.GPULockDir)
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	r := rules(pctx, cfg.Policy, o.GPU.Inventory)
+	cancel()
 	mux := http.NewServeMux()
-	mux.Handle(api.Prefix, &api.Server{Ops: o, Audit: log, Check: rules(cfg.Policy).Check, Lookup: identity.Host})
+	mux.Handle(api.Prefix, &api.Server{Ops: o, Audit: log, Check: r.Check, Lookup: identity.Host})
 	mux.Handle("/", dockerapi.New(cfg.DockerSocket, log))
 	// No write timeout: logs -f, events, attach and builds stream.
 	srv := &http.Server{Handler: mux, ConnContext: peer.ConnContext, ReadHeaderTimeout: 30 * time.Second}
@@ -88,13 +96,14 @@ func Run(ctx context.Context, cfg Config, o *ops.Ops) error {
 	return srv.Shutdown(sctx)
 }
 
-// rules are the policy's checks, with what the machine has.
-func rules(p policy.Policy) Rules {
+// rules are the policy's checks, with what the machine has: the
+// inventory is read once here, and a machine without the NVIDIA stack
+// refuses --gpus before anything runs. A misbehaving inventory is left
+// for each deploy to report.
+func rules(ctx context.Context, p policy.Policy, inventory func(context.Context) (gpu.Inventory, error)) Rules {
 	r := Rules{Policy: p, Catalog: registry.BuiltinCatalog()}
-	if len(p.GPUs.Inventory) == 0 {
-		r.NoGPUs = "the policy names no GPU inventory"
-	} else if _, err := os.Stat(p.GPUs.Inventory[0]); err != nil {
-		r.NoGPUs = fmt.Sprintf("no %s: no NVIDIA stack on this machine", p.GPUs.Inventory[0])
+	if inv, err := inventory(ctx); err == nil && inv.NoGPUs != "" && len(inv.Grantable()) == 0 {
+		r.NoGPUs = inv.NoGPUs
 	}
 	return r
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ds01/ds01/deploy/gpu"
 	"github.com/ds01/ds01/identity"
 	"github.com/ds01/ds01/internal/ops"
 	"github.com/ds01/ds01/internal/serve/audit"
@@ -108,9 +109,12 @@ var ErrPolicy = errors.New("refused by the policy")
 // ruleOf names the rule a refusal was made by, for the audit log.
 func ruleOf(err error) string {
 	var pe *PolicyError
+	var gr *gpu.Refusal
 	switch {
 	case errors.As(err, &pe):
 		return pe.Rule
+	case errors.As(err, &gr):
+		return gr.Rule
 	case errors.Is(err, ops.ErrRootOnly), errors.Is(err, identity.ErrNotRoot):
 		return "root-only"
 	}

@@ -81,8 +81,10 @@ type GPUs struct {
 	Users    map[string]int `toml:"users"`     // per login
 	Groups   map[string]int `toml:"groups"`    // per group name
 	AllowAll bool           `toml:"allow_all"` // may a user ask for every GPU (--gpus all)
-	// Inventory is the command (no shell) that lists the GPUs.
-	Inventory []string `toml:"inventory"`
+	// Inventory is the nvidia-smi to run, an absolute path: ds01 gives it
+	// nvidia-smi's own arguments (gpu.QueryArgs, gpu.ListArgs), which a
+	// stand-in must take; one command and its parser agree on the fields.
+	Inventory string `toml:"inventory"`
 }
 
 // Default is the policy of an empty file: catalog bases, no extras, the
@@ -94,7 +96,7 @@ func Default() Policy {
 		Containers: Containers{CgroupParent: "ds01-{name}.slice"},
 		GPUs: GPUs{
 			Default:   1,
-			Inventory: []string{"/usr/bin/nvidia-smi", "--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"},
+			Inventory: "/usr/bin/nvidia-smi",
 		},
 	}
 }

@@ -152,7 +152,8 @@ func TestRefused(t *testing.T) {
 		{"bad registry", "[bases]\nregistries = [\"https://x\"]", "not a registry host"},
 		{"bad ref", "[bases]\nrefs = [\"UPPER:case\"]", "bases.refs"},
 		{"negative gpus", "[gpus.groups]\nlab = -1", "gpus.groups"},
-		{"relative inventory", "[gpus]\ninventory = [\"nvidia-smi\"]", "absolute path"},
+		{"relative inventory", "[gpus]\ninventory = \"nvidia-smi\"", "absolute path"},
+		{"inventory with arguments", "[gpus]\ninventory = [\"/usr/bin/nvidia-smi\", \"-L\"]", "inventory"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -17,7 +17,7 @@ import (
 // service compares is what the administrator meant.
 func (p *Policy) normalize() error {
 	// An empty list is no list: "refs = []" and no refs are one policy.
-	for _, l := range []*[]string{&p.Bases.Registries, &p.Bases.Refs, &p.Containers.CapAdd, &p.Containers.Devices, &p.Containers.DataDirs, &p.GPUs.Inventory} {
+	for _, l := range []*[]string{&p.Bases.Registries, &p.Bases.Refs, &p.Containers.CapAdd, &p.Containers.Devices, &p.Containers.DataDirs} {
 		if len(*l) == 0 {
 			*l = nil
 		}
@@ -163,8 +163,8 @@ func (g *GPUs) check() error {
 			}
 		}
 	}
-	if len(g.Inventory) > 0 && !filepath.IsAbs(g.Inventory[0]) {
-		errs = append(errs, fmt.Errorf("gpus.inventory: the command %q must be an absolute path (root runs it; no PATH lookup)", g.Inventory[0]))
+	if g.Inventory != "" && !filepath.IsAbs(g.Inventory) {
+		errs = append(errs, fmt.Errorf("gpus.inventory: the command %q must be an absolute path (root runs it; no PATH lookup)", g.Inventory))
 	}
 	return errors.Join(errs...)
 }
