@@ -31,6 +31,8 @@ func TestDebianPackage(t *testing.T) {
 	d := testbed.Docker(t)
 	version := "0.0.1~test" + randomHex(4)
 	deb := buildPackage(t, version)
+	next := "0.0.2~test" + randomHex(4)
+	upgrade := buildPackage(t, next)
 	box := packageBox(t, d)
 	box.copyIn(t, deb, "/tmp/ds01.deb")
 	t.Log(box.sh(t, "dpkg -i /tmp/ds01.deb 2>&1"))
@@ -40,6 +42,7 @@ func TestDebianPackage(t *testing.T) {
 	t.Run("links", func(t *testing.T) { checkLinks(t, box) })
 	t.Run("conffile", func(t *testing.T) { checkConffile(t, box) })
 	t.Run("runs", func(t *testing.T) { checkRuns(t, box, version) })
+	t.Run("upgrade", func(t *testing.T) { checkUpgrade(t, box, upgrade, next) })
 	t.Run("remove and purge", func(t *testing.T) { checkRemove(t, box) })
 }
 
@@ -270,6 +273,26 @@ func checkRuns(t *testing.T, b box, version string) {
 			t.Errorf("%s --help: exit %d\n%s%s", n, code, out, errOut)
 		}
 	}
+}
+
+// checkUpgrade: an upgrade runs the new binary and keeps what the
+// administrator chose: the edited policy, and a socket they disabled.
+func checkUpgrade(t *testing.T, b box, deb, version string) {
+	b.copyIn(t, deb, "/tmp/ds01-next.deb")
+	// No systemctl here: its disable is removing the link.
+	wants := "/etc/systemd/system/sockets.target.wants/ds01.socket"
+	b.sh(t, "echo '# upgrade: kept' >>/etc/ds01/policy.toml && rm "+wants)
+	t.Log(b.sh(t, "dpkg -i /tmp/ds01-next.deb 2>&1"))
+	if got := b.sh(t, "ds01 version"); !strings.HasPrefix(got, "ds01 "+version+"\n") {
+		t.Errorf("after the upgrade ds01 version says %q, want %s", got, version)
+	}
+	if !strings.Contains(b.sh(t, "cat /etc/ds01/policy.toml"), "# upgrade: kept") {
+		t.Error("the upgrade replaced the edited policy")
+	}
+	if _, _, code := b.run(t, "[ -L "+wants+" ]"); code == 0 {
+		t.Error("the upgrade enabled the socket the administrator had disabled")
+	}
+	b.sh(t, "ln -s /lib/systemd/system/ds01.socket "+wants)
 }
 
 // checkRemove: a remove leaves the administrator's edited policy, a
