@@ -6,6 +6,10 @@ staticcheck := "honnef.co/go/tools/cmd/staticcheck@v0.8.2"
 build:
     go build -o bin/ds01 ./cmd/ds01
 
+# the Debian package dist/ds01_VERSION_amd64.deb (see the README's admin section)
+package version="":
+    scripts/package-deb {{version}}
+
 # install test dependencies (apt) and run every test against the real Docker daemon
 test:
     scripts/setup && go test -count=1 ./...

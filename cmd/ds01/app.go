@@ -89,7 +89,7 @@ func newApp() *cli.Command {
 		{Name: "gpu", Usage: "the server's GPUs and who holds them", Commands: group("gpu")},
 	}
 	cmds := append([]*cli.Command{}, groups...)
-	cmds = append(cmds, usernameCmd(), versionCmd(), demoCmd(), serveCmd())
+	cmds = append(cmds, usernameCmd(), versionCmd(), demoCmd(), serveCmd(), dashNamesCmd())
 	// The DS01 names: image-create, container-deploy, …, as hidden
 	// top-level commands built afresh (a *cli.Command holds parse state and
 	// cannot sit in two places).
@@ -184,6 +184,9 @@ func versionCmd() *cli.Command {
 		Action: func(_ context.Context, cmd *cli.Command) error {
 			fmt.Fprintln(cmd.Root().Writer, "ds01", versionString())
 			fmt.Fprintln(cmd.Root().Writer, linkLine(cmd))
+			if l := installedLine(); l != "" {
+				fmt.Fprintln(cmd.Root().Writer, l)
+			}
 			return nil
 		},
 	}
