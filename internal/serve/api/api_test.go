@@ -62,7 +62,7 @@ func TestCallAndAudit(t *testing.T) {
 	if err != nil || len(cs) != 0 {
 		t.Fatalf("list: %v %v", cs, err)
 	}
-	if len(rec.entries) != 1 || rec.entries[0].UID != 20001 || rec.entries[0].PID != 42 || rec.entries[0].Decision != audit.Allow || rec.entries[0].Action != "ds01 container/list" {
+	if len(rec.entries) != 1 || rec.entries[0].UID != 20001 || rec.entries[0].PID != 42 || rec.entries[0].Decision != audit.Allow || rec.entries[0].Action != "ds01.container.list" {
 		t.Errorf("audit: %+v", rec.entries)
 	}
 }

@@ -46,7 +46,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	op := strings.TrimPrefix(r.URL.Path, Prefix)
 	p, err := peer.FromContext(r.Context())
-	entry := audit.Entry{Time: start, UID: p.UID, PID: p.PID, Login: p.Login, Action: "ds01 " + op}
+	entry := audit.Entry{Time: start, UID: p.UID, PID: p.PID, Login: p.Login, Action: "ds01." + strings.ReplaceAll(op, "/", ".")}
 	if err != nil {
 		http.Error(w, "ds01 refused this by rule \"kernel-identity\": the caller is not known from the socket", http.StatusForbidden)
 		return
