@@ -9,6 +9,7 @@ import (
 
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/deploy/gpu"
+	"github.com/ds01/ds01/identity"
 )
 
 func gpuList() *cli.Command {
@@ -18,6 +19,7 @@ func gpuList() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 			inventoryFlag(),
+			&cli.StringFlag{Name: "policy", Hidden: true, Usage: "the policy `FILE` whose idle_release decides whether stopped containers hold GPUs (root only; default " + DefaultPolicy + ")"},
 		},
 		Action: runGPUList,
 	}
@@ -54,7 +56,11 @@ func runGPUList(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	defer d.Close()
-	held, bad, err := gpu.ReadHoldings(ctx, d, false)
+	onStop, err := heldUntilStop(cmd, id)
+	if err != nil {
+		return err
+	}
+	held, bad, err := gpu.ReadHoldings(ctx, d, onStop)
 	if err != nil {
 		return err
 	}
@@ -66,4 +72,22 @@ func runGPUList(ctx context.Context, cmd *cli.Command) error {
 		return gpu.WriteJSON(cmd.Root().Writer, inv, rows)
 	}
 	return gpu.WriteTable(cmd.Root().Writer, inv, rows)
+}
+
+// heldUntilStop says whether the server's policy holds GPUs only until a
+// container stops (idle release on), as the service and sudo users count
+// them, so that gpu list shows an idle-released container's GPUs free.
+// Only root names another policy than DefaultPolicy. A policy that does
+// not load is root's error, as for the service; anyone else (who may not
+// read it) sees every stopped container as holding, more held, never less.
+func heldUntilStop(cmd *cli.Command, id identity.Identity) (bool, error) {
+	root := os.Geteuid() == 0 && id.Root
+	if cmd.String("policy") != "" && !root {
+		return false, usagef("--policy is root's: the server's policy is %s", DefaultPolicy)
+	}
+	p, err := loadPolicy(cmd)
+	if err != nil && root {
+		return false, err
+	}
+	return err == nil && p.IdleRelease > 0, nil
 }

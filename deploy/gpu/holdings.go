@@ -30,9 +30,11 @@ type Holding struct {
 
 // Holdings rebuilds who holds what from the containers' labels. Only
 // containers ds01 made count (ds01.managed and a numeric ds01.user_id).
-// With releaseOnStop (the policy's "held until it stops") only a running,
-// paused or restarting container holds its devices; otherwise every one
-// does until it is removed. A container whose GPU labels do not decode is
+// With releaseOnStop (the policy's "held until it stops", which idle
+// release implies) a container that has stopped (exited, dead) holds
+// nothing; one created and not yet started still holds, or a deploy
+// without --start would hand its GPUs to the next deploy. Otherwise every
+// container holds until it is removed. A container whose GPU labels do not decode is
 // reported in bad and holds nothing: the caller says so, as its devices
 // may be in use all the same.
 func Holdings(cs []Container, releaseOnStop bool) (hs []Holding, bad []error) {
@@ -61,7 +63,7 @@ func Holdings(cs []Container, releaseOnStop bool) (hs []Holding, bad []error) {
 }
 
 func active(state string) bool {
-	return state == "running" || state == "paused" || state == "restarting"
+	return state == "created" || state == "running" || state == "paused" || state == "restarting"
 }
 
 func short(id string) string {

@@ -117,3 +117,21 @@ func latest(a, b time.Time) time.Time {
 	}
 	return a
 }
+
+// Keep is samples without those taken before since, and at most max of
+// the newest: what an idle check needs (a rule's For back from now, and
+// a little more), so that samples kept in memory stay bounded however
+// long the service runs and however many devices the server has.
+func Keep(samples []Sample, since time.Time, max int) []Sample {
+	out := samples[:0:0]
+	for _, s := range samples {
+		if !s.At.Before(since) {
+			out = append(out, s)
+		}
+	}
+	if max >= 0 && len(out) > max {
+		slices.SortStableFunc(out, func(a, b Sample) int { return a.At.Compare(b.At) })
+		out = out[len(out)-max:]
+	}
+	return out
+}

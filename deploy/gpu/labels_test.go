@@ -121,8 +121,10 @@ func TestHoldings(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("holdings:\n%v\nwant\n%v", got, want)
 	}
+	// Released on stop: the exited one holds nothing; the created one,
+	// not started yet, still holds.
 	hs, _ = Holdings(cs, true)
-	if len(hs) != 2 || hs[0].UID != 1001 || hs[1].UUID != "GPU-b" {
+	if len(hs) != 3 || hs[0].UID != 1001 || hs[1].UUID != "GPU-b" || hs[2].UUID != "GPU-d" {
 		t.Errorf("released on stop: %+v", hs)
 	}
 }

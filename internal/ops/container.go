@@ -206,14 +206,21 @@ func (o *Ops) recordSave(id identity.Identity, container string, s *deploy.SaveR
 }
 
 // OpenContainer starts id's container when it is stopped (pinning its
-// bind sources again) and returns it, for the caller to exec a shell in:
-// the interactive part is the docker CLI's, or the service's attach.
+// bind sources again, and refusing when its GPUs went to another container
+// while it was stopped: GuardStart) and returns it, for the caller to exec
+// a shell in: the interactive part is the docker CLI's, or the service's
+// attach.
 func (o *Ops) OpenContainer(ctx context.Context, id identity.Identity, name string) (container.InspectResponse, error) {
 	c, err := o.Own(ctx, id, name)
 	if err != nil {
 		return c, err
 	}
 	if c.State == nil || !c.State.Running {
+		done, err := o.GuardStart(ctx, c.ID, strings.TrimPrefix(c.Name, "/"), c.Config.Labels)
+		if err != nil {
+			return c, err
+		}
+		defer done()
 		if err := o.D.StartOwn(ctx, c, id.Cred()); err != nil {
 			return c, err
 		}

@@ -2,11 +2,13 @@ package ops
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/user"
 	"strconv"
 
+	"github.com/ds01/ds01/assemble/label"
 	"github.com/ds01/ds01/deploy/gpu"
 	"github.com/ds01/ds01/identity"
 )
@@ -118,4 +120,43 @@ func gpuUser(id identity.Identity) gpu.User {
 		u.Groups = append(u.Groups, g.Name)
 	}
 	return u
+}
+
+// GuardStart comes before a start of the container id (named name, with
+// labels) that ds01 or the service's Docker proxy makes. Where GPUs are
+// held only while a container runs (idle release), a stopped container's
+// GPUs may have gone to someone else, and Docker would start it with them
+// all the same: so, under the GPU lock, the devices its labels record
+// must be held by no other container, or the start is refused
+// (gpu.RuleStart). done releases the lock once the start has succeeded
+// or failed, so that no deploy takes the GPUs in between. Without a GPU
+// config or GPU labels there is nothing to check.
+func (o *Ops) GuardStart(ctx context.Context, id, name string, labels map[string]string) (done func(), err error) {
+	refs, err := gpu.DecodeLabels(labels)
+	cfg := o.GPU
+	if errors.Is(err, gpu.ErrNoLabels) || err == nil && len(refs) == 0 || cfg == nil {
+		return func() {}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	dir, err := cfg.lockDir()
+	if err != nil {
+		return nil, err
+	}
+	unlock, err := gpu.Lock(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	hs, err := o.holdings(cfg.ReleaseOnStop, Events{})(ctx)
+	if err != nil {
+		unlock()
+		return nil, fmt.Errorf("reading who holds which GPU before starting %s: %w", name, err)
+	}
+	if taken := gpu.Taken(refs, id, hs); len(taken) > 0 {
+		unlock()
+		uid, _ := strconv.ParseUint(labels[label.UserID], 10, 32)
+		return nil, gpu.StartRefusal(label.Unescape(labels[label.User]), uint32(uid), name, taken)
+	}
+	return unlock, nil
 }

@@ -12,7 +12,9 @@ import (
 // GPUConfig is how deploys allocate GPUs under the policy: its inventory
 // command, its limits per login, per group and by default (--gpus all
 // for everyone or no one), and the GPU lock in lockDir (ops'
-// DefaultLockDir when ""). Direct use through sudo takes the same.
+// DefaultLockDir when ""). With idle release on, GPUs are held only
+// while a container has not stopped. Direct use through sudo takes the
+// same.
 func GPUConfig(p policy.Policy, lockDir string) *ops.GPUConfig {
 	inventory := gpu.Probe{Command: p.GPUs.Inventory}.Inventory
 	if p.GPUs.Inventory == "" {
@@ -25,6 +27,10 @@ func GPUConfig(p policy.Policy, lockDir string) *ops.GPUConfig {
 		Inventory: inventory,
 		Limits:    GPULimits(p.GPUs),
 		LockDir:   lockDir,
+		// Idle release frees a stopped container's GPUs: that needs no
+		// record beyond Docker's own state, which survives a restart of
+		// the service and of the host alike.
+		ReleaseOnStop: p.IdleRelease > 0,
 	}
 }
 

@@ -78,13 +78,21 @@ func Run(ctx context.Context, cfg Config, o *ops.Ops) error {
 	cancel()
 	mux := http.NewServeMux()
 	mux.Handle(api.Prefix, &api.Server{Ops: o, Audit: log, Check: r.Check, Lookup: identity.Host})
-	mux.Handle("/", dockerapi.New(cfg.DockerSocket, log))
+	mux.Handle("/", dockerapi.New(cfg.DockerSocket, log).WithStartGuard(o))
 	// No write timeout: logs -f, events, attach and builds stream.
 	srv := &http.Server{Handler: mux, ConnContext: peer.ConnContext, ReadHeaderTimeout: 30 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	if cfg.Ready != nil {
 		cfg.Ready(l.Addr().String())
+	}
+	if after := time.Duration(cfg.Policy.IdleRelease); after > 0 {
+		every, err := idleInterval()
+		if err != nil {
+			srv.Close()
+			return err
+		}
+		go idleLoop(ctx, o, log, after, every)
 	}
 	select {
 	case err := <-errc:

@@ -41,6 +41,7 @@ func (u upstreamReq) uid() string { return strconv.FormatUint(uint64(u.who.UID),
 // object is what an inspect says about ownership.
 type object struct {
 	ID     string `json:"Id"`
+	Name   string // a container's, /NAME
 	Config struct {
 		Labels map[string]string
 		User   string
@@ -121,6 +122,11 @@ func (p *Proxy) owned(w http.ResponseWriter, u upstreamReq, d decision) decision
 		if !ok {
 			return d
 		}
+		done, ok := p.guardStart(w, u, o, &d)
+		if !ok {
+			return d
+		}
+		defer done()
 		id = o.ID
 	case ownExec:
 		ex, err := p.inspect(u.r.Context(), "/exec/"+url.PathEscape(u.target)+"/json")

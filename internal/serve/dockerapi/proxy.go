@@ -29,6 +29,7 @@ type Proxy struct {
 	upstream string // the daemon's unix socket
 	rec      Recorder
 	tr       *http.Transport
+	guard    StartGuard // nil: starts are not checked
 }
 
 // New proxies to the daemon listening on the unix socket at upstream
