@@ -36,6 +36,9 @@ type Ops struct {
 	ConfigDir string
 	// CacheDir is ds01's cache (registry.CacheDir).
 	CacheDir string
+	// PushRepo is the administrator's default repository for image push,
+	// with {uid} and {project} replaced (DS01_PUSH_REPO).
+	PushRepo string
 }
 
 // Events is where an operation tells what happens while it runs; every
@@ -199,6 +202,8 @@ type Operations interface {
 	OpenContainer(ctx context.Context, id identity.Identity, name string) (container.InspectResponse, error)
 	PullBase(ctx context.Context, id identity.Identity, r BasePull) (registry.PullResult, error)
 	ListBases() ([]registry.Entry, error)
+	PushImage(ctx context.Context, id identity.Identity, r ImagePush, ev Events) (*PushResult, error)
+	PullImage(ctx context.Context, id identity.Identity, r ImagePull, ev Events) (*PullResult, error)
 }
 
 var _ Operations = (*Ops)(nil)
