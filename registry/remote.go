@@ -50,7 +50,7 @@ func OpenRemote(ctx context.Context, ref string, o PullOptions) (*Remote, error)
 			return nil, fmt.Errorf("%s: layer %s declares no size", ref, l.Digest)
 		}
 	}
-	ri := &remoteImage{ctx: ctx, p: p, rm: rm, rawCfg: raw, fetched: new(atomic.Int64)}
+	ri := &remoteImage{ctx: ctx, p: p, rm: rm, rawCfg: raw, diffIDs: cfg.RootFS.DiffIDs, fetched: new(atomic.Int64)}
 	img, err := partial.CompressedToImage(ri)
 	if err != nil {
 		return nil, err
@@ -63,6 +63,7 @@ type remoteImage struct {
 	p       *remote.Puller
 	rm      remoteManifest
 	rawCfg  []byte
+	diffIDs []v1.Hash
 	fetched *atomic.Int64
 }
 
@@ -71,9 +72,9 @@ func (i *remoteImage) RawManifest() ([]byte, error)        { return i.rm.raw, ni
 func (i *remoteImage) MediaType() (types.MediaType, error) { return i.rm.desc.MediaType, nil }
 
 func (i *remoteImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
-	for _, d := range i.rm.m.Layers {
+	for n, d := range i.rm.m.Layers {
 		if d.Digest == h {
-			return &remoteLayer{i: i, d: d}, nil
+			return &remoteLayer{i: i, d: d, diffID: i.diffIDs[n]}, nil
 		}
 	}
 	return nil, fmt.Errorf("%s: no layer %s in its manifest", i.rm.repo, h)
@@ -81,9 +82,14 @@ func (i *remoteImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) 
 
 // remoteLayer is one layer of a Remote, fetched when read.
 type remoteLayer struct {
-	i *remoteImage
-	d v1.Descriptor
+	i      *remoteImage
+	d      v1.Descriptor
+	diffID v1.Hash
 }
+
+// DiffID is the config's: without it go-containerregistry's partial
+// would read the whole layer to learn it, which a delta load never must.
+func (l *remoteLayer) DiffID() (v1.Hash, error) { return l.diffID, nil }
 
 func (l *remoteLayer) Digest() (v1.Hash, error)            { return l.d.Digest, nil }
 func (l *remoteLayer) Size() (int64, error)                { return l.d.Size, nil }

@@ -1,0 +1,168 @@
+package ops
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/ds01/ds01/assemble/record"
+	"github.com/ds01/ds01/identity"
+	"github.com/ds01/ds01/internal/testbed"
+)
+
+// counting is a registry behind a reverse proxy that counts the bytes
+// of uploads (PUT and PATCH bodies) and of blobs downloaded.
+type counting struct {
+	host              string
+	uploaded, fetched atomic.Int64
+}
+
+func countingRegistry(t *testing.T) *counting {
+	reg := testbed.StartRegistry(t)
+	c := &counting{}
+	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: reg.Host})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut || r.Method == http.MethodPatch {
+			r.Body = countedReader{r.Body, &c.uploaded}
+		}
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
+			w = countedWriter{w, &c.fetched}
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	c.host = strings.TrimPrefix(srv.URL, "http://")
+	return c
+}
+
+type countedReader struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (c countedReader) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+type countedWriter struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (c countedWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// A user image whose base the registry holds is pushed as its user layer,
+// config and manifest alone (the base mounted across repositories), and
+// pulled back, under another project, into the engine that holds the
+// base without downloading the base: the same image, run as the user.
+// Another UID's image is refused.
+func TestPushPull(t *testing.T) {
+	d := testbed.Docker(t)
+	ctx := context.Background()
+	reg := countingRegistry(t)
+	prefix := testbed.Prefix(t)
+	baseRef := reg.host + "/" + prefix + "/bullseye:1"
+	br, _ := name.ParseReference(baseRef)
+	if err := remote.Write(br, testbed.Base(t, testbed.Bullseye)); err != nil {
+		t.Fatal(err)
+	}
+	testbed.RemoveImage(t, d, baseRef)
+	o := &Ops{D: d, Version: "test", ConfigDir: t.TempDir(), CacheDir: t.TempDir()}
+	id := identity.Identity{Login: "h.baker@hertie-school.lan", Name: "h-baker", UID: 1722830498, GID: 1722830498, Root: true}
+	p1, p2 := prefix+"-a", prefix+"-b"
+	tag1, tag2 := "ds01-1722830498/"+p1+":latest", "ds01-1722830498/"+p2+":latest"
+	testbed.RemoveImage(t, d, tag1)
+	testbed.RemoveImage(t, d, tag2)
+	made, err := o.CreateImage(ctx, id, ImageCreate{Project: p1, BaseRef: baseRef}, Events{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	reg.uploaded.Store(0)
+	to := reg.host + "/" + prefix + "/ds01-1722830498/" + p1
+	res, err := o.PushImage(ctx, id, ImagePush{Project: p1, To: to}, Events{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, _ := name.ParseReference(res.Ref)
+	pushed, err := remote.Image(pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgName, _ := pushed.ConfigName()
+	rawM, _ := pushed.RawManifest()
+	m, _ := pushed.Manifest()
+	user := m.Layers[len(m.Layers)-1].Size
+	want := user + m.Config.Size + int64(len(rawM))
+	if cfgName.String() != made.ImageID || res.ImageID != made.ImageID {
+		t.Errorf("pushed config %s, image %s; the local image is %s", cfgName, res.ImageID, made.ImageID)
+	}
+	if got := reg.uploaded.Load(); got != want || res.Sent != want {
+		t.Errorf("uploaded %d bytes (ds01 says %d); want the user layer %d + config %d + manifest %d = %d", got, res.Sent, user, m.Config.Size, len(rawM), want)
+	}
+	if res.Layers[0].Mount == "" {
+		t.Errorf("the base layer was not mountable: %+v", res.Layers[0])
+	}
+	recs, _ := o.Records(id)
+	rec, err := recs.Read(p1)
+	recs.Close()
+	if err != nil || len(rec.Pushed) != 1 || rec.Pushed[0].Digest != res.Digest {
+		t.Errorf("record %+v, %v", rec.Pushed, err)
+	}
+
+	// Only the base is left here; the pull brings the rest.
+	if _, err := o.RetireImage(ctx, id, p1, false, Events{}); err != nil {
+		t.Fatal(err)
+	}
+	reg.fetched.Store(0)
+	got, err := o.PullImage(ctx, id, ImagePull{Ref: res.Ref, Project: p2}, Events{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ImageID != made.ImageID || got.Tag != tag2 {
+		t.Errorf("pulled %s as %s; want %s as %s", got.ImageID, got.Tag, made.ImageID, tag2)
+	}
+	if got.Held != len(m.Layers)-1 || got.Downloaded != user {
+		t.Errorf("%d layers held, %d bytes downloaded; want %d held and the user layer's %d", got.Held, got.Downloaded, len(m.Layers)-1, user)
+	}
+	if f := reg.fetched.Load(); f != user+m.Config.Size {
+		t.Errorf("the registry sent %d bytes of blobs; want the user layer %d + config %d", f, user, m.Config.Size)
+	}
+	run, err := d.Run(ctx, tag2, "", "id", "-u")
+	if err != nil || strings.TrimSpace(run.Stdout) != "1722830498" {
+		t.Errorf("id -u in the pulled image: %q %v", run.Stdout, err)
+	}
+	recs, _ = o.Records(id)
+	rec, err = recs.Read(p2)
+	recs.Close()
+	if err != nil || rec.Pulled == nil || rec.ImageID != made.ImageID || rec.Base.Ref != baseRef {
+		t.Errorf("record of the pulled image %+v, %v", rec, err)
+	}
+
+	other := id
+	other.UID, other.GID = 1722830600, 1722830600
+	_, err = o.PullImage(ctx, other, ImagePull{Ref: res.Ref, Project: p2}, Events{})
+	if !errors.Is(err, record.ErrOtherUser) || !strings.Contains(err.Error(), "--force") {
+		t.Errorf("another UID's pull: %v", err)
+	}
+	if _, err := d.ImageInspect(ctx, "ds01-1722830600/"+p2+":latest"); err == nil {
+		testbed.RemoveImage(t, d, "ds01-1722830600/"+p2+":latest")
+		t.Error("the refused pull tagged an image")
+	}
+}
