@@ -121,7 +121,7 @@ func (o *Ops) PushImage(ctx context.Context, id identity.Identity, r ImagePush, 
 	if err := sameImage(o.D.Docker, tag, project, ins.ID, ins.RootFS.Layers, re); err != nil {
 		return nil, err
 	}
-	res := &PushResult{Ref: dst.String(), ImageID: ins.ID}
+	res := &PushResult{Ref: dst.Name(), ImageID: ins.ID}
 	img, err := o.pushable(ctx, id, rec, re, dst, res, ev)
 	if err != nil {
 		return nil, err
@@ -255,7 +255,7 @@ func push(ctx context.Context, img v1.Image, dst name.Tag, id identity.Identity,
 			last = max(last, u.Complete)
 		}
 	}()
-	sent, err := registry.PushWithProgress(ctx, img, dst.String(), registry.PullOptions{Keychain: kc}, updates)
+	sent, err := registry.PushWithProgress(ctx, img, dst.Name(), registry.PullOptions{Keychain: kc}, updates)
 	<-done
 	return sent, err
 }

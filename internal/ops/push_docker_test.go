@@ -161,8 +161,40 @@ func TestPushPull(t *testing.T) {
 	if !errors.Is(err, record.ErrOtherUser) || !strings.Contains(err.Error(), "--force") {
 		t.Errorf("another UID's pull: %v", err)
 	}
-	if _, err := d.ImageInspect(ctx, "ds01-1722830600/"+p2+":latest"); err == nil {
-		testbed.RemoveImage(t, d, "ds01-1722830600/"+p2+":latest")
+	theirs := "ds01-1722830600/" + p2 + ":latest"
+	testbed.RemoveImage(t, d, theirs)
+	if _, err := d.ImageInspect(ctx, theirs); err == nil {
 		t.Error("the refused pull tagged an image")
+	}
+	// --force assembles the user layer again for the caller, on the
+	// pulled image as a base.
+	testbed.RemoveImage(t, d, res.Ref)
+	forced, err := o.PullImage(ctx, other, ImagePull{Ref: res.Ref, Project: p2, Force: true}, Events{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err = d.Run(ctx, theirs, "", "id", "-u")
+	if forced.Reassembled == nil || forced.Tag != theirs || err != nil || strings.TrimSpace(run.Stdout) != "1722830600" {
+		t.Errorf("--force: %+v; id -u %q %v", forced, run.Stdout, err)
+	}
+}
+
+func TestPushRepo(t *testing.T) {
+	for _, tc := range []struct{ to, tmpl, want, err string }{
+		{"", "registry.lab:5000/ds01-{uid}/{project}", "registry.lab:5000/ds01-1000/p:latest", ""},
+		{"reg.example/x/y:v2", "registry.lab:5000/ds01-{uid}/{project}", "reg.example/x/y:v2", ""},
+		{"", "", "", "DS01_PUSH_REPO"},
+		{"Not A Repo", "", "", "not a repository"},
+	} {
+		got, err := PushRepo(tc.to, tc.tmpl, 1000, "p")
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q %q: %v; want an error with %q", tc.to, tc.tmpl, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got.Name() != tc.want {
+			t.Errorf("%q %q: %v %v; want %s", tc.to, tc.tmpl, got, err, tc.want)
+		}
 	}
 }
