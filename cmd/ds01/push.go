@@ -18,7 +18,7 @@ func imagePush() *cli.Command {
 		Usage:     "send your image to a registry, only what it lacks (the base is mounted or found there)",
 		ArgsUsage: "PROJECT",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "to", Usage: "repository `REGISTRY/REPO[:TAG]`; default the administrator's DS01_PUSH_REPO ({uid} and {project} replaced)"},
+			&cli.StringFlag{Name: "to", Usage: "`REGISTRY/REPO[:TAG]` to push to; default the administrator's DS01_PUSH_REPO ({uid} and {project} replaced)"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say where each layer's bytes come from"},
 		},
 		Action: runImagePush,

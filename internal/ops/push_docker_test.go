@@ -3,6 +3,7 @@ package ops
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/ds01/ds01/assemble/record"
@@ -40,7 +42,12 @@ func countingRegistry(t *testing.T) *counting {
 		}
 		proxy.ServeHTTP(w, r)
 	}))
-	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		// A reader that left a blob half read (go-containerregistry peeks
+		// at layers) would keep Close waiting.
+		srv.CloseClientConnections()
+		srv.Close()
+	})
 	c.host = strings.TrimPrefix(srv.URL, "http://")
 	return c
 }
@@ -197,4 +204,96 @@ func TestPushRepo(t *testing.T) {
 			t.Errorf("%q %q: %v %v; want %s", tc.to, tc.tmpl, got, err, tc.want)
 		}
 	}
+}
+
+// A base only the engine holds (loaded, not pulled: no cache entry, no
+// registry) is read out of the engine once into ds01's cache, and the
+// registry, which lacks it, gets the image complete; a second push reads
+// nothing out again and sends nothing new.
+func TestPushDaemonOnlyBase(t *testing.T) {
+	d := testbed.Docker(t)
+	ctx := context.Background()
+	reg := countingRegistry(t)
+	prefix := testbed.Prefix(t)
+	baseTag := prefix + "/bullseye-local:1"
+	testbed.RemoveImage(t, d, baseTag)
+	if _, err := d.Load(ctx, testbed.Base(t, testbed.Bullseye), baseTag, nil); err != nil {
+		t.Fatal(err)
+	}
+	o := &Ops{D: d, Version: "test", ConfigDir: t.TempDir(), CacheDir: t.TempDir()}
+	id := identity.Identity{Login: "h.baker@hertie-school.lan", Name: "h-baker", UID: 1722830498, GID: 1722830498, Root: true}
+	testbed.RemoveImage(t, d, "ds01-1722830498/"+prefix+":latest")
+	made, err := o.CreateImage(ctx, id, ImageCreate{Project: prefix, BaseRef: baseTag}, Events{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var warned []string
+	ev := Events{Warn: func(s string) { warned = append(warned, s) }}
+	to := reg.host + "/" + prefix + "/p"
+	res, err := o.PushImage(ctx, id, ImagePush{Project: prefix, To: to}, ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warned) != 1 || !strings.Contains(warned[0], "read out of the engine once") {
+		t.Errorf("warnings %q", warned)
+	}
+	pr, _ := name.ParseReference(res.Ref)
+	pushed, err := remote.Image(pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cn, _ := pushed.ConfigName(); cn.String() != made.ImageID {
+		t.Errorf("pushed config %s, local image %s", cn, made.ImageID)
+	}
+	// Complete: every layer is in the registry and hashes to its diff ID.
+	if err := validateLayers(pushed); err != nil {
+		t.Error(err)
+	}
+	warned = nil
+	reg.uploaded.Store(0)
+	again, err := o.PushImage(ctx, id, ImagePush{Project: prefix, To: to}, ev)
+	if err != nil || len(warned) != 0 || again.Digest != res.Digest {
+		t.Errorf("second push: %+v %v, warnings %q", again, err, warned)
+	}
+	if n := reg.uploaded.Load(); n > int64(len(mustRaw(t, pushed))) {
+		t.Errorf("second push uploaded %d bytes", n)
+	}
+}
+
+func mustRaw(t *testing.T, img interface{ RawManifest() ([]byte, error) }) []byte {
+	raw, err := img.RawManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// validateLayers reads every layer blob back from the registry: the base
+// was read out of the engine as plain tars, so each blob's sha256 must be
+// its diff ID (go-containerregistry's validate would take them for gzip).
+func validateLayers(img v1.Image) error {
+	m, err := img.Manifest()
+	if err != nil {
+		return err
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return err
+	}
+	for i, d := range m.Layers {
+		l, err := img.LayerByDigest(d.Digest)
+		if err != nil {
+			return err
+		}
+		rc, err := l.Compressed()
+		if err != nil {
+			return err
+		}
+		h, n, err := v1.SHA256(rc)
+		rc.Close()
+		if err != nil || h != cfg.RootFS.DiffIDs[i] || n != d.Size {
+			return fmt.Errorf("layer %d: sha256 %s, %d bytes (%v); want diff ID %s, %d bytes", i, h, n, err, cfg.RootFS.DiffIDs[i], d.Size)
+		}
+	}
+	return nil
 }

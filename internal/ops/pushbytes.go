@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -107,33 +108,39 @@ func (o *Ops) baseBytes(ctx context.Context, id identity.Identity, rec record.Re
 	if img, ok := try(cache.ImageFor(b.ID)); ok {
 		return img, bytesFrom{where: "ds01's cache (read out of the engine before)"}, nil
 	}
-	if o.D.Store != engine.Containerd {
-		return nil, bytesFrom{}, fmt.Errorf("base %s: ds01's cache does not hold it and its registry cannot give it (the record names digest %q), so ds01 has no bytes of its layers for a registry that lacks them; put it in the cache with `ds01 base pull %s` and push again", rec.Base.Ref, rec.Base.Digest, rec.Base.Ref)
+	if e, ok, err := cache.Lookup(exportedRef(b.ID)); err == nil && ok {
+		if img, ok := try(cache.Image(e.Digest)); ok && cache.Complete(e.Digest) == nil {
+			return img, bytesFrom{where: "ds01's cache (read out of the engine before)"}, nil
+		}
 	}
-	return exported(ctx, o.D.Docker, b, cache, ev)
+	img, from, err := exported(ctx, o.D.Docker, b, cache, ev)
+	if err != nil {
+		return nil, from, err
+	}
+	if _, ok := try(img, nil); !ok {
+		return nil, from, fmt.Errorf("base %s: the engine's docker save of %s does not have the layers the engine lists for it", b.Ref, b.ID)
+	}
+	return img, from, nil
+}
+
+// exportedRef is the cache's name for a base read out of the engine.
+func exportedRef(id string) string {
+	return "ds01-exported/base:" + strings.TrimPrefix(id, "sha256:")[:min(32, len(strings.TrimPrefix(id, "sha256:")))]
 }
 
 // exported reads the base out of the engine once (docker save of the
 // base alone) into ds01's cache.
 func exported(ctx context.Context, d *engine.Docker, b *source.Base, cache *registry.Cache, ev Events) (v1.Image, bytesFrom, error) {
-	notice := fmt.Sprintf("base %s: neither ds01's cache nor its registry holds it; it is read out of the engine once (docker save of the base) into ds01's cache", b.Ref)
+	notice := fmt.Sprintf("base %s: neither ds01's cache nor its registry holds it; it is read out of the engine once (docker save of the base alone) into ds01's cache, for registries that lack it", b.Ref)
 	ev.warn("%s", notice)
 	rc, err := d.ImageSave(ctx, []string{b.ID})
 	if err != nil {
 		return nil, bytesFrom{}, fmt.Errorf("base %s: docker save: %w", b.Ref, err)
 	}
-	ref := b.Ref
-	if _, err := registry.ParseRef(ref); err != nil {
-		ref = "ds01-exported/" + b.ID[len("sha256:"):len("sha256:")+12]
-	}
-	_, _, err = cache.ImportArchive(ref, rc)
-	rc.Close()
+	defer rc.Close()
+	img, err := cache.ImportSaved(exportedRef(b.ID), rc)
 	if err != nil {
 		return nil, bytesFrom{}, fmt.Errorf("base %s: reading it out of the engine into ds01's cache: %w", b.Ref, err)
-	}
-	img, err := cache.ImageFor(b.ID)
-	if err != nil {
-		return nil, bytesFrom{}, fmt.Errorf("base %s: the engine's docker save did not hold its image %s: %w", b.Ref, b.ID, err)
 	}
 	return img, bytesFrom{where: "read out of the engine into ds01's cache", notice: notice}, nil
 }
