@@ -114,11 +114,8 @@ func (o *Ops) PushImage(ctx context.Context, id identity.Identity, r ImagePush, 
 	if err != nil {
 		return nil, fmt.Errorf("%s: no such image of yours (ds01 image list shows them): %w", tag, err)
 	}
-	re, err := o.reassemble(ctx, id, project, ev)
+	re, err := o.remake(ctx, id, rec, tag, ins.ID, ins.RootFS.Layers, ev)
 	if err != nil {
-		return nil, fmt.Errorf("making %s again from its record, to push it: %w", tag, err)
-	}
-	if err := sameImage(o.D.Docker, tag, project, ins.ID, ins.RootFS.Layers, re); err != nil {
 		return nil, err
 	}
 	res := &PushResult{Ref: dst.Name(), ImageID: ins.ID}
@@ -162,10 +159,31 @@ func (o *Ops) pushableRecord(id identity.Identity, project string) (record.Recor
 	return rec, nil
 }
 
+// remake makes the image again from its record and checks it is the
+// local one. Packages are asked for as image create asked for them (the
+// package image of that request holds the files the user layer read),
+// and, failing that, pinned as image update asks for them.
+func (o *Ops) remake(ctx context.Context, id identity.Identity, rec record.Record, tag, localID string, local []string, ev Events) (*pipeline.Reassembled, error) {
+	var err error
+	for _, asked := range []bool{true, false} {
+		if !asked && rec.Installed == nil {
+			break
+		}
+		var re *pipeline.Reassembled
+		if re, err = o.reassemble(ctx, id, rec.Project, asked, ev); err != nil {
+			return nil, fmt.Errorf("making %s again from its record, to push it: %w", tag, err)
+		}
+		if err = sameImage(o.D.Docker, tag, rec.Project, localID, local, re); err == nil {
+			return re, nil
+		}
+	}
+	return nil, err
+}
+
 // reassemble makes id's image of project again from its record, offline:
 // the base and the package layer are those here.
-func (o *Ops) reassemble(ctx context.Context, id identity.Identity, project string, ev Events) (*pipeline.Reassembled, error) {
-	c, err := o.fromRecord(id, project, ImageUpdate{Offline: true}, ev)
+func (o *Ops) reassemble(ctx context.Context, id identity.Identity, project string, asked bool, ev Events) (*pipeline.Reassembled, error) {
+	c, err := o.fromRecord(id, project, ImageUpdate{Offline: true, UpgradePackages: asked}, ev)
 	if err != nil {
 		return nil, err
 	}

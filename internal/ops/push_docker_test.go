@@ -17,6 +17,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/ds01/ds01/assemble/packages"
 	"github.com/ds01/ds01/assemble/record"
 	"github.com/ds01/ds01/identity"
 	"github.com/ds01/ds01/internal/testbed"
@@ -296,4 +297,55 @@ func validateLayers(img v1.Image) error {
 		}
 	}
 	return nil
+}
+
+// An image with a shared package layer is pushed as the package layer
+// (from ds01's cache), the user layer, config and manifest, the base
+// mounted from its repository of the same registry.
+func TestPushPackages(t *testing.T) {
+	d := testbed.Docker(t)
+	ctx := context.Background()
+	wheels := testbed.Wheels(t, d, "../../testdata/pypkgs")
+	reg := countingRegistry(t)
+	prefix := testbed.Prefix(t)
+	baseRef := reg.host + "/" + prefix + "/bookworm:1"
+	br, _ := name.ParseReference(baseRef)
+	if err := remote.Write(br, testbed.Base(t, testbed.Bookworm)); err != nil {
+		t.Fatal(err)
+	}
+	testbed.RemoveImage(t, d, baseRef)
+	o := &Ops{D: d, Version: "test", ConfigDir: t.TempDir(), CacheDir: t.TempDir()}
+	id := identity.Identity{Login: "h.baker@hertie-school.lan", Name: "h-baker", UID: 1722830498, GID: 1722830498, Root: true}
+	tag := "ds01-1722830498/" + prefix + ":latest"
+	testbed.RemoveImage(t, d, tag)
+	made, err := o.CreateImage(ctx, id, ImageCreate{Project: prefix, BaseRef: baseRef,
+		Packages: packages.Request{Pip: []string{"ds01-greet"}, FindLinks: wheels, NoIndex: true}}, Events{})
+	if made != nil && made.Packages != nil {
+		testbed.RemoveImage(t, d, made.Packages.Image)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.uploaded.Store(0)
+	res, err := o.PushImage(ctx, id, ImagePush{Project: prefix, To: reg.host + "/" + prefix + "/pushed"}, Events{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, _ := name.ParseReference(res.Ref)
+	pushed, err := remote.Image(pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := pushed.Manifest()
+	n := len(m.Layers)
+	want := m.Layers[n-1].Size + m.Layers[n-2].Size + m.Config.Size + int64(len(mustRaw(t, pushed)))
+	if got := reg.uploaded.Load(); got != want {
+		t.Errorf("uploaded %d bytes; want package layer + user layer + config + manifest = %d", got, want)
+	}
+	if cn, _ := pushed.ConfigName(); cn.String() != made.ImageID {
+		t.Errorf("pushed config %s, local image %s", cn, made.ImageID)
+	}
+	if err := validateLayers(pushed); err != nil {
+		t.Error(err)
+	}
 }
