@@ -33,17 +33,23 @@ type guarded struct {
 // newTransport is the transport of every pull: t (a test's) or a clone of
 // Go's default with connect and handshake deadlines, guarded.
 func newTransport(t http.RoundTripper, stall time.Duration) http.RoundTripper {
-	if t == nil {
-		dt := http.DefaultTransport.(*http.Transport).Clone()
-		dt.DialContext = (&net.Dialer{Timeout: limits.Connect, KeepAlive: 30 * time.Second}).DialContext
-		dt.TLSHandshakeTimeout = limits.Connect
-		t = dt
-	}
-	g := &guarded{next: t, headers: limits.Headers, window: limits.StallWindow}
+	g := &guarded{next: baseTransport(t), headers: limits.Headers, window: limits.StallWindow}
 	if stall > 0 {
 		g.headers, g.window = stall, stall
 	}
 	return g
+}
+
+// baseTransport is t, or a clone of Go's default with connect and
+// handshake deadlines.
+func baseTransport(t http.RoundTripper) http.RoundTripper {
+	if t != nil {
+		return t
+	}
+	dt := http.DefaultTransport.(*http.Transport).Clone()
+	dt.DialContext = (&net.Dialer{Timeout: limits.Connect, KeepAlive: 30 * time.Second}).DialContext
+	dt.TLSHandshakeTimeout = limits.Connect
+	return dt
 }
 
 func (g *guarded) RoundTrip(req *http.Request) (*http.Response, error) {

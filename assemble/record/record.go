@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -55,6 +56,19 @@ type Record struct {
 	// Saved lists the layers container retire --save added on top; a
 	// rebuild from the inputs above would not have them.
 	Saved []SavedLayer `json:"saved,omitempty"`
+	// Pushed lists where image push sent the image, newest last.
+	Pushed []Pushed `json:"pushed,omitempty"`
+	// Pulled says where image pull took the image from: it was not made
+	// here, and the inputs above are what its labels say.
+	Pulled *Pushed `json:"pulled,omitempty"`
+}
+
+// Pushed is one image in a registry: its repository, the manifest
+// digest there, and when.
+type Pushed struct {
+	Repo   string    `json:"repo"`
+	Digest string    `json:"digest"`
+	At     time.Time `json:"at"`
 }
 
 // SavedLayer is one container's changes saved into the image.
@@ -190,7 +204,30 @@ func (r Record) Check(uid, gid uint32) error {
 	if r.SourceDateEpoch != nil && *r.SourceDateEpoch < 0 {
 		return fmt.Errorf("record: source_date_epoch %d is before 1970", *r.SourceDateEpoch)
 	}
+	if err := r.checkRegistries(); err != nil {
+		return err
+	}
 	return r.checkPackages()
+}
+
+var manifestDigest = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+
+// checkRegistries validates where the image was pushed to and pulled
+// from: names ds01 could have written, nothing else.
+func (r Record) checkRegistries() error {
+	all := r.Pushed
+	if r.Pulled != nil {
+		all = append(slices.Clone(all), *r.Pulled)
+	}
+	for _, p := range all {
+		if _, err := reference.ParseNormalizedNamed(p.Repo); err != nil {
+			return fmt.Errorf("record: registry repository %q: %w", p.Repo, err)
+		}
+		if !manifestDigest.MatchString(p.Digest) {
+			return fmt.Errorf("record: %q is not a manifest digest (sha256:…)", p.Digest)
+		}
+	}
+	return nil
 }
 
 var presetName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)

@@ -22,6 +22,11 @@ func TestRecordCheck(t *testing.T) {
 		want string
 	}{
 		{"as written", func(*Record) {}, ""},
+		{"pushed", func(r *Record) {
+			r.Pushed = []Pushed{{Repo: "registry.lab:5000/ds01-1000/p", Digest: "sha256:" + strings.Repeat("0f", 32)}}
+		}, ""},
+		{"pushed to no repository", func(r *Record) { r.Pushed = []Pushed{{Repo: "Bad Repo", Digest: "sha256:" + strings.Repeat("0f", 32)}} }, "registry repository"},
+		{"pulled by no digest", func(r *Record) { r.Pulled = &Pushed{Repo: "registry.lab/x", Digest: "latest"} }, "not a manifest digest"},
 		{"another user's", func(r *Record) { r.UID = 1001 }, "another user"},
 		{"another project's image", func(r *Record) { r.Image = "ds01-1001/p:latest" }, "is not the project's"},
 		{"bad project", func(r *Record) { r.Project = "../x" }, "not a valid image name"},
@@ -72,6 +77,10 @@ func FuzzDecodeRecord(f *testing.F) {
 	data, _ := json.Marshal(goodRecord())
 	f.Add(data)
 	f.Add([]byte(`{"project":"p","packages":{"pip":["a==1"],"find_links":"/w"},"installed":{"pip":["b==2"]}}`))
+	pushed := goodRecord()
+	pushed.Pushed = []Pushed{{Repo: "registry.lab:5000/ds01-1000/p", Digest: "sha256:" + strings.Repeat("ab", 32)}}
+	data, _ = json.Marshal(pushed)
+	f.Add(data)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := DecodeRecord(data)
 		if err != nil {
@@ -90,6 +99,11 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 		if r.UID != 1000 || r.GID != 1000 {
 			t.Fatalf("record of %d:%d passed for 1000:1000", r.UID, r.GID)
+		}
+		for _, p := range r.Pushed {
+			if strings.ContainsAny(p.Repo+p.Digest, " \n\r") {
+				t.Fatalf("pushed entry %q passed", p)
+			}
 		}
 	})
 }

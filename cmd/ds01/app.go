@@ -42,7 +42,7 @@ var grouped = []struct {
 	group, name string
 	ctor        func() *cli.Command
 }{
-	{"image", "create", imageCreate}, {"image", "update", imageUpdate}, {"image", "list", imageList}, {"image", "retire", imageRetire}, {"image", "prune", imagePrune},
+	{"image", "create", imageCreate}, {"image", "update", imageUpdate}, {"image", "list", imageList}, {"image", "retire", imageRetire}, {"image", "prune", imagePrune}, {"image", "push", imagePush}, {"image", "pull", imagePull},
 	{"container", "deploy", containerDeploy}, {"container", "list", containerList}, {"container", "retire", containerRetire}, {"container", "open", containerOpen},
 	{"base", "pull", basePull}, {"base", "list", baseList}, {"base", "prune", basePrune},
 	{"gpu", "list", gpuList}, {"gpu", "status", gpuStatus},

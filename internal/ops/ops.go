@@ -45,6 +45,9 @@ type Ops struct {
 	// GPU is how --gpus is allocated; nil passes it to Docker as given,
 	// except for a user ds01 acts for as root (see gpuGrant).
 	GPU *GPUConfig
+	// PushRepo is the administrator's default repository for image push,
+	// with {uid} and {project} replaced (DS01_PUSH_REPO).
+	PushRepo string
 }
 
 // Events is where an operation tells what happens while it runs; every
@@ -208,6 +211,8 @@ type Operations interface {
 	OpenContainer(ctx context.Context, id identity.Identity, name string) (container.InspectResponse, error)
 	PullBase(ctx context.Context, id identity.Identity, r BasePull) (registry.PullResult, error)
 	ListBases() ([]registry.Entry, error)
+	PushImage(ctx context.Context, id identity.Identity, r ImagePush, ev Events) (*PushResult, error)
+	PullImage(ctx context.Context, id identity.Identity, r ImagePull, ev Events) (*PullResult, error)
 }
 
 var _ Operations = (*Ops)(nil)

@@ -42,6 +42,11 @@ func (r Rules) Check(id identity.Identity, _ string, req any) error {
 		return envRule(q.Env)
 	case ops.ContainerDeploy:
 		return r.deploy(id, q)
+	case ops.ImagePull:
+		if q.Force {
+			// --force builds on the pulled image as a base.
+			return r.base(id, q.Ref)
+		}
 	}
 	return nil
 }

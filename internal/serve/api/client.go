@@ -170,3 +170,13 @@ func (c *Client) ListBases() ([]registry.Entry, error) {
 	var res []registry.Entry
 	return res, c.call(context.Background(), "base/list", struct{}{}, ops.Events{}, nil, &res)
 }
+
+func (c *Client) PushImage(ctx context.Context, _ identity.Identity, r ops.ImagePush, ev ops.Events) (*ops.PushResult, error) {
+	var res ops.PushResult
+	return &res, c.call(ctx, "image/push", r, ev, nil, &res)
+}
+
+func (c *Client) PullImage(ctx context.Context, _ identity.Identity, r ops.ImagePull, ev ops.Events) (*ops.PullResult, error) {
+	var res ops.PullResult
+	return &res, c.call(ctx, "image/pull", r, ev, nil, &res)
+}

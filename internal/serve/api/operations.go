@@ -104,6 +104,12 @@ var operations = map[string]operation{
 		r.Events = st.pullEvents
 		return o.PullBase(ctx, id, r)
 	}),
+	"image/push": op(func(r ops.ImagePush) string { return r.Project }, func(ctx context.Context, o *ops.Ops, id identity.Identity, r ops.ImagePush, ev ops.Events, _ *stream) (any, error) {
+		return o.PushImage(ctx, id, r, ev)
+	}),
+	"image/pull": op(func(r ops.ImagePull) string { return r.Ref }, func(ctx context.Context, o *ops.Ops, id identity.Identity, r ops.ImagePull, ev ops.Events, _ *stream) (any, error) {
+		return o.PullImage(ctx, id, r, ev)
+	}),
 	"base/list": op(none[struct{}], func(_ context.Context, o *ops.Ops, _ identity.Identity, _ struct{}, _ ops.Events, _ *stream) (any, error) {
 		return o.ListBases()
 	}),
