@@ -26,6 +26,7 @@ func serveCmd() *cli.Command {
 			&cli.StringFlag{Name: "socket", Value: DefaultSocket, Usage: "the socket to listen on"},
 			&cli.StringFlag{Name: "policy", Usage: "the administrator's policy (TOML; default " + DefaultPolicy + " when it exists, else the built-in default)"},
 			&cli.StringFlag{Name: "docker-socket", Value: dockerSocket, Usage: "the Docker engine's socket"},
+			&cli.StringFlag{Name: "push-repo", Usage: "the repository image push sends users' images to, {uid} and {project} replaced (default: $DS01_PUSH_REPO)", Sources: cli.EnvVars("DS01_PUSH_REPO")},
 		},
 		Action: runServe,
 	}
@@ -47,6 +48,7 @@ func runServe(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	o.ConfigDir = "" // records live in each user's home, written as the user
+	o.PushRepo = cmd.String("push-repo")
 	cfg := serve.Config{Socket: cmd.String("socket"), Policy: pol, DockerSocket: cmd.String("docker-socket"), GPULockDir: os.Getenv(lockDirEnv),
 		Ready: func(p string) {
 			fmt.Fprintf(cmd.Root().ErrWriter, "ds01 serve: listening on %s (docker %s, %s store)\n", p, d.APIVersion, d.Store)
