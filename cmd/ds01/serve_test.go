@@ -489,3 +489,41 @@ func TestServiceWorkspaceSwapped(t *testing.T) {
 		t.Errorf("the container after the refused open: %v", err)
 	}
 }
+
+// A user's image goes to the lab's registry through the service (the
+// service's push repository, the user's own credentials: none needed on
+// the test bed's registry) and comes back under another project, as the
+// same image.
+func TestServicePushPull(t *testing.T) {
+	reg := testbed.StartRegistry(t)
+	d, base, s := serviceOn(t, "svcpush")
+	u := testbed.NewUser(t, testbed.HomesDir(t, testbed.HardenedHomes))
+	uid := strconv.FormatUint(uint64(u.UID), 10)
+	project, back := testbed.Prefix(t), testbed.Prefix(t)
+	for _, p := range []string{project, back} {
+		testbed.RemoveImage(t, d, "ds01-"+uid+"/"+p+":latest")
+	}
+	if out, code := s.through(t, u, "image", "create", project, "--base", base); code != 0 {
+		t.Fatalf("image create: exit %d\n%s", code, out)
+	}
+	repo := reg.Host + "/ds01-" + uid + "/" + project
+	out, code := s.through(t, u, "image", "push", project, "--to", repo)
+	if code != 0 {
+		t.Fatalf("image push through the service: exit %d\n%s", code, out)
+	}
+	local, err := d.ImageInspect(context.Background(), "ds01-"+uid+"/"+project+":latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, code = s.through(t, u, "image", "pull", repo+":latest", "--project", back)
+	if code != 0 {
+		t.Fatalf("image pull through the service: exit %d\n%s", code, out)
+	}
+	pulled, err := d.ImageInspect(context.Background(), "ds01-"+uid+"/"+back+":latest")
+	if err != nil || pulled.ID != local.ID {
+		t.Errorf("pulled %s as %v (%v), want the pushed image %s", back, pulled.ID, err, local.ID)
+	}
+	if _, err := os.Lstat(filepath.Join(u.Home, ".ds01-config", "images", back+".json")); err != nil {
+		t.Errorf("no record of the pulled image: %v", err)
+	}
+}
