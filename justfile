@@ -12,7 +12,7 @@ package version="":
 
 # install test dependencies (apt) and run every test against the real Docker daemon
 test:
-    scripts/setup && go test -count=1 ./...
+    scripts/setup && go test -count=1 -timeout 30m ./...
 
 # fast tests only: no Docker daemon, no mmdebstrap
 test-short:
