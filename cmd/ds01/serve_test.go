@@ -17,6 +17,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/ds01/ds01/assemble/label"
+	"github.com/ds01/ds01/assemble/pipeline"
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/deploy/binds"
 	"github.com/ds01/ds01/internal/testbed"
@@ -167,7 +168,8 @@ func TestServiceOwnWork(t *testing.T) {
 		t.Errorf("version: exit %d:\n%s", code, out)
 	}
 	out, code := s.through(t, u, "image", "create", project, "--base", base)
-	if code != 0 || !strings.Contains(out, tag) || !strings.Contains(out, "delta: graphdriver store") {
+	delta := "(" + pipeline.LoadPath{Kind: pipeline.LoadDelta, Store: d.Store}.String() + ")"
+	if code != 0 || !strings.Contains(out, tag) || !strings.Contains(out, delta) {
 		t.Fatalf("image create through the service: exit %d:\n%s", code, out)
 	}
 	if got := ownerOf(t, filepath.Join(u.Home, ".ds01-config", "images", project+".json")); got != u.UID {
