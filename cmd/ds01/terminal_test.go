@@ -55,16 +55,17 @@ func TestHostileTextOnTerminal(t *testing.T) {
 	run := filepath.Join(t.TempDir(), "run.sh")
 	os.WriteFile(run, []byte(script.String()), 0o755)
 	session := testbed.Prefix(t)
-	if out, err := exec.Command("tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "60", "sh", run).CombinedOutput(); err != nil {
+	tmux := testbed.Tmux(t)
+	if out, err := tmux("new-session", "-d", "-s", session, "-x", "200", "-y", "60", "sh", run).CombinedOutput(); err != nil {
 		t.Fatalf("tmux: %v %s", err, out)
 	}
-	defer exec.Command("tmux", "kill-session", "-t", session).Run()
+	defer tmux("kill-session", "-t", session).Run()
 	title := func() string {
-		out, _ := exec.Command("tmux", "display-message", "-p", "-t", session, "#{pane_title}").Output()
+		out, _ := tmux("display-message", "-p", "-t", session, "#{pane_title}").Output()
 		return strings.TrimSpace(string(out))
 	}
 	screen := func() string {
-		out, _ := exec.Command("tmux", "capture-pane", "-p", "-J", "-S", "-200", "-t", session).Output()
+		out, _ := tmux("capture-pane", "-p", "-J", "-S", "-200", "-t", session).Output()
 		return string(out)
 	}
 	before := title()

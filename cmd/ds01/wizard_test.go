@@ -76,12 +76,13 @@ func TestWizardOnTerminal(t *testing.T) {
 	}
 	script := filepath.Join(t.TempDir(), "run.sh")
 	os.WriteFile(script, []byte(cmdline.String()+"\necho EXIT=$?\nsleep 60\n"), 0o755)
-	if out, err := exec.Command("tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "50", "sh", script).CombinedOutput(); err != nil {
+	tmux := testbed.Tmux(t)
+	if out, err := tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "50", "sh", script).CombinedOutput(); err != nil {
 		t.Fatalf("tmux: %v %s", err, out)
 	}
-	defer exec.Command("tmux", "kill-session", "-t", session).Run()
+	defer tmux("kill-session", "-t", session).Run()
 	screen := func() string {
-		out, _ := exec.Command("tmux", "capture-pane", "-p", "-t", session).Output()
+		out, _ := tmux("capture-pane", "-p", "-t", session).Output()
 		return string(out)
 	}
 	waitFor := func(s string) {
@@ -95,7 +96,7 @@ func TestWizardOnTerminal(t *testing.T) {
 		t.Fatalf("%q never appeared:\n%s", s, screen())
 	}
 	send := func(keys ...string) {
-		exec.Command("tmux", append([]string{"send-keys", "-t", session}, keys...)...).Run()
+		tmux(append([]string{"send-keys", "-t", session}, keys...)...).Run()
 	}
 	waitFor("Framework [1]:")
 	send("Enter")

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -114,4 +115,15 @@ func LeftContainers(t testing.TB, d interface {
 		}
 	}
 	return left
+}
+
+// Tmux runs tmux on a server of the test's own (tmux -L), so that tests
+// of other packages running at the same time, whose last session ending
+// stops the default server, never take this one with them. The server is
+// killed when the test ends.
+func Tmux(t testing.TB) func(args ...string) *exec.Cmd {
+	t.Helper()
+	sock := Prefix(t)
+	t.Cleanup(func() { exec.Command("tmux", "-L", sock, "kill-server").Run() })
+	return func(args ...string) *exec.Cmd { return exec.Command("tmux", append([]string{"-L", sock}, args...)...) }
 }

@@ -369,13 +369,14 @@ func TestInteractive(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			session := testbed.Prefix(t)
 			script := fmt.Sprintf("DOCKER_HOST=unix://%s %s; echo EXIT=$?; sleep 60", b.sock, tt.cmd)
-			if out, err := exec.Command("tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "30",
+			tmux := testbed.Tmux(t)
+			if out, err := tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "30",
 				"runuser", "-u", b.alice.Login, "--", "sh", "-c", script).CombinedOutput(); err != nil {
 				t.Fatalf("tmux: %v %s", err, out)
 			}
-			defer exec.Command("tmux", "kill-session", "-t", session).Run()
+			defer tmux("kill-session", "-t", session).Run()
 			screen := func() string {
-				out, _ := exec.Command("tmux", "capture-pane", "-p", "-J", "-t", session).Output()
+				out, _ := tmux("capture-pane", "-p", "-J", "-t", session).Output()
 				return string(out)
 			}
 			waitFor := func(want string) {
@@ -392,9 +393,9 @@ func TestInteractive(t *testing.T) {
 			} else {
 				time.Sleep(time.Second) // attach shows nothing until the container writes
 			}
-			exec.Command("tmux", "send-keys", "-t", session, "hello there", "Enter").Run()
+			tmux("send-keys", "-t", session, "hello there", "Enter").Run()
 			waitFor("got HELLO THERE")
-			exec.Command("tmux", "send-keys", "-t", session, "quit", "Enter").Run()
+			tmux("send-keys", "-t", session, "quit", "Enter").Run()
 			waitFor("EXIT=0")
 		})
 	}
