@@ -192,11 +192,11 @@ func (u gpuUser) indices(project string) string {
 	return ins.Container.Config.Labels[gpu.LabelIndices]
 }
 
-// gpuHolders is gpu list as root sees it with the stand-in inventory:
-// "login container" by UUID.
-func gpuHolders(t *testing.T, script string) map[string]string {
+// gpuHolders is gpu list as root sees it with the stand-in inventory
+// (and flags, such as --policy): "login container" by UUID.
+func gpuHolders(t *testing.T, script string, flags ...string) map[string]string {
 	t.Helper()
-	cmd := exec.Command(testbed.Binary(t), "gpu", "list", "--json")
+	cmd := exec.Command(testbed.Binary(t), append([]string{"gpu", "list", "--json"}, flags...)...)
 	cmd.Env = append(os.Environ(), "DS01_GPU_INVENTORY="+script)
 	out, err := cmd.Output()
 	if err != nil {

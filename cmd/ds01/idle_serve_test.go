@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -95,7 +93,7 @@ func TestServiceIdleRelease(t *testing.T) {
 	if holders := gpuHolders(t, script); holders[ag[0]] != alice.Login+" "+cname {
 		t.Errorf("gpu list without the policy shows %s held by %q, want alice's stopped container", ag[0], holders[ag[0]])
 	}
-	if holders := gpuHoldersUnder(t, script, filepath.Join(s.dir, "policy.toml")); holders[ag[0]] != "" {
+	if holders := gpuHolders(t, script, "--policy", filepath.Join(s.dir, "policy.toml")); holders[ag[0]] != "" {
 		t.Errorf("gpu list under the policy shows %s held by %q after its release", ag[0], holders[ag[0]])
 	}
 
@@ -159,27 +157,4 @@ func standIn(t *testing.T, d interface {
 	if _, err := d.ContainerStart(ctx, res.ID, client.ContainerStartOptions{}); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// gpuHoldersUnder is gpu list as root sees it under policy: "login
-// container" by UUID.
-func gpuHoldersUnder(t *testing.T, script, policy string) map[string]string {
-	t.Helper()
-	cmd := exec.Command(testbed.Binary(t), "gpu", "list", "--json", "--policy", policy)
-	cmd.Env = append(os.Environ(), "DS01_GPU_INVENTORY="+script)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("gpu list: %v", err)
-	}
-	var v struct{ GPUs []gpu.Row }
-	if err := json.Unmarshal(out, &v); err != nil {
-		t.Fatalf("gpu list: %v\n%s", err, out)
-	}
-	m := map[string]string{}
-	for _, r := range v.GPUs {
-		if r.State == gpu.StateHeld {
-			m[r.UUID] = r.Login + " " + r.Container
-		}
-	}
-	return m
 }
