@@ -266,9 +266,9 @@ func imageRetire() *cli.Command {
 func containerDeploy() *cli.Command {
 	return &cli.Command{
 		Name:      "deploy",
-		Usage:     "create container NAME._.{UID} from your image (no docker run, no docker commit)",
-		ArgsUsage: "NAME",
-		Flags: []cli.Flag{
+		Usage:     "create container NAME._.{UID} from your image (no docker run, no docker commit), or with --on k8s a Pod or Job from its push",
+		ArgsUsage: "NAME [-- CMD...]",
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "image", Usage: "image `REF`; default ds01-{UID}/NAME:latest"},
 			&cli.StringFlag{Name: "gpus", Usage: "GPUs: all, a count, or device=0,2"},
 			&cli.StringFlag{Name: "shm-size", Usage: "size of the container's own /dev/shm (default: half the host's memory, used only as written)"},
@@ -281,9 +281,9 @@ func containerDeploy() *cli.Command {
 			&cli.StringFlag{Name: "models", Usage: "host `DIR` mounted at /models"},
 			&cli.BoolFlag{Name: "start", Usage: "start the container after creating it"},
 			&cli.BoolFlag{Name: "force", Usage: "re-assemble an image labelled for another UID/GID"},
-			&cli.BoolFlag{Name: "dry-run", Usage: "print the create request as JSON, change nothing"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "print the create request as JSON (with --on k8s the manifest as YAML), change nothing"},
 			verboseFlag(),
-		},
+		}, kubeDeployFlags()...),
 		Action: runContainerDeploy,
 	}
 }
@@ -292,10 +292,10 @@ func containerList() *cli.Command {
 	return &cli.Command{
 		Name:  "list",
 		Usage: "list your containers",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "all", Usage: "every user's containers (root only)"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
-		},
+		}, kubeFlags()...),
 		Action: runContainerList,
 	}
 }
@@ -305,10 +305,10 @@ func containerRetire() *cli.Command {
 		Name:      "retire",
 		Usage:     "stop and remove a container",
 		ArgsUsage: "NAME",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "save", Usage: "first put the container's changes (outside /workspace, /tmp, ~/.cache, lastlog/faillog) back into its image as one layer, without docker commit"},
 			verboseFlag(),
-		},
+		}, kubeFlags()...),
 		Action: runContainerRetire,
 	}
 }
@@ -317,9 +317,10 @@ func containerOpen() *cli.Command {
 	return &cli.Command{
 		Name:      "open",
 		Usage:     "start a container if stopped and open a login shell in it, or run CMD there as you",
-		ArgsUsage: "NAME [CMD...]",
+		ArgsUsage: "[--on k8s] NAME [CMD...]",
 		// Everything after NAME is the command's, its flags too.
 		StopOnNthArg: ptr(1),
+		Flags:        kubeFlags(),
 		Action:       runContainerOpen,
 	}
 }

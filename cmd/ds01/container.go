@@ -23,6 +23,12 @@ import (
 )
 
 func runContainerDeploy(ctx context.Context, cmd *cli.Command) error {
+	if k, err := onKube(cmd); k || err != nil {
+		if err != nil {
+			return err
+		}
+		return runKubeDeploy(ctx, cmd)
+	}
 	name, err := oneArg(cmd, "NAME")
 	if err != nil {
 		return err
@@ -102,6 +108,12 @@ func grantedText(al gpu.Allocation) string {
 }
 
 func runContainerList(ctx context.Context, cmd *cli.Command) error {
+	if k, err := onKube(cmd); k || err != nil {
+		if err != nil {
+			return err
+		}
+		return runKubeList(ctx, cmd)
+	}
 	id, o, done, err := setup(ctx, cmd)
 	if err != nil {
 		return err
@@ -125,6 +137,12 @@ func runContainerList(ctx context.Context, cmd *cli.Command) error {
 }
 
 func runContainerRetire(ctx context.Context, cmd *cli.Command) error {
+	if k, err := onKube(cmd); k || err != nil {
+		if err != nil {
+			return err
+		}
+		return runKubeRetire(ctx, cmd)
+	}
 	name, err := oneArg(cmd, "NAME")
 	if err != nil {
 		return err
@@ -158,6 +176,12 @@ func runContainerOpen(ctx context.Context, cmd *cli.Command) error {
 		return usagef("%s takes a NAME, then optionally the command to run", cmd.FullName())
 	}
 	name := cmd.Args().First()
+	if k, err := onKube(cmd); k || err != nil {
+		if err != nil {
+			return err
+		}
+		return runKubeOpen(ctx, cmd, name, cmd.Args().Tail())
+	}
 	id, o, done, err := setup(ctx, cmd)
 	if err != nil {
 		return err

@@ -23,6 +23,7 @@ import (
 	"github.com/ds01/ds01/assemble/record"
 	"github.com/ds01/ds01/deploy"
 	"github.com/ds01/ds01/identity"
+	"github.com/ds01/ds01/internal/serve/policy"
 	"github.com/ds01/ds01/registry"
 )
 
@@ -48,6 +49,9 @@ type Ops struct {
 	// PushRepo is the administrator's default repository for image push,
 	// with {uid} and {project} replaced (DS01_PUSH_REPO).
 	PushRepo string
+	// Kube is the administrator's convention for --on k8s (the policy
+	// file's [kubernetes]).
+	Kube policy.Kubernetes
 }
 
 // Events is where an operation tells what happens while it runs; every

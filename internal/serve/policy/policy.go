@@ -36,6 +36,7 @@ type Policy struct {
 	Containers Containers `toml:"containers"`
 	Limits     Limits     `toml:"limits"`
 	GPUs       GPUs       `toml:"gpus"`
+	Kubernetes Kubernetes `toml:"kubernetes"`
 }
 
 // Bases are the images users may build on, besides their own.
@@ -98,6 +99,7 @@ func Default() Policy {
 			Default:   1,
 			Inventory: "/usr/bin/nvidia-smi",
 		},
+		Kubernetes: Kubernetes{GPUResource: "nvidia.com/gpu"},
 	}
 }
 

@@ -49,8 +49,8 @@ func TestShippedExampleIsTheDefaults(t *testing.T) {
 		}
 		out = append(out, line)
 	}
-	if n != 19 {
-		t.Fatalf("%d settings found commented out, want all 19; is the example still written as documented?", n)
+	if n != 27 {
+		t.Fatalf("%d settings found commented out, want all 27; is the example still written as documented?", n)
 	}
 	uncommented := strings.Join(out, "\n")
 	p, err = Parse([]byte(uncommented))
@@ -153,6 +153,13 @@ func TestRefused(t *testing.T) {
 		{"bad ref", "[bases]\nrefs = [\"UPPER:case\"]", "bases.refs"},
 		{"negative gpus", "[gpus.groups]\nlab = -1", "gpus.groups"},
 		{"relative inventory", "[gpus]\ninventory = \"nvidia-smi\"", "absolute path"},
+		{"namespace placeholder", "[kubernetes]\nnamespace = \"ds01-{login}\"", "{login} is not one of"},
+		{"namespace not a name", "[kubernetes]\nnamespace = \"DS01_{name}\"", "does not make a namespace name"},
+		{"relative workspace path", "[kubernetes]\nworkspace_path = \"srv/{name}\"", "absolute path"},
+		{"claim and path", "[kubernetes]\nworkspace_claim = \"ws-{name}\"\nworkspace_path = \"/srv/{name}/{project}\"", "not both"},
+		{"claim with project", "[kubernetes]\nworkspace_claim = \"ws-{project}\"", "{project} is not one of"},
+		{"gpu resource", "[kubernetes]\ngpu_resource = \"nvidia gpu\"", "gpu_resource"},
+		{"negative max gpus", "[kubernetes]\nmax_gpus = -2", "max_gpus -2"},
 		{"inventory with arguments", "[gpus]\ninventory = [\"/usr/bin/nvidia-smi\", \"-L\"]", "inventory"},
 	}
 	for _, tt := range tests {

@@ -28,6 +28,7 @@ func (p *Policy) normalize() error {
 		p.Containers.normalize(),
 		p.Limits.check(),
 		p.GPUs.check(),
+		p.Kubernetes.check(),
 	)
 }
 

@@ -1,0 +1,71 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/remotecommand"
+	utilexec "k8s.io/client-go/util/exec"
+	"k8s.io/streaming/pkg/httpstream"
+)
+
+// Session is one command run in a workload's pod, as kubectl exec runs
+// it.
+type Session struct {
+	Command []string
+	TTY     bool
+	Stdin   io.Reader
+	Stdout  io.Writer
+	Stderr  io.Writer
+	// Sizes tells the terminal's size as it changes; nil without a TTY.
+	Sizes remotecommand.TerminalSizeQueue
+}
+
+// ExitError is the command's own non-zero exit status.
+type ExitError struct{ Code int }
+
+func (e *ExitError) Error() string { return fmt.Sprintf("the command exited with status %d", e.Code) }
+
+// Exec runs the session in the workload's pod, over WebSocket, or SPDY
+// where the API server (or a proxy) does not upgrade to it.
+func (c *Cluster) Exec(ctx context.Context, w Workload, s Session) error {
+	if w.Pod == "" || w.Phase != string(corev1.PodRunning) {
+		return fmt.Errorf("%s is not running (%s): there is nothing to open yet", w.Name, w.Phase)
+	}
+	u := c.API.ExecURL(c.Namespace, w.Pod, &corev1.PodExecOptions{
+		Container: "ds01", Command: s.Command, TTY: s.TTY,
+		Stdin: s.Stdin != nil, Stdout: s.Stdout != nil, Stderr: s.Stderr != nil && !s.TTY,
+	})
+	ws, err := remotecommand.NewWebSocketExecutor(c.REST, "GET", u)
+	if err != nil {
+		return err
+	}
+	pu, err := url.Parse(u)
+	if err != nil {
+		return err
+	}
+	spdy, err := remotecommand.NewSPDYExecutor(c.REST, "POST", pu)
+	if err != nil {
+		return err
+	}
+	ex, err := remotecommand.NewFallbackExecutor(ws, spdy, func(err error) bool {
+		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+	})
+	if err != nil {
+		return err
+	}
+	opts := remotecommand.StreamOptions{Stdin: s.Stdin, Stdout: s.Stdout, Tty: s.TTY, TerminalSizeQueue: s.Sizes}
+	if !s.TTY {
+		opts.Stderr = s.Stderr
+	}
+	err = ex.StreamWithContext(ctx, opts)
+	var code utilexec.CodeExitError
+	if errors.As(err, &code) {
+		return &ExitError{Code: code.Code}
+	}
+	return c.explain(err, "opening "+w.Name)
+}
