@@ -44,7 +44,10 @@ type PullResult struct {
 	// Reassembled is set when the image was set up for another user and
 	// --force made it again for the caller on it as a base.
 	Reassembled *pipeline.CreateResult `json:",omitempty"`
-	Warnings    []string
+	// Replaced is the image of the project that --force replaced (and
+	// removed, unless something else uses it).
+	Replaced string `json:",omitempty"`
+	Warnings []string
 }
 
 // ErrNotDS01Image is image pull of an image without a user setup.
@@ -110,6 +113,12 @@ func (o *Ops) PullImage(ctx context.Context, id identity.Identity, r ImagePull, 
 	if err := o.recordPulled(id, res, rm, im); err != nil {
 		sg.Undo(tag, replaced)
 		return nil, fmt.Errorf("%w; the image was removed again", err)
+	}
+	if replaced != "" && replaced != sg.ID {
+		// As a rebuild does: the image --force replaced goes when nothing
+		// else uses it, not left behind as an untagged 18 GB orphan.
+		o.D.Images.RemoveIfOrphan(context.WithoutCancel(ctx), replaced)
+		res.Replaced = replaced
 	}
 	return res, nil
 }

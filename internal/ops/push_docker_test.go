@@ -13,11 +13,13 @@ import (
 	"sync/atomic"
 	"testing"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/ds01/ds01/assemble/packages"
+	"github.com/ds01/ds01/assemble/pipeline"
 	"github.com/ds01/ds01/assemble/record"
 	"github.com/ds01/ds01/identity"
 	"github.com/ds01/ds01/internal/testbed"
@@ -161,6 +163,31 @@ func TestPushPull(t *testing.T) {
 	recs.Close()
 	if err != nil || rec.Pulled == nil || rec.ImageID != made.ImageID || rec.Base.Ref != baseRef {
 		t.Errorf("record of the pulled image %+v, %v", rec, err)
+	}
+
+	// --force over the user's own image of the project: the replaced
+	// image goes, as after a rebuild.
+	p3 := prefix + "-changed"
+	testbed.RemoveImage(t, d, "ds01-1722830498/"+p3+":latest")
+	if _, err := o.CreateImage(ctx, id, ImageCreate{Project: p3, BaseRef: baseRef, Env: []string{"CHANGED=1"}}, Events{}); err != nil {
+		t.Fatal(err)
+	}
+	res3, err := o.PushImage(ctx, id, ImagePush{Project: p3, To: to + "-changed"}, Events{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.PullImage(ctx, id, ImagePull{Ref: res3.Ref, Project: p2}, Events{}); !errors.Is(err, pipeline.ErrExists) {
+		t.Errorf("pull over a different image of the project without --force: %v", err)
+	}
+	over, err := o.PullImage(ctx, id, ImagePull{Ref: res3.Ref, Project: p2, Force: true}, Events{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if over.Replaced != made.ImageID || over.ImageID != res3.ImageID {
+		t.Errorf("--force pull: replaced %q, now %s; want %s replaced by %s", over.Replaced, over.ImageID, made.ImageID, res3.ImageID)
+	}
+	if _, err := d.ImageInspect(ctx, made.ImageID); !cerrdefs.IsNotFound(err) {
+		t.Errorf("the replaced image %s is still there: %v", made.ImageID, err)
 	}
 
 	other := id
