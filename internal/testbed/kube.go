@@ -60,8 +60,9 @@ type Kube struct {
 	admin *rest.Config
 	etcd  string
 	procs []*kubeProc
-	// the API server's serving pair and the CA, also the scheduler's
-	caFile, certFile, keyFile, saKey string
+	pki   kubePKI
+	// kwokURL is kwok's kubelet API (exec), on loopback.
+	kwokURL string
 }
 
 // kubeProc is one process of the control plane, its output in log.
@@ -139,11 +140,7 @@ func (k *Kube) prepare() error {
 	if k.ca, err = newKubeCA(); err != nil {
 		return err
 	}
-	if k.caFile, k.certFile, k.keyFile, err = k.ca.writePKI(k.Dir, kubeServiceIP); err != nil {
-		return err
-	}
-	k.saKey = filepath.Join(k.Dir, "service-account.key")
-	if err := serviceAccountKey(k.saKey); err != nil {
+	if k.pki, err = k.ca.writePKI(k.Dir, kubeServiceIP); err != nil {
 		return err
 	}
 	cfg, err := k.ca.kubeconfig(k.Server, "ds01-testbed-admin", []string{"system:masters"}, "")
@@ -180,6 +177,9 @@ func (k *Kube) start(ctx context.Context, etcdBin, kubeDir, kwokDir string, node
 	}
 	schedPort, err := k.startScheduler(filepath.Join(kubeDir, "kube-scheduler"))
 	if err != nil {
+		return err
+	}
+	if err := k.installExecCRD(ctx, filepath.Join(kwokDir, "clusterexecs.crd.yaml")); err != nil {
 		return err
 	}
 	if err := k.startKwok(kwokDir); err != nil {
@@ -229,11 +229,17 @@ func (k *Kube) startAPIServer(ctx context.Context, bin string) error {
 	if _, err := k.run("kube-apiserver", bin, nil,
 		"--etcd-servers="+k.etcd,
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--secure-port="+port,
-		"--tls-cert-file="+k.certFile, "--tls-private-key-file="+k.keyFile, "--client-ca-file="+k.caFile,
-		"--service-account-key-file="+k.saKey, "--service-account-signing-key-file="+k.saKey,
+		"--tls-cert-file="+k.pki.cert, "--tls-private-key-file="+k.pki.key, "--client-ca-file="+k.pki.ca,
+		"--service-account-key-file="+k.pki.serviceAccountKey, "--service-account-signing-key-file="+k.pki.serviceAccountKey,
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-cluster-ip-range="+kubeServiceCIDR,
 		"--authorization-mode=Node,RBAC",
+		// exec and logs go to kwok's kubelet API, at the node's
+		// InternalIP (its Hostname resolves to nothing), checked against
+		// the bed's CA.
+		"--kubelet-preferred-address-types=InternalIP",
+		"--kubelet-certificate-authority="+k.pki.ca,
+		"--kubelet-client-certificate="+k.pki.kubeletCert, "--kubelet-client-key="+k.pki.kubeletKey,
 		// The admission plugin taints every new node not-ready; the
 		// node lifecycle controller, which would lift the taint once
 		// kwok reports the node Ready, is in the controller-manager
@@ -276,20 +282,30 @@ func (k *Kube) startScheduler(bin string) (int, error) {
 		"--authentication-skip-lookup",
 		"--leader-elect=false",
 		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port),
-		"--tls-cert-file="+k.certFile, "--tls-private-key-file="+k.keyFile)
+		"--tls-cert-file="+k.pki.cert, "--tls-private-key-file="+k.pki.key)
 	return port, err
 }
 
 // startKwok starts kwok on the nodes annotated as this bed's, with the
-// stages kept beside its binary. Its HOME is the bed's directory, so that
-// a ~/.kwok/kwok.yaml of the machine's user is not read.
+// stages kept beside its binary, its kubelet API (exec) on a loopback
+// port with the bed's serving certificate, and exec rules read from the
+// ClusterExec resources (AllowExec). Its HOME is the bed's directory, so
+// that a ~/.kwok/kwok.yaml of the machine's user is not read.
 func (k *Kube) startKwok(dir string) error {
-	_, err := k.run("kwok", filepath.Join(dir, "kwok"), []string{"HOME=" + k.Dir},
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	k.kwokURL = fmt.Sprintf("https://127.0.0.1:%d", port)
+	_, err = k.run("kwok", filepath.Join(dir, "kwok"), []string{"HOME=" + k.Dir},
 		"--kubeconfig="+k.AdminConfig,
 		"--config="+filepath.Join(dir, "stages.yaml"),
 		"--manage-all-nodes=false",
 		"--manage-nodes-with-annotation-selector="+kwokNodeAnnotation+"=fake",
-		"--cidr="+kwokPodCIDR, "--node-ip=127.0.0.1")
+		"--cidr="+kwokPodCIDR, "--node-ip=127.0.0.1",
+		fmt.Sprintf("--server-address=127.0.0.1:%d", port), fmt.Sprintf("--node-port=%d", port),
+		"--tls-cert-file="+k.pki.cert, "--tls-private-key-file="+k.pki.key,
+		"--enable-crds=ClusterExec")
 	return err
 }
 

@@ -2,6 +2,7 @@ package testbed
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -12,7 +13,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/remotecommand"
 )
 
 // The bed's control plane is a real one: a granted user's pod asking for
@@ -25,7 +29,7 @@ func TestKube(t *testing.T) {
 	alice, bob := Prefix(t)+"-alice", Prefix(t)+"-bob"
 	k.Grant(t, alice, ns)
 	k.Grant(t, "someone-else", other)
-	cs, gotNS := userClient(t, k.UserConfig(t, alice, []string{"ds01-users"}, ns, -1, -1))
+	_, cs, gotNS := userClient(t, k.UserConfig(t, alice, []string{"ds01-users"}, ns, -1, -1))
 	if gotNS != ns {
 		t.Fatalf("the user's kubeconfig is in namespace %q, want %q", gotNS, ns)
 	}
@@ -51,7 +55,7 @@ func TestKube(t *testing.T) {
 	})
 
 	t.Run("no grant, no pods", func(t *testing.T) {
-		bobCS, _ := userClient(t, k.UserConfig(t, bob, nil, ns, -1, -1))
+		_, bobCS, _ := userClient(t, k.UserConfig(t, bob, nil, ns, -1, -1))
 		for _, c := range []struct {
 			who string
 			cs  kubernetes.Interface
@@ -84,9 +88,76 @@ func TestKubeUserConfigOwner(t *testing.T) {
 	}
 }
 
-// userClient is a clientset as a user's kubeconfig at path has it, and
-// the namespace it names.
-func userClient(t *testing.T, path string) (kubernetes.Interface, string) {
+// Exec into a pod works as a user's client does it (client-go's
+// remotecommand over WebSocket or SPDY, through the API server and its
+// RBAC) where AllowExec allowed it: the command runs on this machine as
+// the given user, in the given directory, stdin and stdout streamed; and
+// nowhere else.
+func TestKubeExec(t *testing.T) {
+	homes := HomesDir(t, PlainHomes)
+	runner := NewUser(t, homes)
+	k := StartKube(t, KubeNode{Name: "gpu-a", GPUs: 2})
+	ns, closed := Prefix(t), Prefix(t)
+	alice := Prefix(t) + "-alice"
+	k.Grant(t, alice, ns)
+	k.Grant(t, alice, closed)
+	dir := k.AllowExec(t, ns, int(runner.UID), int(runner.GID))
+	cfg, cs, _ := userClient(t, k.UserConfig(t, alice, nil, ns, -1, -1))
+	for _, n := range []string{ns, closed} {
+		createGPUPod(t, cs, n, "shell", 1)
+		waitPod(t, cs, n, "shell", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	}
+	// read, not cat: kwok v0.8.0 never closes the command's stdin, so
+	// nothing reading to end of input ends.
+	want := fmt.Sprintf("%d\n%s\nhello\n", runner.UID, dir)
+	for _, proto := range []string{"websocket", "spdy"} {
+		stdout, stderr, err := execIn(t, cfg, cs, proto, ns, "shell", "hello\n", "sh", "-c", `id -u; pwd; read -r l; echo "$l"`)
+		if err != nil {
+			t.Fatalf("exec (%s) in %s: %v (stderr %q)", proto, ns, err, stderr)
+		}
+		if stdout != want {
+			t.Fatalf("exec (%s) in %s printed %q, want %q", proto, ns, stdout, want)
+		}
+	}
+	// kwok's own refusal, passed on by the API server: the pod is there
+	// and Running, the user may exec, kwok has no rule for closed.
+	_, _, err := execIn(t, cfg, cs, "websocket", closed, "shell", "", "true")
+	if err == nil || !strings.Contains(err.Error(), "no exec found") {
+		t.Fatalf("exec in %s, never allowed: %v, want kwok's refusal", closed, err)
+	}
+}
+
+// execIn runs command in the pod's container as client-go's users do,
+// over WebSocket (kubectl's first choice, which the API server turns into
+// SPDY toward the kubelet) or SPDY.
+func execIn(t *testing.T, cfg *rest.Config, cs kubernetes.Interface, proto, ns, pod, stdin string, command ...string) (string, string, error) {
+	t.Helper()
+	req := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(ns).Name(pod).SubResource("exec").
+		VersionedParams(&corev1.PodExecOptions{Container: "work", Command: command, Stdin: stdin != "", Stdout: true, Stderr: true}, scheme.ParameterCodec)
+	var ex remotecommand.Executor
+	var err error
+	if proto == "websocket" {
+		ex, err = remotecommand.NewWebSocketExecutor(cfg, "GET", req.URL().String())
+	} else {
+		ex, err = remotecommand.NewSPDYExecutor(cfg, "POST", req.URL())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut strings.Builder
+	opts := remotecommand.StreamOptions{Stdout: &out, Stderr: &errOut}
+	if stdin != "" {
+		opts.Stdin = strings.NewReader(stdin)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err = ex.StreamWithContext(ctx, opts)
+	return out.String(), errOut.String(), err
+}
+
+// userClient is the client configuration and clientset a user's
+// kubeconfig at path makes, and the namespace it names.
+func userClient(t *testing.T, path string) (*rest.Config, kubernetes.Interface, string) {
 	t.Helper()
 	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(&clientcmd.ClientConfigLoadingRules{ExplicitPath: path}, nil)
 	cfg, err := cc.ClientConfig()
@@ -101,7 +172,7 @@ func userClient(t *testing.T, path string) (kubernetes.Interface, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cs, ns
+	return cfg, cs, ns
 }
 
 func gpuPod(name string, gpus int64) *corev1.Pod {

@@ -26,28 +26,32 @@ const (
 // (k8s.io/kubernetes from the module proxy, its staging modules pinned).
 func kubeBinaries(t testing.TB) string {
 	t.Helper()
-	return cachedBuild(t, "kube-"+kubeVersion, "kube-apiserver and kube-scheduler "+kubeVersion, buildKube)
+	return cachedBuild(t, "kube-"+kubeVersion, "kube-apiserver and kube-scheduler "+kubeVersion,
+		[]string{"kube-apiserver", "kube-scheduler"}, buildKube)
 }
 
-// kwokBinary is the directory holding kwok and the stages it plays
-// (stages.yaml): the standalone binary has none built in.
+// kwokBinary is the directory holding kwok, the stages it plays
+// (stages.yaml: the standalone binary has none built in) and the
+// definition of its ClusterExec resource.
 func kwokBinary(t testing.TB) string {
 	t.Helper()
-	return cachedBuild(t, "kwok-"+kwokVersion, "kwok "+kwokVersion, buildKwok)
+	return cachedBuild(t, "kwok-"+kwokVersion, "kwok "+kwokVersion,
+		[]string{"kwok", "stages.yaml", "clusterexecs.crd.yaml"}, buildKwok)
 }
 
 // cachedBuild returns $DS01_TESTBED_CACHE/name, running build into a
-// temporary directory renamed to that name when it is missing. The build
-// runs under a file lock: test packages run in parallel, and the second
-// waits for the first's build instead of doing it again.
-func cachedBuild(t testing.TB, name, what string, build func(ctx context.Context, out string) error) string {
+// temporary directory renamed to that name when it lacks one of files (a
+// cache an older test bed made holds fewer). The build runs under a file
+// lock: test packages run in parallel, and the second waits for the
+// first's build instead of doing it again.
+func cachedBuild(t testing.TB, name, what string, files []string, build func(ctx context.Context, out string) error) string {
 	t.Helper()
 	cache, err := cacheDir()
 	if err != nil {
 		t.Fatal(err)
 	}
 	final := filepath.Join(cache, name)
-	if _, err := os.Stat(final); err == nil {
+	if hasFiles(final, files) {
 		return final
 	}
 	if err := os.MkdirAll(cache, 0o755); err != nil {
@@ -58,7 +62,7 @@ func cachedBuild(t testing.TB, name, what string, build func(ctx context.Context
 		t.Fatal(err)
 	}
 	defer unlock()
-	if _, err := os.Stat(final); err == nil {
+	if hasFiles(final, files) {
 		return final
 	}
 	tmp, err := os.MkdirTemp(cache, name+".partial-")
@@ -76,11 +80,23 @@ func cachedBuild(t testing.TB, name, what string, build func(ctx context.Context
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.RemoveAll(final); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Rename(tmp, final); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("built %s in %s", what, time.Since(start).Round(time.Second))
 	return final
+}
+
+func hasFiles(dir string, files []string) bool {
+	for _, f := range files {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // lockFile takes an exclusive flock on path, waiting for it.
@@ -126,12 +142,12 @@ func kubeVersionFlags() string {
 	return strings.Join(flags, " ")
 }
 
-// buildKwok installs kwok from the module proxy and keeps beside it the
-// stages kwokctl would give it, copied out of the same module: nodes made
-// Ready (with heartbeats), bound pods Running, deleted pods removed.
-// Jobs' pods are not completed at once (pod-complete is left out): the
-// test bed has no Job controller, and a container a user deploys runs
-// until it is stopped.
+// buildKwok installs kwok from the module proxy and keeps beside it,
+// copied out of the same module, the stages kwokctl would give it (nodes
+// made Ready, with heartbeats; bound pods Running; deleted pods removed)
+// and the definition of its ClusterExec resource. Jobs' pods are not
+// completed at once (pod-complete is left out): the bed has no Job
+// controller, and a container a user deploys runs until it is stopped.
 func buildKwok(ctx context.Context, out string) error {
 	c := exec.CommandContext(ctx, "go", "install", "-trimpath", "-ldflags=-s", "sigs.k8s.io/kwok/cmd/kwok@"+kwokVersion)
 	c.Dir = out
@@ -150,7 +166,14 @@ func buildKwok(ctx context.Context, out string) error {
 	if err := json.Unmarshal(b, &mod); err != nil {
 		return fmt.Errorf("go mod download kwok: %w", err)
 	}
-	return copyStages(filepath.Join(mod.Dir, "kustomize", "stage"), filepath.Join(out, "stages.yaml"))
+	if err := copyStages(filepath.Join(mod.Dir, "kustomize", "stage"), filepath.Join(out, "stages.yaml")); err != nil {
+		return err
+	}
+	crd, err := os.ReadFile(filepath.Join(mod.Dir, "kustomize", "crd", "bases", "kwok.x-k8s.io_clusterexecs.yaml"))
+	if err != nil {
+		return fmt.Errorf("kwok's ClusterExec definition: %w", err)
+	}
+	return os.WriteFile(filepath.Join(out, "clusterexecs.crd.yaml"), crd, 0o644)
 }
 
 // copyStages joins kwok's default stage files into one config file.

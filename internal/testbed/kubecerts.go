@@ -142,21 +142,39 @@ func pemBlock(kind string, der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der})
 }
 
-// writePKI writes the CA certificate and the API server's serving pair
-// into dir, returning their paths.
-func (ca *kubeCA) writePKI(dir string, serviceIP net.IP) (caFile, certFile, keyFile string, err error) {
+// kubePKI is where the bed's certificates and keys are, as files for the
+// processes' flags.
+type kubePKI struct {
+	ca                      string // the CA's certificate
+	cert, key               string // serving: the API server, the scheduler, kwok
+	kubeletCert, kubeletKey string // the API server's client pair for kwok's kubelet API
+	serviceAccountKey       string
+}
+
+// writePKI writes the CA certificate, the serving pair every server of
+// the bed shares (all are on 127.0.0.1), the API server's client pair for
+// the kubelet API and the service account key into dir.
+func (ca *kubeCA) writePKI(dir string, serviceIP net.IP) (kubePKI, error) {
+	p := kubePKI{
+		ca: filepath.Join(dir, "ca.crt"), cert: filepath.Join(dir, "serving.crt"), key: filepath.Join(dir, "serving.key"),
+		kubeletCert: filepath.Join(dir, "kubelet-client.crt"), kubeletKey: filepath.Join(dir, "kubelet-client.key"),
+		serviceAccountKey: filepath.Join(dir, "service-account.key"),
+	}
 	certPEM, keyPEM, err := ca.serving(serviceIP)
 	if err != nil {
-		return "", "", "", err
+		return p, err
 	}
-	caFile, certFile, keyFile = filepath.Join(dir, "ca.crt"), filepath.Join(dir, "apiserver.crt"), filepath.Join(dir, "apiserver.key")
+	kcPEM, kkPEM, err := ca.client("kube-apiserver-kubelet-client", nil)
+	if err != nil {
+		return p, err
+	}
 	for _, f := range []struct {
 		path string
 		data []byte
-	}{{caFile, ca.certPEM}, {certFile, certPEM}, {keyFile, keyPEM}} {
+	}{{p.ca, ca.certPEM}, {p.cert, certPEM}, {p.key, keyPEM}, {p.kubeletCert, kcPEM}, {p.kubeletKey, kkPEM}} {
 		if err := os.WriteFile(f.path, f.data, 0o600); err != nil {
-			return "", "", "", err
+			return p, err
 		}
 	}
-	return caFile, certFile, keyFile, nil
+	return p, serviceAccountKey(p.serviceAccountKey)
 }
