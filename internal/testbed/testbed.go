@@ -1,8 +1,10 @@
 // Package testbed gives tests real things to work on: Debian bases built
 // with mmdebstrap and cached outside the repository, the machine's Docker
-// daemon, and a real registry (Debian's docker-registry) on loopback.
-// Everything a test puts into Docker carries a unique prefix and is removed
-// when the test ends; nothing else is touched.
+// daemon, a real registry (Debian's docker-registry) on loopback, and a
+// real Kubernetes control plane on loopback (etcd, kube-apiserver,
+// kube-scheduler, with kwok playing GPU nodes). Everything a test puts
+// into Docker carries a unique prefix and is removed when the test ends;
+// nothing else is touched.
 package testbed
 
 import (
