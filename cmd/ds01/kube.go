@@ -170,6 +170,10 @@ func runKubeRetire(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
+	if w.Terminating {
+		fmt.Fprintf(cmd.Root().Writer, "retiring %s %s in namespace %s: its node is still stopping it\n", w.Kind, w.Object, w.Namespace)
+		return nil
+	}
 	fmt.Fprintf(cmd.Root().Writer, "retired %s %s in namespace %s\n", w.Kind, w.Object, w.Namespace)
 	return nil
 }

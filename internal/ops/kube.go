@@ -195,17 +195,25 @@ func (o *Ops) ListKube(ctx context.Context, id identity.Identity, opts cluster.O
 	return c.List(ctx, id.UID)
 }
 
+// KubeRetired is what container retire --on k8s removed.
+type KubeRetired struct {
+	cluster.Workload
+	// Terminating is a pod its node has not stopped within the wait.
+	Terminating bool
+}
+
 // RetireKube removes id's workload called name.
-func (o *Ops) RetireKube(ctx context.Context, id identity.Identity, opts cluster.Options, name string) (cluster.Workload, error) {
+func (o *Ops) RetireKube(ctx context.Context, id identity.Identity, opts cluster.Options, name string) (*KubeRetired, error) {
 	c, err := o.KubeCluster(id, opts)
 	if err != nil {
-		return cluster.Workload{}, err
+		return nil, err
 	}
 	w, err := c.Find(ctx, id.UID, name)
 	if err != nil {
-		return w, err
+		return nil, err
 	}
-	return w, c.Retire(ctx, w)
+	gone, err := c.Retire(ctx, w, 45*time.Second)
+	return &KubeRetired{Workload: w, Terminating: !gone}, err
 }
 
 // OpenKube runs a session in id's workload called name: by default a

@@ -30,13 +30,15 @@ func kubeBinaries(t testing.TB) string {
 		[]string{"kube-apiserver", "kube-scheduler"}, buildKube)
 }
 
+var kwokFiles = []string{"kwok", "stages.yaml", "clusterexecs.crd.yaml"}
+
 // kwokBinary is the directory holding kwok, the stages it plays
 // (stages.yaml: the standalone binary has none built in) and the
 // definition of its ClusterExec resource.
 func kwokBinary(t testing.TB) string {
 	t.Helper()
 	return cachedBuild(t, "kwok-"+kwokVersion, "kwok "+kwokVersion,
-		[]string{"kwok", "stages.yaml", "clusterexecs.crd.yaml"}, buildKwok)
+		kwokFiles, buildKwok)
 }
 
 // cachedBuild returns $DS01_TESTBED_CACHE/name, running build into a
@@ -46,48 +48,71 @@ func kwokBinary(t testing.TB) string {
 // first's build instead of doing it again.
 func cachedBuild(t testing.TB, name, what string, files []string, build func(ctx context.Context, out string) error) string {
 	t.Helper()
-	cache, err := cacheDir()
+	dir, err := buildCached(name, what, files, build, t.Logf)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return dir
+}
+
+func buildCached(name, what string, files []string, build func(ctx context.Context, out string) error, logf func(string, ...any)) (string, error) {
+	cache, err := cacheDir()
+	if err != nil {
+		return "", err
 	}
 	final := filepath.Join(cache, name)
 	if hasFiles(final, files) {
-		return final
+		return final, nil
 	}
 	if err := os.MkdirAll(cache, 0o755); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	unlock, err := lockFile(final + ".lock")
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	defer unlock()
 	if hasFiles(final, files) {
-		return final
+		return final, nil
+	}
+	// Under the lock, a partial build is one whose process ended first.
+	stale, _ := filepath.Glob(final + ".partial-*")
+	for _, p := range stale {
+		os.RemoveAll(p)
 	}
 	tmp, err := os.MkdirTemp(cache, name+".partial-")
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	defer os.RemoveAll(tmp)
-	t.Logf("building %s into %s (once per machine, several minutes)", what, final)
+	logf("building %s into %s (once per machine, several minutes)", what, final)
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 	if err := build(ctx, tmp); err != nil {
-		t.Fatalf("building %s: %v", what, err)
+		return "", fmt.Errorf("building %s: %w", what, err)
 	}
 	if err := os.Chmod(tmp, 0o755); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	if err := os.RemoveAll(final); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	if err := os.Rename(tmp, final); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
-	t.Logf("built %s in %s", what, time.Since(start).Round(time.Second))
-	return final
+	logf("built %s in %s", what, time.Since(start).Round(time.Second))
+	return final, nil
+}
+
+// PrebuildKube builds the control plane's binaries when the cache lacks
+// them, for a test package to start in the background at its start: the
+// build (minutes, once per machine) then overlaps tests that wait on
+// Docker rather than the CPU. A failure is left to StartKube to report.
+func PrebuildKube() {
+	nolog := func(string, ...any) {}
+	buildCached("kube-"+kubeVersion, "", []string{"kube-apiserver", "kube-scheduler"}, buildKube, nolog)
+	buildCached("kwok-"+kwokVersion, "", kwokFiles, buildKwok, nolog)
 }
 
 func hasFiles(dir string, files []string) bool {

@@ -131,7 +131,7 @@ func TestListFindRetireOwnOnly(t *testing.T) {
 	if err != nil || w.Object != "p-1001" {
 		t.Fatalf("find p: %+v %v", w, err)
 	}
-	if err := c.Retire(context.Background(), w); err != nil {
+	if gone, err := c.Retire(context.Background(), w, time.Second); err != nil || !gone {
 		t.Fatal(err)
 	}
 	if _, err := cs.CoreV1().Pods("ns").Get(context.Background(), "p-1002", metav1.GetOptions{}); err != nil {

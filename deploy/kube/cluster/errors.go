@@ -33,7 +33,7 @@ type Pending struct {
 func (e *Pending) Error() string {
 	why := "the scheduler has not placed it yet"
 	if e.Message != "" {
-		why = "the scheduler says: " + e.Message
+		why = "the scheduler says: " + strings.TrimRight(e.Message, ". ")
 	}
 	return fmt.Sprintf("%s is Pending in namespace %s: %s. It stays queued and starts when a node can take it; ds01 container retire --on k8s withdraws it", e.Name, e.Namespace, why)
 }

@@ -63,9 +63,9 @@ func (c *Cluster) Exec(ctx context.Context, w Workload, s Session) error {
 		opts.Stderr = s.Stderr
 	}
 	err = ex.StreamWithContext(ctx, opts)
-	var code utilexec.CodeExitError
+	var code utilexec.ExitError
 	if errors.As(err, &code) {
-		return &ExitError{Code: code.Code}
+		return &ExitError{Code: code.ExitStatus()}
 	}
 	return c.explain(err, "opening "+w.Name)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -93,9 +94,30 @@ func (c *Cluster) Find(ctx context.Context, uid uint32, name string) (Workload, 
 	return ws[0], nil
 }
 
-// Retire removes the workload, a Job with its pods.
-func (c *Cluster) Retire(ctx context.Context, w Workload) error {
-	return c.remove(ctx, w.Kind, w.Object)
+// Retire removes the workload, a Job with its pods, and waits at most
+// wait for the pod to be gone: a pod on a node goes only once the node
+// has stopped it, and until then the name is taken. It says whether the
+// pod is gone.
+func (c *Cluster) Retire(ctx context.Context, w Workload, wait time.Duration) (gone bool, err error) {
+	if err := c.remove(ctx, w.Kind, w.Object); err != nil {
+		return false, err
+	}
+	if w.Pod == "" {
+		return true, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for {
+		_, err := c.API.GetPod(ctx, c.Namespace, w.Pod)
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, nil
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 func (c *Cluster) remove(ctx context.Context, kind, name string) error {
