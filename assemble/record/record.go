@@ -69,6 +69,9 @@ type Pushed struct {
 	Repo   string    `json:"repo"`
 	Digest string    `json:"digest"`
 	At     time.Time `json:"at"`
+	// ImageID is the local image that was pushed (or pulled), so that a
+	// later change to it (retire --save, a rebuild) shows.
+	ImageID string `json:"image_id,omitempty"`
 }
 
 // SavedLayer is one container's changes saved into the image.

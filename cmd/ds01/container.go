@@ -23,11 +23,8 @@ import (
 )
 
 func runContainerDeploy(ctx context.Context, cmd *cli.Command) error {
-	if k, err := onKube(cmd); k || err != nil {
-		if err != nil {
-			return err
-		}
-		return runKubeDeploy(ctx, cmd)
+	if done, err := dispatchKube(ctx, cmd, runKubeDeploy); done {
+		return err
 	}
 	name, err := oneArg(cmd, "NAME")
 	if err != nil {
@@ -108,11 +105,8 @@ func grantedText(al gpu.Allocation) string {
 }
 
 func runContainerList(ctx context.Context, cmd *cli.Command) error {
-	if k, err := onKube(cmd); k || err != nil {
-		if err != nil {
-			return err
-		}
-		return runKubeList(ctx, cmd)
+	if done, err := dispatchKube(ctx, cmd, runKubeList); done {
+		return err
 	}
 	id, o, done, err := setup(ctx, cmd)
 	if err != nil {
@@ -137,11 +131,8 @@ func runContainerList(ctx context.Context, cmd *cli.Command) error {
 }
 
 func runContainerRetire(ctx context.Context, cmd *cli.Command) error {
-	if k, err := onKube(cmd); k || err != nil {
-		if err != nil {
-			return err
-		}
-		return runKubeRetire(ctx, cmd)
+	if done, err := dispatchKube(ctx, cmd, runKubeRetire); done {
+		return err
 	}
 	name, err := oneArg(cmd, "NAME")
 	if err != nil {
@@ -176,11 +167,11 @@ func runContainerOpen(ctx context.Context, cmd *cli.Command) error {
 		return usagef("%s takes a NAME, then optionally the command to run", cmd.FullName())
 	}
 	name := cmd.Args().First()
-	if k, err := onKube(cmd); k || err != nil {
-		if err != nil {
-			return err
-		}
+	kubeOpen := func(ctx context.Context, cmd *cli.Command) error {
 		return runKubeOpen(ctx, cmd, name, cmd.Args().Tail())
+	}
+	if done, err := dispatchKube(ctx, cmd, kubeOpen); done {
+		return err
 	}
 	id, o, done, err := setup(ctx, cmd)
 	if err != nil {

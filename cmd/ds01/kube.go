@@ -60,6 +60,11 @@ func kubeOps(cmd *cli.Command) (identity.Identity, *ops.Ops, error) {
 	if err != nil {
 		return id, nil, err
 	}
+	// Refused before the policy (DS01_POLICY, which sudo may pass) or
+	// anything of the user's is read as root.
+	if err := ops.KubeAllowed(id); err != nil {
+		return id, nil, err
+	}
 	if err := id.CheckUser(); err != nil {
 		return id, nil, usageError{err}
 	}
@@ -74,24 +79,28 @@ func kubeOps(cmd *cli.Command) (identity.Identity, *ops.Ops, error) {
 // kubeSettings are the policy file's [kubernetes]: root's file, or the
 // defaults where there is none.
 func kubeSettings() (policy.Kubernetes, error) {
-	path := os.Getenv("DS01_POLICY")
-	if path == "" {
-		path = DefaultPolicy
-	}
-	p, err := policy.Load(path)
-	if errors.Is(err, os.ErrNotExist) && os.Getenv("DS01_POLICY") == "" {
-		return policy.Default().Kubernetes, nil
-	}
+	p, err := readPolicy(os.Getenv("DS01_POLICY"))
 	return p.Kubernetes, err
 }
 
-// localOnly are deploy's flags for this server's engine.
-var localOnly = []string{"image", "shm-size", "ipc", "cgroup-parent", "accept-setuid-risk", "memlock", "workspace", "data", "models", "start", "force"}
+// localEngine is the help category of deploy's flags for this server's
+// Docker, which --on k8s refuses.
+const localEngine = "this server's Docker"
+
+// dispatchKube runs run when the command is for the cluster; handled is
+// false when it is for this server's engine.
+func dispatchKube(ctx context.Context, cmd *cli.Command, run func(context.Context, *cli.Command) error) (handled bool, err error) {
+	k, err := onKube(cmd)
+	if err != nil || !k {
+		return err != nil, err
+	}
+	return true, run(ctx, cmd)
+}
 
 func runKubeDeploy(ctx context.Context, cmd *cli.Command) error {
-	for _, f := range localOnly {
-		if cmd.IsSet(f) {
-			return usagef("--%s is for this server's Docker; on Kubernetes the image is your last push, and the workspace and limits are the administrator's settings and the cluster's", f)
+	for _, f := range cmd.Flags {
+		if c, ok := f.(cli.CategorizableFlag); ok && c.GetCategory() == localEngine && cmd.IsSet(f.Names()[0]) {
+			return usagef("--%s is for this server's Docker; on Kubernetes the image is your last push, and the workspace and limits are the administrator's settings and the cluster's", f.Names()[0])
 		}
 	}
 	if cmd.NArg() < 1 {
@@ -119,10 +128,10 @@ func runKubeDeploy(ctx context.Context, cmd *cli.Command) error {
 	}
 	d := res.Deployed
 	if !d.Started {
-		fmt.Fprintf(out, "Job %s created in namespace %s from %s; the cluster has not started its pod yet (ds01 container list --on k8s shows it)\n", d.Object, d.Namespace, res.Image)
+		fmt.Fprintf(out, "%s %s created in namespace %s from %s; the cluster has not started its pod yet (ds01 container list --on k8s shows it)\n", d.Kind, d.Object, d.Namespace, termsafe.Line(res.Image))
 		return nil
 	}
-	fmt.Fprintf(out, "%s %s in namespace %s on node %s (%s) from %s\n", d.Kind, d.Object, d.Namespace, termsafe.Line(d.Node), termsafe.Line(d.Phase), res.Image)
+	fmt.Fprintf(out, "%s %s in namespace %s on node %s (%s) from %s\n", d.Kind, d.Object, d.Namespace, termsafe.Line(d.Node), termsafe.Line(d.Phase), termsafe.Line(res.Image))
 	if d.Kind == "Pod" {
 		fmt.Fprintf(out, "open it with: ds01 container open --on k8s %s\n", req.Name)
 	}
@@ -185,12 +194,8 @@ func runKubeOpen(ctx context.Context, cmd *cli.Command, name string, command []s
 	}
 	s := cluster.Session{Command: command, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
 	if isTerminal() {
-		restore, sizes, err := rawTerminal(ctx)
-		if err != nil {
-			return err
-		}
-		defer restore()
-		s.TTY, s.Sizes = true, sizes
+		s.TTY = true
+		s.Terminal = func() (remotecommand.TerminalSizeQueue, func(), error) { return rawTerminal(ctx) }
 	}
 	err = o.OpenKube(ctx, id, kubeOptions(cmd), name, s)
 	var exit *cluster.ExitError
@@ -202,7 +207,7 @@ func runKubeOpen(ctx context.Context, cmd *cli.Command, name string, command []s
 
 // rawTerminal puts stdin into raw mode, as kubectl exec -it does, and
 // tells the terminal's size on every SIGWINCH.
-func rawTerminal(ctx context.Context) (restore func(), sizes remotecommand.TerminalSizeQueue, err error) {
+func rawTerminal(ctx context.Context) (sizes remotecommand.TerminalSizeQueue, restore func(), err error) {
 	fd := int(os.Stdin.Fd())
 	old, err := term.MakeRaw(fd)
 	if err != nil {
@@ -213,11 +218,11 @@ func rawTerminal(ctx context.Context) (restore func(), sizes remotecommand.Termi
 	signal.Notify(winch, syscall.SIGWINCH)
 	ctx, cancel := context.WithCancel(ctx)
 	go q.follow(ctx, winch)
-	return func() {
+	return q, func() {
 		cancel()
 		signal.Stop(winch)
 		term.Restore(fd, old)
-	}, q, nil
+	}, nil
 }
 
 type sizeQueue struct {

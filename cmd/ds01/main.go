@@ -30,8 +30,11 @@ func main() {
 	stop()
 	if err != nil {
 		// Errors quote registries, bases and files: escaped, so that none
-		// of them writes to the terminal.
-		fmt.Fprintln(os.Stderr, "ds01:", termsafe.Text(err.Error()))
+		// of them writes to the terminal. An empty one is a command's own
+		// exit status passed on (container open), which said its piece.
+		if msg := err.Error(); msg != "" {
+			fmt.Fprintln(os.Stderr, "ds01:", termsafe.Text(msg))
+		}
 		os.Exit(exitCode(err))
 	}
 }

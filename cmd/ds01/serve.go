@@ -59,7 +59,12 @@ func runServe(ctx context.Context, cmd *cli.Command) error {
 // loadPolicy is --policy, else the default file when it exists, else the
 // built-in default.
 func loadPolicy(cmd *cli.Command) (policy.Policy, error) {
-	path := cmd.String("policy")
+	return readPolicy(cmd.String("policy"))
+}
+
+// readPolicy is the policy at path (root's file), or with "" the default
+// file when it exists, else the built-in default.
+func readPolicy(path string) (policy.Policy, error) {
 	if path == "" {
 		if _, err := os.Stat(DefaultPolicy); err != nil {
 			return policy.Default(), nil

@@ -60,20 +60,33 @@ type Spec struct {
 // other pods of the user's in the namespace.
 const Role = "ds01.managed"
 
-// ObjectName is the Kubernetes name of the user's workload called name:
-// DNS-1123, so '_' and '.' become '-', with the UID to keep two users'
-// workloads in one namespace apart.
+// DNSName is a ds01 name (a project, a user name) as Kubernetes names
+// take it: '_' and '.' become '-'.
+func DNSName(name string) string {
+	return strings.NewReplacer("_", "-", ".", "-").Replace(name)
+}
+
+// ObjectName is the Kubernetes name of the user's workload called name,
+// with the UID to keep two users' workloads in one namespace apart.
 func ObjectName(name string, uid uint32) string {
-	n := strings.NewReplacer("_", "-", ".", "-").Replace(name)
-	return fmt.Sprintf("%s-%d", n, uid)
+	return fmt.Sprintf("%s-%d", DNSName(name), uid)
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$`)
 
+// CheckName says what is wrong with a workload's ds01 name (the
+// project's), before anything is looked up by it.
+func CheckName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("name %q: use lowercase letters, digits, and '.', '_' or '-' between them", name)
+	}
+	return nil
+}
+
 // Check says what is wrong with a spec, in the user's terms.
 func (s Spec) Check() error {
-	if !nameRE.MatchString(s.Name) {
-		return fmt.Errorf("name %q: use lowercase letters, digits, and '.', '_' or '-' between them", s.Name)
+	if err := CheckName(s.Name); err != nil {
+		return err
 	}
 	if errs := validation.IsDNS1123Label(ObjectName(s.Name, s.UID)); len(errs) > 0 {
 		return fmt.Errorf("name %q is too long for Kubernetes (%s)", s.Name, strings.Join(errs, "; "))
@@ -174,7 +187,7 @@ func (s Spec) podSpec() corev1.PodSpec {
 }
 
 func hostname(name string) string {
-	h := strings.NewReplacer("_", "-", ".", "-").Replace(name)
+	h := DNSName(name)
 	if len(h) > 63 {
 		h = strings.TrimRight(h[:63], "-")
 	}

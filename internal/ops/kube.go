@@ -43,9 +43,15 @@ type KubeDeployed struct {
 // process must not read out of their home and use.
 var ErrKubeActsForUser = errors.New("--on k8s runs with your own kubeconfig and credentials, in your own process: run ds01 as yourself, without sudo or --user")
 
-func kubeAllowed(id identity.Identity) error {
+// KubeAllowed refuses --on k8s for root (workloads never run as root)
+// and for root acting for a user; it comes before anything of the user's
+// or the administrator's is read.
+func KubeAllowed(id identity.Identity) error {
 	if id.ActsForUser() || id.Sudo {
 		return ErrKubeActsForUser
+	}
+	if id.UID == 0 {
+		return errors.New("--on k8s runs workloads as their user, never as root: run it as that user, with their kubeconfig")
 	}
 	return nil
 }
@@ -82,6 +88,9 @@ func pushedRef(rec record.Record) (string, error) {
 	}
 	// A pulled image is made where it came from; a pushed one may have
 	// been made again here since.
+	if at.ImageID != "" && at.ImageID != rec.ImageID {
+		return "", fmt.Errorf("%s has changed here (image %s) since it was pushed as %s (container retire --save, or a rebuild), so the cluster would run the old image: run ds01 image push %s first", rec.Project, rec.ImageID, at.ImageID, rec.Project)
+	}
 	if pushed && rec.BuiltAt.After(at.At) {
 		return "", fmt.Errorf("%s was made again (%s) after its last push (%s), so the cluster would run the old image: run ds01 image push %s first", rec.Project, rec.BuiltAt.Format(time.RFC3339), at.At.Format(time.RFC3339), rec.Project)
 	}
@@ -116,6 +125,7 @@ func (o *Ops) KubeSpec(id identity.Identity, r KubeDeploy, image, namespace stri
 	}
 	k := o.Kube
 	uid := strconv.FormatUint(uint64(id.UID), 10)
+	dnsName := kube.DNSName(id.Name) // h_baker is no Kubernetes name
 	s := kube.Spec{
 		Name: r.Name, Namespace: namespace, Image: image,
 		UID: id.UID, GID: id.GID, User: id.Name, Login: id.Login,
@@ -127,37 +137,44 @@ func (o *Ops) KubeSpec(id identity.Identity, r KubeDeploy, image, namespace stri
 		s.Groups = append(s.Groups, g.GID)
 	}
 	if k.WorkspaceClaim != "" {
-		s.Workspace = kube.Workspace{Claim: policy.Expand(k.WorkspaceClaim, id.Name, uid, r.Name), SubPath: r.Name}
+		s.Workspace = kube.Workspace{Claim: policy.Expand(k.WorkspaceClaim, dnsName, uid, r.Name), SubPath: r.Name}
 	} else if k.WorkspacePath != "" {
 		s.Workspace = kube.Workspace{Path: policy.Expand(k.WorkspacePath, id.Name, uid, r.Name)}
 	}
 	return s, s.Check()
 }
 
-// Kube connects to the cluster as id, with id's own kubeconfig.
+// KubeCluster connects to the cluster as id, with id's own kubeconfig.
 func (o *Ops) KubeCluster(id identity.Identity, opts cluster.Options) (*cluster.Cluster, error) {
-	if err := kubeAllowed(id); err != nil {
+	if err := KubeAllowed(id); err != nil {
 		return nil, err
 	}
-	if o.Kube.Namespace != "" {
-		opts.DefaultNamespace = policy.Expand(o.Kube.Namespace, id.Name, strconv.FormatUint(uint64(id.UID), 10), "")
-	}
+	opts.DefaultNamespace = o.kubeNamespace(id)
 	return cluster.Connect(opts)
+}
+
+// kubeNamespace is the administrator's namespace for id; "" for none.
+func (o *Ops) kubeNamespace(id identity.Identity) string {
+	if o.Kube.Namespace == "" {
+		return ""
+	}
+	return policy.Expand(o.Kube.Namespace, kube.DNSName(id.Name), strconv.FormatUint(uint64(id.UID), 10), "")
 }
 
 // DeployKube makes the user's workload on the cluster from the project's
 // pushed image, or with DryRun says what it would make without calling
 // the cluster.
 func (o *Ops) DeployKube(ctx context.Context, id identity.Identity, r KubeDeploy, ev Events) (*KubeDeployed, error) {
+	if err := kube.CheckName(r.Name); err != nil {
+		return nil, err
+	}
 	c, err := o.KubeCluster(id, r.Cluster)
 	if err != nil && !(r.DryRun && errors.Is(err, cluster.ErrNoKubeconfig)) {
 		return nil, err
 	}
-	ns := r.Cluster.Namespace
+	ns := firstOf(r.Cluster.Namespace, o.kubeNamespace(id), "default")
 	if c != nil {
 		ns = c.Namespace
-	} else if ns == "" {
-		ns = "default"
 	}
 	image, err := o.KubeImage(id, r.Name)
 	if err != nil {
@@ -179,11 +196,17 @@ func (o *Ops) DeployKube(ctx context.Context, id identity.Identity, r KubeDeploy
 		res.Manifest, err = kube.YAML(obj)
 		return res, err
 	}
-	if r.Wait <= 0 {
-		r.Wait = time.Minute
-	}
 	res.Deployed, err = c.Create(ctx, obj, r.Wait)
 	return res, err
+}
+
+func firstOf(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }
 
 // ListKube is id's workloads in the namespace.
@@ -204,26 +227,18 @@ type KubeRetired struct {
 
 // RetireKube removes id's workload called name.
 func (o *Ops) RetireKube(ctx context.Context, id identity.Identity, opts cluster.Options, name string) (*KubeRetired, error) {
-	c, err := o.KubeCluster(id, opts)
+	c, w, err := o.findKube(ctx, id, opts, name)
 	if err != nil {
 		return nil, err
 	}
-	w, err := c.Find(ctx, id.UID, name)
-	if err != nil {
-		return nil, err
-	}
-	gone, err := c.Retire(ctx, w, 45*time.Second)
+	gone, err := c.Retire(ctx, w, id.UID, 45*time.Second)
 	return &KubeRetired{Workload: w, Terminating: !gone}, err
 }
 
 // OpenKube runs a session in id's workload called name: by default a
 // login shell, as container open does locally.
 func (o *Ops) OpenKube(ctx context.Context, id identity.Identity, opts cluster.Options, name string, s cluster.Session) error {
-	c, err := o.KubeCluster(id, opts)
-	if err != nil {
-		return err
-	}
-	w, err := c.Find(ctx, id.UID, name)
+	c, w, err := o.findKube(ctx, id, opts, name)
 	if err != nil {
 		return err
 	}
@@ -231,4 +246,16 @@ func (o *Ops) OpenKube(ctx context.Context, id identity.Identity, opts cluster.O
 		s.Command = []string{"bash", "-l"}
 	}
 	return c.Exec(ctx, w, s)
+}
+
+func (o *Ops) findKube(ctx context.Context, id identity.Identity, opts cluster.Options, name string) (*cluster.Cluster, cluster.Workload, error) {
+	if err := kube.CheckName(name); err != nil {
+		return nil, cluster.Workload{}, err
+	}
+	c, err := o.KubeCluster(id, opts)
+	if err != nil {
+		return nil, cluster.Workload{}, err
+	}
+	w, err := c.Find(ctx, id.UID, name)
+	return c, w, err
 }

@@ -166,7 +166,7 @@ func (o *Ops) recordPulled(id identity.Identity, res *PullResult, rm *registry.R
 		Project: res.Project, Image: res.Tag, ImageID: res.ImageID, Catalog: im.Catalog,
 		Login: id.Login, Name: im.Username, UID: id.UID, GID: id.GID, SourceDateEpoch: im.SourceDateEpoch,
 		Version: im.Version, BuiltAt: now,
-		Pulled: &record.Pushed{Repo: rm.Repo.String(), Digest: rm.Digest.String(), At: now},
+		Pulled: &record.Pushed{Repo: rm.Repo.String(), Digest: rm.Digest.String(), At: now, ImageID: res.ImageID},
 	}
 	rec.Base.Ref, rec.Base.ID, rec.Base.Digest = im.Base, im.BaseID, im.BaseDigest
 	if im.PackagesLayer != "" {

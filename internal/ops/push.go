@@ -131,7 +131,7 @@ func (o *Ops) PushImage(ctx context.Context, id identity.Identity, r ImagePush, 
 		return nil, err
 	}
 	res.Digest = dg.String()
-	return res, o.notePushed(id, project, record.Pushed{Repo: dst.Context().String(), Digest: res.Digest, At: time.Now().UTC()})
+	return res, o.notePushed(id, project, record.Pushed{Repo: dst.Context().String(), Digest: res.Digest, At: time.Now().UTC(), ImageID: res.ImageID})
 }
 
 // pushableRecord is the project's record, which a push makes the image

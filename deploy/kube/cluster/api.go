@@ -87,7 +87,10 @@ func (a *restAPI) CreateJob(ctx context.Context, ns string, j *batchv1.Job) erro
 
 func (a *restAPI) GetPod(ctx context.Context, ns, name string) (*corev1.Pod, error) {
 	p := &corev1.Pod{}
-	return p, a.core.Get().Namespace(ns).Resource("pods").Name(name).Do(ctx).Into(p)
+	if err := a.core.Get().Namespace(ns).Resource("pods").Name(name).Do(ctx).Into(p); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 func (a *restAPI) ListPods(ctx context.Context, ns, selector string) (*corev1.PodList, error) {

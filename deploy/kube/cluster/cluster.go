@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -33,6 +34,9 @@ type Cluster struct {
 	// Server and Context are for messages.
 	Server, Context string
 }
+
+// callTimeout bounds each call but exec's stream.
+const callTimeout = 30 * time.Second
 
 // ErrNoKubeconfig is a user without a kubeconfig that names a cluster.
 var ErrNoKubeconfig = errors.New("no kubeconfig: ds01 looks where kubectl does ($KUBECONFIG, else ~/.kube/config, or --kubeconfig FILE) and found none that names a cluster; ask the cluster's administrator for yours")
@@ -61,6 +65,11 @@ func Connect(o Options) (*Cluster, error) {
 		return nil, fmt.Errorf("kubeconfig: %w", err)
 	}
 	cfg.UserAgent = "ds01"
+	// An API server that takes the connection and never answers must not
+	// hang a command; exec streams take a copy without it.
+	if cfg.Timeout == 0 {
+		cfg.Timeout = callTimeout
+	}
 	ns := o.Namespace
 	if ns == "" {
 		if n, explicit, err := cc.Namespace(); err == nil && explicit {

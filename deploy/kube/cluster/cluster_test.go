@@ -131,7 +131,7 @@ func TestListFindRetireOwnOnly(t *testing.T) {
 	if err != nil || w.Object != "p-1001" {
 		t.Fatalf("find p: %+v %v", w, err)
 	}
-	if gone, err := c.Retire(context.Background(), w, time.Second); err != nil || !gone {
+	if gone, err := c.Retire(context.Background(), w, 1001, time.Second); err != nil || !gone {
 		t.Fatal(err)
 	}
 	if _, err := cs.CoreV1().Pods("ns").Get(context.Background(), "p-1002", metav1.GetOptions{}); err != nil {
@@ -139,5 +139,84 @@ func TestListFindRetireOwnOnly(t *testing.T) {
 	}
 	if ws, _ := c.List(context.Background(), 1001); len(ws) != 1 {
 		t.Errorf("after retire: %+v", ws)
+	}
+}
+
+func TestExplainRefusals(t *testing.T) {
+	c := &Cluster{Namespace: "ns", Server: "https://k", Context: "lab"}
+	gr := schema.GroupResource{Resource: "pods"}
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{apierrors.NewForbidden(gr, "p", errors.New(`User "bob" cannot create resource "pods"`)), "ask the cluster's administrator for a RoleBinding"},
+		{apierrors.NewForbidden(gr, "p", errors.New("exceeded quota: gpu, requested: requests.nvidia.com/gpu=3, used: requests.nvidia.com/gpu=0, limited: requests.nvidia.com/gpu=2")), "the quota of namespace ns refuses it"},
+		{apierrors.NewForbidden(gr, "p", errors.New(`violates PodSecurity "restricted:latest": restricted volume types (volume "workspace" uses restricted volume type "hostPath")`)), "ask the administrator for workspace_claim"},
+		{apierrors.NewUnauthorized("token expired"), `did not accept your credentials (kubeconfig context "lab")`},
+	} {
+		if got := c.explain(tc.err, "creating Pod p"); !strings.Contains(got.Error(), tc.want) {
+			t.Errorf("%v\nexplained as %q, want %q", tc.err, got, tc.want)
+		}
+	}
+}
+
+// A pod another user labelled as this user's, running as themselves, is
+// not the user's: list, open and retire pass it by.
+func TestForgedLabelsAreNotYours(t *testing.T) {
+	cs := fake.NewClientset()
+	c := &Cluster{API: fakeAPI{cs}, Namespace: "ns"}
+	forged := spec()
+	forged.UID = 1002
+	obj, _ := kube.Manifest(forged)
+	pod := obj.(*corev1.Pod)
+	pod.Labels["ds01.user_id"] = "1001"
+	pod.Name = "p-1001"
+	if _, err := cs.CoreV1().Pods("ns").Create(context.Background(), pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if ws, err := c.List(context.Background(), 1001); err != nil || len(ws) != 0 {
+		t.Fatalf("list shows %+v (%v): a pod running as 1002 is not 1001's", ws, err)
+	}
+	if _, err := c.Find(context.Background(), 1001, "p"); err == nil {
+		t.Fatal("find gave the forged pod")
+	}
+}
+
+// An API server that errs once while ds01 waits (overloaded, restarted)
+// is polled through; one that refuses the read ends the wait with the
+// workload named as left there.
+func TestAwaitErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"transient", apierrors.NewServiceUnavailable("etcd leader changed"), ""},
+		{"refused", apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "p-1001", errors.New("no get")), "was created in namespace ns and is left there"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cs := fake.NewClientset()
+			withStatus(cs, corev1.PodStatus{Phase: corev1.PodRunning}, "gpu-a")
+			failed := false
+			cs.PrependReactor("get", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+				if failed && tc.want == "" {
+					return false, nil, nil
+				}
+				failed = true
+				return true, nil, tc.err
+			})
+			c := &Cluster{API: fakeAPI{cs}, Namespace: "ns"}
+			obj, _ := kube.Manifest(spec())
+			d, err := c.Create(context.Background(), obj, 2*time.Second)
+			if tc.want == "" {
+				if err != nil || d.Node != "gpu-a" {
+					t.Fatalf("%+v %v: want the pod on gpu-a after the error", d, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
 	}
 }

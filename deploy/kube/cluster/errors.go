@@ -21,6 +21,24 @@ func (e *Forbidden) Error() string {
 
 func (e *Forbidden) Unwrap() error { return e.Err }
 
+// Refused is the namespace's admission refusing a workload RBAC let the
+// user create: its quota, or its Pod Security level. Both answer 403 as
+// RBAC does, and call for other advice.
+type Refused struct {
+	By        string // "quota" or "pod security"
+	Namespace string
+	Err       error
+}
+
+func (e *Refused) Error() string {
+	if e.By == "quota" {
+		return fmt.Sprintf("the quota of namespace %s refuses it (%s): retire one of your workloads there (ds01 container list --on k8s), ask for fewer GPUs, or ask the cluster's administrator for a larger quota", e.Namespace, apiMessage(e.Err))
+	}
+	return fmt.Sprintf("the Pod Security level of namespace %s refuses the manifest (%s): of what ds01 puts in, only the administrator's workspace_path (a hostPath) and allow_privilege_escalation go beyond the restricted level; ask the administrator for workspace_claim instead, or for a namespace whose level allows them", e.Namespace, apiMessage(e.Err))
+}
+
+func (e *Refused) Unwrap() error { return e.Err }
+
 // Pending is a workload the scheduler has not placed, with its reason.
 type Pending struct {
 	Name, Namespace string
@@ -64,6 +82,10 @@ func (c *Cluster) explain(err error, doing string) error {
 		return nil
 	}
 	switch {
+	case apierrors.IsForbidden(err) && strings.Contains(apiMessage(err), "exceeded quota"):
+		return &Refused{By: "quota", Namespace: c.Namespace, Err: err}
+	case apierrors.IsForbidden(err) && strings.Contains(apiMessage(err), "violates PodSecurity"):
+		return &Refused{By: "pod security", Namespace: c.Namespace, Err: err}
 	case apierrors.IsForbidden(err):
 		return &Forbidden{Doing: doing, Namespace: c.Namespace, Err: err}
 	case apierrors.IsUnauthorized(err):
@@ -72,6 +94,12 @@ func (c *Cluster) explain(err error, doing string) error {
 		return fmt.Errorf("cannot reach the cluster at %s (kubeconfig context %q): %w", c.Server, c.Context, err)
 	}
 	return fmt.Errorf("%s: %w", doing, err)
+}
+
+// transient are errors a poll goes on through.
+func transient(err error) bool {
+	return apierrors.IsTooManyRequests(err) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) ||
+		apierrors.IsInternalError(err) || apierrors.IsServiceUnavailable(err) || isUnreachable(err)
 }
 
 func isUnreachable(err error) bool {

@@ -8,6 +8,7 @@ import (
 	"net/url"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
 	"k8s.io/streaming/pkg/httpstream"
@@ -21,8 +22,10 @@ type Session struct {
 	Stdin   io.Reader
 	Stdout  io.Writer
 	Stderr  io.Writer
-	// Sizes tells the terminal's size as it changes; nil without a TTY.
-	Sizes remotecommand.TerminalSizeQueue
+	// Terminal, when set, makes the caller's terminal raw once the pod
+	// is found (not before: a raw terminal takes Ctrl-C away), telling
+	// its size as it changes, until restore.
+	Terminal func() (sizes remotecommand.TerminalSizeQueue, restore func(), err error)
 }
 
 // ExitError is the command's own non-zero exit status.
@@ -40,7 +43,9 @@ func (c *Cluster) Exec(ctx context.Context, w Workload, s Session) error {
 		Container: "ds01", Command: s.Command, TTY: s.TTY,
 		Stdin: s.Stdin != nil, Stdout: s.Stdout != nil, Stderr: s.Stderr != nil && !s.TTY,
 	})
-	ws, err := remotecommand.NewWebSocketExecutor(c.REST, "GET", u)
+	stream := rest.CopyConfig(c.REST)
+	stream.Timeout = 0 // an interactive shell lasts as long as the user likes
+	ws, err := remotecommand.NewWebSocketExecutor(stream, "GET", u)
 	if err != nil {
 		return err
 	}
@@ -48,7 +53,7 @@ func (c *Cluster) Exec(ctx context.Context, w Workload, s Session) error {
 	if err != nil {
 		return err
 	}
-	spdy, err := remotecommand.NewSPDYExecutor(c.REST, "POST", pu)
+	spdy, err := remotecommand.NewSPDYExecutor(stream, "POST", pu)
 	if err != nil {
 		return err
 	}
@@ -58,7 +63,15 @@ func (c *Cluster) Exec(ctx context.Context, w Workload, s Session) error {
 	if err != nil {
 		return err
 	}
-	opts := remotecommand.StreamOptions{Stdin: s.Stdin, Stdout: s.Stdout, Tty: s.TTY, TerminalSizeQueue: s.Sizes}
+	opts := remotecommand.StreamOptions{Stdin: s.Stdin, Stdout: s.Stdout, Tty: s.TTY}
+	if s.TTY && s.Terminal != nil {
+		sizes, restore, err := s.Terminal()
+		if err != nil {
+			return err
+		}
+		defer restore()
+		opts.TerminalSizeQueue = sizes
+	}
 	if !s.TTY {
 		opts.Stderr = s.Stderr
 	}

@@ -24,7 +24,11 @@ func (f fakeAPI) CreateJob(ctx context.Context, ns string, j *batchv1.Job) error
 }
 
 func (f fakeAPI) GetPod(ctx context.Context, ns, name string) (*corev1.Pod, error) {
-	return f.cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	p, err := f.cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err // as the REST API does: no empty pod beside an error
+	}
+	return p, nil
 }
 
 func (f fakeAPI) ListPods(ctx context.Context, ns, sel string) (*corev1.PodList, error) {

@@ -26,6 +26,19 @@ func selector(uid uint32, name string) string {
 	return labels.SelectorFromSet(set).String()
 }
 
+// jobPods picks a Job's pods, and only those ds01 made for the user.
+func jobPods(job, uid string) string {
+	return labels.SelectorFromSet(labels.Set{batchv1.JobNameLabel: job, kube.Role: "true", label.UserID: uid}).String()
+}
+
+// runsAs says whether a pod runs as uid. Labels are anyone's to write in
+// a namespace they share: a pod labelled as the user's that would run as
+// someone else is not theirs to open or retire.
+func runsAs(spec *corev1.PodSpec, uid uint32) bool {
+	sc := spec.SecurityContext
+	return sc != nil && sc.RunAsUser != nil && *sc.RunAsUser == int64(uid)
+}
+
 // List is the user's ds01 workloads in the namespace: Pods, and Jobs with
 // their newest pod; a Job's pods are not listed apart.
 func (c *Cluster) List(ctx context.Context, uid uint32) ([]Workload, error) {
@@ -46,6 +59,9 @@ func (c *Cluster) list(ctx context.Context, uid uint32, name string) ([]Workload
 	newest := map[string]*corev1.Pod{}
 	for i := range pods.Items {
 		p := &pods.Items[i]
+		if !runsAs(&p.Spec, uid) {
+			continue
+		}
 		if job := p.Labels[batchv1.JobNameLabel]; job != "" {
 			if n := newest[job]; n == nil || p.CreationTimestamp.After(n.CreationTimestamp.Time) {
 				newest[job] = p
@@ -57,7 +73,9 @@ func (c *Cluster) list(ctx context.Context, uid uint32, name string) ([]Workload
 		out = append(out, w)
 	}
 	for _, j := range jobs.Items {
-		out = append(out, jobWorkload(c.Namespace, &j, newest[j.Name]))
+		if runsAs(&j.Spec.Template.Spec, uid) {
+			out = append(out, jobWorkload(c.Namespace, &j, newest[j.Name]))
+		}
 	}
 	sort.Slice(out, func(i, k int) bool { return out[i].Name < out[k].Name })
 	return out, nil
@@ -98,8 +116,8 @@ func (c *Cluster) Find(ctx context.Context, uid uint32, name string) (Workload, 
 // wait for the pod to be gone: a pod on a node goes only once the node
 // has stopped it, and until then the name is taken. It says whether the
 // pod is gone.
-func (c *Cluster) Retire(ctx context.Context, w Workload, wait time.Duration) (gone bool, err error) {
-	if err := c.remove(ctx, w.Kind, w.Object); err != nil {
+func (c *Cluster) Retire(ctx context.Context, w Workload, uid uint32, wait time.Duration) (gone bool, err error) {
+	if err := c.remove(ctx, w.Kind, w.Object, strconv.FormatUint(uint64(uid), 10)); err != nil {
 		return false, err
 	}
 	if w.Pod == "" {
@@ -109,8 +127,11 @@ func (c *Cluster) Retire(ctx context.Context, w Workload, wait time.Duration) (g
 	defer cancel()
 	for {
 		_, err := c.API.GetPod(ctx, c.Namespace, w.Pod)
-		if apierrors.IsNotFound(err) {
+		switch {
+		case apierrors.IsNotFound(err):
 			return true, nil
+		case err != nil && ctx.Err() == nil && !transient(err):
+			return false, c.explain(err, "waiting for "+w.Pod+" to go")
 		}
 		select {
 		case <-ctx.Done():
@@ -120,14 +141,14 @@ func (c *Cluster) Retire(ctx context.Context, w Workload, wait time.Duration) (g
 	}
 }
 
-func (c *Cluster) remove(ctx context.Context, kind, name string) error {
+func (c *Cluster) remove(ctx context.Context, kind, name, uid string) error {
 	var err error
 	if kind == "Job" {
 		err = c.API.DeleteJob(ctx, c.Namespace, name)
 		if err == nil {
 			// Deleting a Job leaves its pods to the garbage collector;
 			// ds01 does not wait for it to come round.
-			err = c.API.DeletePods(ctx, c.Namespace, batchv1.JobNameLabel+"="+name)
+			err = c.API.DeletePods(ctx, c.Namespace, jobPods(name, uid))
 		}
 	} else {
 		err = c.API.DeletePod(ctx, c.Namespace, name)

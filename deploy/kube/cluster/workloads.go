@@ -71,31 +71,45 @@ func kindOf(obj metav1.Object) string {
 
 // await polls the workload's pod: the API server's watch would do, but a
 // poll is one request every few hundred milliseconds for a few seconds,
-// and it cannot miss an event.
+// and it cannot miss an event. A transient error (a dropped connection,
+// an overloaded API server) is polled through; wait <= 0 does not wait.
 func (c *Cluster) await(ctx context.Context, obj metav1.Object, kind string, wait time.Duration) (*Deployed, error) {
-	ctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
+	if wait <= 0 {
+		return c.deployed(obj, kind, nil, false), nil
+	}
+	// The wait is a deadline of its own, not the requests' context: a
+	// request cut by it (client-go's rate limiter refuses one that would
+	// end past it) is the end of the wait, not an error.
+	deadline := time.Now().Add(wait)
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	var last *corev1.Pod
 	for {
 		pod, err := c.podOf(ctx, obj, kind)
-		if err != nil && ctx.Err() == nil {
-			return nil, c.explain(err, "reading "+obj.GetName())
-		}
-		if pod != nil {
+		switch {
+		case err == nil && pod != nil:
 			last = pod
-			done, err := c.settled(ctx, obj, kind, pod)
-			if done || err != nil {
+			if done, err := c.settled(ctx, obj, kind, pod); done || err != nil {
 				return c.deployed(obj, kind, pod, true), err
 			}
+		case err != nil && ctx.Err() == nil && !transient(err):
+			return nil, c.left(obj, kind, c.explain(err, "reading "+obj.GetName()))
 		}
 		select {
 		case <-ctx.Done():
-			return c.timedOut(obj, kind, last)
+			return nil, c.left(obj, kind, fmt.Errorf("interrupted while waiting for it: %w", ctx.Err()))
 		case <-tick.C:
 		}
+		if time.Now().After(deadline) {
+			return c.timedOut(obj, kind, last)
+		}
 	}
+}
+
+// left says that the workload was made and stays, whatever went wrong
+// after.
+func (c *Cluster) left(obj metav1.Object, kind string, err error) error {
+	return fmt.Errorf("%s %s was created in namespace %s and is left there (ds01 container list --on k8s shows it, retire --on k8s removes it): %w", kind, obj.GetName(), c.Namespace, err)
 }
 
 // settled says whether the pod is where the wait ends: running (or done),
@@ -103,7 +117,7 @@ func (c *Cluster) await(ctx context.Context, obj metav1.Object, kind string, wai
 // of which removes the workload.
 func (c *Cluster) settled(ctx context.Context, obj metav1.Object, kind string, pod *corev1.Pod) (bool, error) {
 	if pf := pullFailure(pod); pf != nil {
-		if err := c.remove(context.WithoutCancel(ctx), kind, obj.GetName()); err != nil {
+		if err := c.remove(context.WithoutCancel(ctx), kind, obj.GetName(), obj.GetLabels()[label.UserID]); err != nil {
 			return true, fmt.Errorf("%w (and removing it failed: %v)", pf, err)
 		}
 		return true, pf
@@ -175,7 +189,7 @@ func (c *Cluster) podOf(ctx context.Context, obj metav1.Object, kind string) (*c
 	if kind == "Pod" {
 		return c.API.GetPod(ctx, c.Namespace, obj.GetName())
 	}
-	pods, err := c.API.ListPods(ctx, c.Namespace, batchv1.JobNameLabel+"="+obj.GetName())
+	pods, err := c.API.ListPods(ctx, c.Namespace, jobPods(obj.GetName(), obj.GetLabels()[label.UserID]))
 	if err != nil || len(pods.Items) == 0 {
 		return nil, err
 	}
